@@ -1,0 +1,107 @@
+"""Loading stage configs: YAML file + `--set key.sub=value` overrides, validated by pydantic.
+
+Every stage declares a pydantic model (in its own package) whose defaults are the paper's values.
+This module turns a file and overrides into that model, or into a `ConfigError` that names the file,
+the key, the offending value and what would be accepted, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and how to fix it."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors (a typo must not silently use a default)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML, so numbers and lists keep their type)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set filter.min_size_bytes=2048")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: the key before '=' is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def apply_override(data: dict, parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: '{part}' holds {child!r}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - key '{key}' is not a known setting (check its spelling and indentation)")
+        else:
+            lines.append(f"  - key '{key}' = {shown}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def build_config(model: type[T], data: dict | None = None, overrides: list[str] | None = None,
+                 source: str = "<config>") -> T:
+    """Validate `data` (already merged from YAML) plus overrides into `model`."""
+    data = json.loads(json.dumps(data or {}))  # deep copy, plain types only
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(model: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    data = read_yaml(path) if path else {}
+    return build_config(model, data, overrides, source=str(path) if path else "<defaults + --set>")
+
+
+def config_hash(config: BaseModel) -> str:
+    """A stable hash of the resolved config: equal configs give equal hashes across runs and hosts."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

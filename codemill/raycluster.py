@@ -1,0 +1,141 @@
+"""A local Ray head for the DAG runner and the tests: started with its dashboard and token auth on,
+on free ports, in its own temp dir and process group, so it can be stopped without touching any other
+Ray on the machine (`ray stop` would kill them all).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEAD_START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def auth_env(token_path: str | Path) -> dict[str, str]:
+    """The environment that lets a client (job submission, ray.init) talk to a token-auth cluster."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+
+
+@dataclass
+class LocalRayHead:
+    num_cpus: int | None = None
+    host: str = "127.0.0.1"
+    root: Path | None = None
+    token_file: Path | None = None  # default: a fresh token in the head's temp dir
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
+
+    @property
+    def token_path(self) -> Path:
+        assert self.root is not None
+        return Path(self.token_file) if self.token_file else self.root / "auth_token"
+
+    def env(self) -> dict[str, str]:
+        """Variables a client process needs to use this cluster."""
+        return {**auth_env(self.token_path), "RAY_ADDRESS": self.address}
+
+    def start(self) -> "LocalRayHead":
+        # Ray's socket paths must stay short (AF_UNIX limit), so the temp dir lives under /tmp.
+        self.root = Path(tempfile.mkdtemp(prefix="cm-ray-", dir="/tmp"))
+        if not self.token_path.exists() or not self.token_path.read_text().strip():
+            self.token_path.parent.mkdir(parents=True, exist_ok=True)
+            self.token_path.write_text(secrets.token_hex(32))
+            self.token_path.chmod(0o600)
+        ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        if ray_bin is None:
+            raise RuntimeError("the `ray` command is not installed in this environment (pip install 'ray[default]')")
+        cmd = [ray_bin, "start", "--head", "--block", "--disable-usage-stats",
+               f"--node-ip-address={self.host}", f"--port={self.gcs_port}",
+               "--include-dashboard=true", f"--dashboard-host={self.host}",
+               f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.root / 't'}"]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        env = {**os.environ, **auth_env(self.token_path),
+               # Jobs run `python -m codemill...`: make that the python of this environment.
+               "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+        env.pop("RAY_ADDRESS", None)
+        log = open(self.root / "head.log", "wb")
+        self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.time() + HEAD_START_TIMEOUT_S
+        request = urllib.request.Request(f"{self.dashboard_url}/api/version",
+                                         headers={"Authorization": f"Bearer {self.token_path.read_text()}"})
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray head exited with {self.process.returncode}; see {self.root / 'head.log'}:\n"
+                                   + (self.root / "head.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(request, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ray head did not answer at {self.dashboard_url} within {HEAD_START_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        session_id = self.process.pid
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._kill_leftovers(session_id)
+        self.process = None
+
+    def _kill_leftovers(self, session_id: int) -> None:
+        # Workers may outlive the head: they stay in its session, or carry our temp dir in argv.
+        marker = str(self.root)
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                stat = (pid_dir / "stat").read_text()
+                sid = int(stat.rsplit(")", 1)[1].split()[3])
+                if sid == session_id or marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError, ValueError, IndexError):
+                continue
+
+    def __enter__(self) -> "LocalRayHead":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

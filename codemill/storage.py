@@ -1,0 +1,147 @@
+"""Storage URIs: a local path or `s3://bucket/prefix`, all through `pyarrow.fs`.
+
+S3 endpoint, region and credentials come from the standard AWS settings (environment, profile), so a
+custom endpoint (MinIO, moto, Ceph) works by setting `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`).
+Writes are atomic: a local file is written beside its target and renamed; an S3 PUT is atomic by itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+S3_SCHEME = "s3://"
+PARQUET_COMPRESSION = "zstd"
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith(S3_SCHEME)
+
+
+def join(uri: str, *parts: str) -> str:
+    uri = str(uri)
+    if is_s3(uri):
+        return S3_SCHEME + posixpath.join(uri[len(S3_SCHEME):].rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        if endpoint.startswith("http://"):
+            kwargs["scheme"] = "http"
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem for `uri` and the path inside it."""
+    uri = str(uri)
+    if is_s3(uri):
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return _s3_filesystem(s3_endpoint(), region), uri[len(S3_SCHEME):].rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write `data` so that readers see either the old object or the whole new one, never a part."""
+    fs, path = filesystem(uri)
+    parent = posixpath.dirname(path) if is_s3(uri) else os.path.dirname(path)
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    if is_s3(uri):
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def list_files(uri: str, suffix: str = "") -> list[str]:
+    """Files under `uri` (recursive) ending with `suffix`, as URIs of the same kind, sorted."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    found = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+    return [S3_SCHEME + p if is_s3(uri) else p for p in found]
+
+
+def delete_dir(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def delete_file(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
+def write_table(table: pa.Table, uri: str) -> None:
+    """One Parquet file (zstd), atomically."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION)
+    write_bytes(uri, sink.getvalue().to_pybytes())
+
+
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """All Parquet files under `uri` (a file or a folder) as one table; an empty folder gives no rows."""
+    files = [uri] if uri.endswith(".parquet") else list_files(uri, ".parquet")
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {uri}")
+    fs, _ = filesystem(uri)
+    tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def iter_parquet_batches(uri: str, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+    fs, _ = filesystem(uri)
+    for f in list_files(uri, ".parquet"):
+        with fs.open_input_file(filesystem(f)[1]) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size, columns=columns)

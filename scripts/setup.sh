@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent setup: .venv at the repo root, torch's CPU build first, then codemill with its extras,
+# then the system packages that tests and evaluation need. Fast when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+TORCH_VERSION="${CODEMILL_TORCH_VERSION:-2.13.0}"
+STAMP="$VENV/.codemill-setup"
+want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+
+apt_missing=()
+command -v unshare >/dev/null || apt_missing+=(util-linux)
+command -v ip >/dev/null || apt_missing+=(iproute2)
+command -v git >/dev/null || apt_missing+=(git)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "setup: installing ${apt_missing[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}") >/dev/null
+fi
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+"$VENV/bin/pip" install -q -e ".[train,serve,dev]"
+echo "$want" > "$STAMP"
