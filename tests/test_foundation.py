@@ -1,0 +1,108 @@
+"""Config loading, storage (local and real S3 via moto_server), manifests and the stage runner."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from codemill import manifest as mf
+from codemill import storage
+from codemill.config import ConfigError, StrictModel, build_config, config_hash, load_config
+from codemill.runner import run_stage, stage_main
+
+
+class Inner(StrictModel):
+    threshold: float = 0.4
+    names: list[str] = ["a"]
+
+
+class Demo(StrictModel):
+    inner: Inner = Inner()
+    size: int = 3
+
+
+def test_overrides_keep_yaml_types(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("size: 5\ninner:\n  threshold: 0.5\n")
+    cfg = load_config(Demo, cfg_file, ["inner.names=[x, y]", "size=7"])
+    assert cfg.size == 7 and cfg.inner.threshold == 0.5 and cfg.inner.names == ["x", "y"]
+
+
+def test_bad_value_names_file_key_and_value(tmp_path):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text("inner:\n  threshold: lots\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Demo, cfg_file)
+    msg = str(err.value)
+    assert "bad.yaml" in msg and "inner.threshold" in msg and "lots" in msg and "number" in msg
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="'inner.threshhold' is not a known setting"):
+        build_config(Demo, {"inner": {"threshhold": 1}})
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        build_config(Demo, {}, ["size"])
+
+
+def test_config_hash_is_stable_and_sensitive():
+    assert config_hash(Demo()) == config_hash(build_config(Demo, {"size": 3}))
+    assert config_hash(Demo()) != config_hash(build_config(Demo, {"size": 4}))
+
+
+def _roundtrip(root: str) -> None:
+    uri = storage.join(root, "a", "b.json")
+    storage.write_json(uri, {"x": 1})
+    assert storage.exists(uri) and storage.read_json(uri) == {"x": 1}
+    table = pa.table({"k": [1, 2, 3]})
+    storage.write_table(table, storage.join(root, "t", "part-0.parquet"))
+    storage.write_table(table, storage.join(root, "t", "part-1.parquet"))
+    assert storage.read_table(storage.join(root, "t")).num_rows == 6
+    assert len(storage.list_files(storage.join(root, "t"), ".parquet")) == 2
+    storage.delete_dir(storage.join(root, "t"))
+    assert not storage.exists(storage.join(root, "t", "part-0.parquet"))
+
+
+def test_storage_local(tmp_path):
+    _roundtrip(str(tmp_path))
+    assert not list(tmp_path.rglob("*.tmp-*"))  # atomic writes leave no temporaries
+
+
+def test_storage_s3(s3_bucket):
+    _roundtrip(s3_bucket + "/prefix")
+
+
+def _body(calls):
+    def body(run):
+        calls.append(run.out)
+        storage.write_json(run.path("data.json"), {"size": run.config.size})
+        return {"rows": run.config.size}
+    return body
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_runner_skips_complete_and_reruns_on_change(tmp_path, where, request):
+    root = request.getfixturevalue("s3_bucket") if where == "s3" else str(tmp_path)
+    calls: list[str] = []
+    up = storage.join(root, "up")
+    down = storage.join(root, "down")
+    run_stage("up", Demo(), up, _body(calls))
+    run_stage("down", Demo(), down, _body(calls), inputs={"input": up})
+    assert len(calls) == 2
+    run_stage("down", Demo(), down, _body(calls), inputs={"input": up})
+    assert len(calls) == 2, "a complete stage with the same config and input must do nothing"
+    run_stage("down", build_config(Demo, {"size": 9}), down, _body(calls), inputs={"input": up})
+    assert len(calls) == 3, "a changed config must rerun"
+    run_stage("up", build_config(Demo, {"size": 1}), up, _body(calls))
+    run_stage("down", build_config(Demo, {"size": 9}), down, _body(calls), inputs={"input": up})
+    assert len(calls) == 5, "a changed input must rerun"
+    m = mf.read_manifest(down)
+    assert m.status == "complete" and m.counts == {"rows": 9} and m.inputs["input"]["stage"] == "up"
+
+
+def test_missing_input_is_a_clear_error(tmp_path, capsys):
+    rc = stage_main("down", "demo", Demo, _body([]), ["--out", str(tmp_path / "o"), "--input", str(tmp_path / "nope")])
+    assert rc == 2
+    assert "has no complete _manifest.json" in capsys.readouterr().err
