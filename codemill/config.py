@@ -56,11 +56,13 @@ def apply_override(data: dict, parts: list[str], value: Any) -> None:
 
 
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
+    """A YAML mapping from a local path or a storage URI (the DAG runner stores stage configs with the run)."""
+    from codemill import storage
+
+    if not storage.exists(str(path)):
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(storage.read_bytes(str(path)).decode()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

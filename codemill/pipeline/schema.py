@@ -12,6 +12,9 @@ REPOS_SCHEMA = pa.schema([
     ("main_language", pa.string()), ("license", pa.string()), ("default_branch", pa.string()),
     ("commit", pa.string()), ("source", pa.string()), ("fetched_at", pa.timestamp("s", tz="UTC")),
     ("n_files", pa.int64()), ("n_skipped", pa.int64()),
+    # Repositories dropped by selection once fetched (a local repository's size, say) are listed too,
+    # so the crawl's record of what it looked at is complete.
+    ("selected", pa.bool_()), ("reject_reason", pa.string()),
 ])
 
 FILES_SCHEMA = pa.schema([

@@ -1,0 +1,389 @@
+"""A fetched repository (a folder, or a tar or zip archive) into file records, read safely in memory.
+
+Nothing is ever written to disk: archives are read member by member (tar as a stream, zip through its
+central directory) and folders file by file. Every member that is not kept is recorded with a reason
+(`SkippedFile`), never dropped silently:
+
+- `absolute_path`, `path_traversal`: a name that is absolute (`/x`, `C:/x`) or has a `..` component.
+  Backslashes count as separators, so `..\\x` is caught too.
+- `symlink`, `hardlink`, `special_file` (character or block device, fifo, socket): never followed or read.
+- `excluded_dir`: one record per excluded folder (`.git/`, `node_modules/`, vendored code, ...), not
+  one per file inside it. Folders are matched by name at any depth *below the repository root*, never
+  above it: a site-packages child crawled as its own repository keeps its files.
+- `file_size_cap`: a file larger than `max_file_bytes`; its size is checked before it is read, and the
+  read is bounded anyway (an archive may lie about sizes, a file may grow).
+- `repo_size_cap`, `member_count_cap`: the repository holds more than `max_repo_bytes` of regular files,
+  or more than `max_members` members; the member that passes the cap is recorded and nothing after it
+  is read. The byte count is what the extractor passes over: a tar stream decompresses every member, so
+  all of its regular files count, excluded ones included; a folder walk never enters excluded folders.
+- `duplicate_path`: an archive holding the same path twice keeps the first.
+- `binary`, `decode`: see `codemill.pipeline.decode`.
+- `encrypted`, `read_error`, `archive_error`: a member that cannot be read, or an archive that is
+  corrupt from that member on (the files read before it are kept).
+
+Archive paths drop one top-level folder when every member sits inside it, as in GitHub's tarballs
+(`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the folder itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import stat
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Callable, Iterable, Iterator
+
+import pyarrow as pa
+from pydantic import Field
+
+from codemill.config import StrictModel
+from codemill.pipeline.decode import NotText, decode_text
+from codemill.pipeline.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
+
+MiB = 1024 * 1024
+# A bit above the filter's 100 KB maximum (SPEC §1), so the filter records its own size rejections
+# and the crawl only guards memory.
+DEFAULT_MAX_FILE_BYTES = 1 * MiB
+# Selected repositories are at most 10 MB on GitHub's compressed measure (SPEC §1), and source code
+# compresses 4-10x, so a selected checkout rarely passes 100 MiB uncompressed; the cap leaves room for
+# that while bounding a worker's memory and the work a decompression bomb can cause.
+DEFAULT_MAX_REPO_BYTES = 200 * MiB
+# Far above the few thousand files of a repository of 10 MB; bounds archives of millions of empty entries.
+DEFAULT_MAX_MEMBERS = 100_000
+DEFAULT_EXCLUDED_DIRS = (
+    ".git", ".hg", ".svn", ".bzr",                                # version control
+    "node_modules", "bower_components", "jspm_packages",           # JavaScript dependencies
+    "vendor", "third_party", "third-party", "thirdparty",          # vendored code
+    "__pycache__", ".tox", ".nox", ".venv", "venv", "site-packages", ".eggs",  # Python environments
+    ".mypy_cache", ".pytest_cache", ".ipynb_checkpoints",          # tool caches
+)
+
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ZIP_SUFFIXES = (".zip",)
+ARCHIVE_SUFFIXES = TAR_SUFFIXES + ZIP_SUFFIXES
+
+SKIP_ABSOLUTE = "absolute_path"
+SKIP_TRAVERSAL = "path_traversal"
+SKIP_SYMLINK = "symlink"
+SKIP_HARDLINK = "hardlink"
+SKIP_SPECIAL = "special_file"
+SKIP_EXCLUDED_DIR = "excluded_dir"
+SKIP_FILE_SIZE = "file_size_cap"
+SKIP_REPO_SIZE = "repo_size_cap"
+SKIP_MEMBER_COUNT = "member_count_cap"
+SKIP_DUPLICATE = "duplicate_path"
+SKIP_ENCRYPTED = "encrypted"
+SKIP_READ_ERROR = "read_error"
+SKIP_ARCHIVE_ERROR = "archive_error"
+
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+class ExtractLimits(StrictModel):
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
+    max_repo_bytes: int = Field(DEFAULT_MAX_REPO_BYTES, gt=0)
+    max_members: int = Field(DEFAULT_MAX_MEMBERS, gt=0)
+    excluded_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_DIRS))
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    repo: str
+    path: str
+    content: str
+    size_bytes: int        # as stored, before decoding
+    sha256: str            # of the stored bytes
+    encoding: str
+    ext: str = field(init=False)
+    doc_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ext", PurePosixPath(self.path).suffix.lower())
+        object.__setattr__(self, "doc_id", make_doc_id(self.repo, self.path, self.sha256))
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    repo: str
+    path: str
+    reason: str
+
+
+@dataclass
+class RepoExtraction:
+    files: list[RepoFile]
+    skipped: list[SkippedFile]
+
+
+def is_archive(path: str) -> bool:
+    return path.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+# --- members of a container -----------------------------------------------------------------------
+
+FILE, DIR, SYMLINK, HARDLINK, SPECIAL, UNREADABLE = "file", "dir", "symlink", "hardlink", "special", "unreadable"
+_KIND_SKIP = {SYMLINK: SKIP_SYMLINK, HARDLINK: SKIP_HARDLINK, SPECIAL: SKIP_SPECIAL, UNREADABLE: SKIP_READ_ERROR}
+
+
+class _UnsafeMember(Exception):
+    """A folder entry that turned out not to be a regular file when opened (it changed under us)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Member:
+    name: str                                   # as the container spells it
+    kind: str
+    size: int                                   # declared size of a regular file
+    read: Callable[[int], bytes] | None = None  # read at most n bytes (regular files)
+    encrypted: bool = False
+
+
+def _tar_members(path: str) -> Iterator[_Member]:
+    kinds = ((tarfile.TarInfo.isreg, FILE), (tarfile.TarInfo.isdir, DIR), (tarfile.TarInfo.issym, SYMLINK),
+             (tarfile.TarInfo.islnk, HARDLINK))
+    with tarfile.open(path, mode="r|*") as tar:  # a stream: no seeking, members in order
+        for info in tar:
+            kind = next((k for test, k in kinds if test(info)), SPECIAL)
+            read = None
+            if kind == FILE:
+                read = lambda n, info=info: tar.extractfile(info).read(n)  # noqa: E731 (bound per member)
+            yield _Member(info.name, kind, info.size, read)
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    mode = info.external_attr >> 16 if info.create_system == 3 else 0  # Unix attributes, when present
+    if info.is_dir() or stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+        return SPECIAL
+    return FILE
+
+
+def _zip_members(path: str) -> Iterator[_Member]:
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            def read(n: int, info: zipfile.ZipInfo = info) -> bytes:
+                with zf.open(info) as f:
+                    return f.read(n)
+            yield _Member(info.filename, _zip_kind(info), info.file_size, read, encrypted=bool(info.flag_bits & 0x1))
+
+
+def _read_regular_file(path: str, n: int) -> bytes:
+    """Read at most n bytes, refusing anything that is not a regular file when opened (no following links)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == getattr(os, "ELOOP", None) or os.path.islink(path):
+            raise _UnsafeMember(SKIP_SYMLINK) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _UnsafeMember(SKIP_SPECIAL)
+        return f.read(n)
+
+
+def _folder_members(root: str, excluded: frozenset[str], rel: str = "") -> Iterator[_Member]:
+    """Entries in name order, depth first; excluded folders are listed but not entered. An unreadable
+    subfolder is one member of its own; an unreadable root raises."""
+    with os.scandir(os.path.join(root, rel) if rel else root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        try:
+            if entry.is_symlink():
+                yield _Member(name, SYMLINK, 0)
+            elif entry.is_dir(follow_symlinks=False):
+                yield _Member(name, DIR, 0)
+                if entry.name.casefold() not in excluded:
+                    yield from _folder_members(root, excluded, name)
+            elif entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                yield _Member(name, FILE, size, lambda n, p=entry.path: _read_regular_file(p, n))
+            else:
+                yield _Member(name, SPECIAL, 0)
+        except OSError:
+            yield _Member(name, UNREADABLE, 0)
+
+
+# --- paths ----------------------------------------------------------------------------------------
+
+def _normalize(name: str) -> tuple[str | None, str | None]:
+    """(relative POSIX path, None) for a safe member name, or (None, skip reason)."""
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) >= 2 and unified[1] == ":" and unified[0].isalpha()):
+        return None, SKIP_ABSOLUTE
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None, SKIP_TRAVERSAL
+    return "/".join(parts), None
+
+
+def _common_top_folder(members: Iterator[_Member], limits: ExtractLimits) -> str | None:
+    """The one top-level folder every member sits in, if there is one (read up to the caps only)."""
+    top: str | None = None
+    nested = False
+    total = 0
+    try:
+        for count, member in enumerate(members, 1):
+            total += member.size if member.kind == FILE else 0
+            if count > limits.max_members or total > limits.max_repo_bytes:
+                break
+            path, _ = _normalize(member.name)
+            if not path:
+                continue
+            head, sep, _ = path.partition("/")
+            if top is None:
+                top = head
+            if head != top or (not sep and member.kind != DIR):
+                return None
+            nested = nested or bool(sep)
+    except _ARCHIVE_ERRORS:
+        pass  # the extraction pass meets the same error and records it
+    finally:
+        members.close()
+    return top if nested else None
+
+
+# --- extraction -----------------------------------------------------------------------------------
+
+def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None = None
+                    ) -> Iterator[RepoFile | SkippedFile]:
+    """Every file of the repository at `path` (folder or archive), kept or skipped with a reason."""
+    limits = limits or ExtractLimits()
+    excluded = frozenset(d.casefold() for d in limits.excluded_dirs)
+    lower = path.lower()
+    if lower.endswith(TAR_SUFFIXES):
+        open_members: Callable[[], Iterator[_Member]] = lambda: _tar_members(path)  # noqa: E731
+    elif lower.endswith(ZIP_SUFFIXES):
+        open_members = lambda: _zip_members(path)  # noqa: E731
+    elif os.path.isdir(path):
+        open_members = lambda: _folder_members(path, excluded)  # noqa: E731
+    else:
+        raise ValueError(f"{path}: neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
+    top = _common_top_folder(open_members(), limits) if is_archive(path) else None
+    extractor = _Extractor(repo_full_name, limits, excluded, top)
+    members = open_members()
+    current = ""
+    try:
+        for member in members:
+            current = member.name
+            records, stop = extractor.visit(member)
+            yield from records
+            if stop:
+                break
+    except _ARCHIVE_ERRORS:
+        yield SkippedFile(repo_full_name, current, SKIP_ARCHIVE_ERROR)
+    finally:
+        members.close()
+
+
+def extract_repo(path: str, repo_full_name: str, limits: ExtractLimits | None = None) -> RepoExtraction:
+    result = RepoExtraction([], [])
+    for record in iter_repo_files(path, repo_full_name, limits):
+        (result.files if isinstance(record, RepoFile) else result.skipped).append(record)
+    return result
+
+
+class _Extractor:
+    """The per-member rules, with the state they need (totals, paths seen, excluded folders recorded)."""
+
+    def __init__(self, repo: str, limits: ExtractLimits, excluded: frozenset[str], top: str | None):
+        self.repo, self.limits, self.excluded, self.top = repo, limits, excluded, top
+        self.members = 0
+        self.total_bytes = 0
+        self.seen_paths: set[str] = set()
+        self.excluded_recorded: set[str] = set()
+
+    def skip(self, path: str, reason: str) -> SkippedFile:
+        return SkippedFile(self.repo, path, reason)
+
+    def visit(self, member: _Member) -> tuple[list[RepoFile | SkippedFile], bool]:
+        """The records for one member, and whether to stop reading the container."""
+        self.members += 1
+        if self.members > self.limits.max_members:
+            return [self.skip(member.name, SKIP_MEMBER_COUNT)], True
+        if member.kind == FILE:
+            self.total_bytes += member.size
+            if self.total_bytes > self.limits.max_repo_bytes:
+                return [self.skip(member.name, SKIP_REPO_SIZE)], True
+        path, unsafe = _normalize(member.name)
+        if unsafe:
+            return [self.skip(member.name, unsafe)], False
+        if self.top and (path == self.top or path.startswith(self.top + "/")):
+            path = path[len(self.top) + 1:]
+        if not path:
+            return [], False
+        folder = self._excluded_folder(path, member.kind)
+        if folder is not None:
+            if folder in self.excluded_recorded:
+                return [], False
+            self.excluded_recorded.add(folder)
+            return [self.skip(folder + "/", SKIP_EXCLUDED_DIR)], False
+        if member.kind == DIR:
+            return [], False
+        if member.kind in _KIND_SKIP:
+            return [self.skip(path, _KIND_SKIP[member.kind])], False
+        return [self._read_file(member, path)], False
+
+    def _excluded_folder(self, path: str, kind: str) -> str | None:
+        parts = path.split("/")
+        folders = parts if kind == DIR else parts[:-1]
+        for i, part in enumerate(folders):
+            if part.casefold() in self.excluded:
+                return "/".join(parts[: i + 1])
+        return None
+
+    def _read_file(self, member: _Member, path: str) -> RepoFile | SkippedFile:
+        if path in self.seen_paths:
+            return self.skip(path, SKIP_DUPLICATE)
+        self.seen_paths.add(path)
+        cap = self.limits.max_file_bytes
+        if member.size > cap:
+            return self.skip(path, SKIP_FILE_SIZE)
+        if member.encrypted:
+            return self.skip(path, SKIP_ENCRYPTED)
+        try:
+            data = member.read(cap + 1)
+        except _UnsafeMember as exc:
+            return self.skip(path, exc.reason)
+        except (*_ARCHIVE_ERRORS, RuntimeError, NotImplementedError):
+            return self.skip(path, SKIP_READ_ERROR)
+        if len(data) > cap:
+            return self.skip(path, SKIP_FILE_SIZE)
+        try:
+            text, encoding = decode_text(data)
+        except NotText as exc:
+            return self.skip(path, exc.reason)
+        return RepoFile(self.repo, path, text, len(data), hashlib.sha256(data).hexdigest(), encoding)
+
+
+# --- Arrow tables ---------------------------------------------------------------------------------
+
+def files_table(files: Iterable[RepoFile], repo_stars: int | None, repo_language: str | None) -> pa.Table:
+    """The `files/` rows of one repository; stars and main language are the repository's, from the caller."""
+    files = list(files)
+    n = len(files)
+    return pa.table({
+        "doc_id": [f.doc_id for f in files], "repo": [f.repo for f in files], "path": [f.path for f in files],
+        "ext": [f.ext for f in files], "content": [f.content for f in files],
+        "size_bytes": [f.size_bytes for f in files], "sha256": [f.sha256 for f in files],
+        "encoding": [f.encoding for f in files], "repo_stars": [repo_stars] * n,
+        "repo_language": [repo_language] * n,
+    }, schema=FILES_SCHEMA)
+
+
+def skipped_table(skipped: Iterable[SkippedFile]) -> pa.Table:
+    skipped = list(skipped)
+    return pa.table({"repo": [s.repo for s in skipped], "path": [s.path for s in skipped],
+                     "reason": [s.reason for s in skipped]}, schema=SKIPPED_SCHEMA)

@@ -1,0 +1,117 @@
+"""What the `git` and `local` sources know about a repository without an API: a metadata file
+(stars, size, license, main language), the size on disk, and names unique within a crawl.
+
+A metadata file maps a repository's full name (as the source names it: `owner/name` for git URLs,
+`local/<folder>` for local paths) to its facts. YAML or JSON, as a mapping or a list of records:
+
+    octo/demo: {stars: 12, size_kb: 340}          - {full_name: octo/demo, stars: 12, size_kb: 340}
+
+or CSV with a header row:
+
+    full_name,stars,size_kb
+    octo/demo,12,340
+
+Keys: stars, size_kb, license, main_language, default_branch; any may be left out (empty in CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import stat
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from codemill.config import ConfigError, StrictModel, format_validation_error
+
+KIB = 1024
+# Git's own storage is not the repository's content; GitHub's `size` is not comparable to it either.
+SIZE_IGNORED_DIRS = frozenset({".git"})
+
+
+class RepoMetadata(StrictModel):
+    stars: int | None = Field(None, ge=0)
+    size_kb: int | None = Field(None, ge=0)
+    license: str | None = None
+    main_language: str | None = None
+    default_branch: str | None = None
+
+
+def _records(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        return [{k: v for k, v in row.items() if v not in ("", None)} for row in rows]
+    try:
+        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"metadata file {path}: not valid {suffix.lstrip('.').upper()}: {exc}") from None
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        if not all(isinstance(v, dict) for v in data.values()):
+            raise ConfigError(f"metadata file {path}: each repository must map to a mapping of its facts, "
+                              "e.g. `octo/demo: {stars: 12}`")
+        return [{"full_name": name, **facts} for name, facts in data.items()]
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return data
+    raise ConfigError(f"metadata file {path}: expected a mapping of full_name -> facts, or a list of records")
+
+
+def load_metadata(path: str | None) -> dict[str, RepoMetadata]:
+    """full_name -> facts; a ConfigError names the file and the entry that is wrong."""
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"metadata file {path} does not exist")
+    if file.suffix.lower() not in (".yaml", ".yml", ".json", ".csv"):
+        raise ConfigError(f"metadata file {path}: use .yaml, .yml, .json or .csv")
+    result: dict[str, RepoMetadata] = {}
+    for i, record in enumerate(_records(file)):
+        name = record.pop("full_name", None)
+        if not name:
+            raise ConfigError(f"metadata file {path}: record {i + 1} has no full_name")
+        if name in result:
+            raise ConfigError(f"metadata file {path}: {name} is listed twice")
+        try:
+            result[str(name)] = RepoMetadata.model_validate(record)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"metadata file {path}, entry {name}")) from None
+    return result
+
+
+def size_kb_on_disk(path: str) -> int:
+    """KB (rounded up) of an archive file, or of a folder's regular files outside `.git`, links not followed."""
+    if not os.path.isdir(path):
+        return math.ceil(os.path.getsize(path) / KIB)
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if d not in SIZE_IGNORED_DIRS]
+        for name in files:
+            st = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return math.ceil(total / KIB)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """The names in order, a repeated one becoming `name~2`, `name~3`, ... (never an existing name)."""
+    taken = set(names)
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        if name in seen:
+            k = 2
+            while f"{name}~{k}" in taken:
+                k += 1
+            name = f"{name}~{k}"
+            taken.add(name)
+        seen.add(name)
+        result.append(name)
+    return result

@@ -1,0 +1,41 @@
+"""Which documents are held out, and the order rows are shuffled into: both pure functions of ids and a seed,
+so any worker decides them alone and every run decides them the same way."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+TRAIN = "train"
+VALIDATION = "validation"
+SPLITS = (TRAIN, VALIDATION)
+VALIDATION_FRACTION = 0.005  # 0.5% of documents, chosen by the hash of their doc_id
+
+_U64 = np.uint64
+_HASH_SPACE = float(2**64)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def split_of(doc_id: str, validation_fraction: float = VALIDATION_FRACTION) -> str:
+    """A document's split; independent of the seed, so held-out documents stay held out across runs."""
+    return VALIDATION if _hash64(doc_id) / _HASH_SPACE < validation_fraction else TRAIN
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A bijective mixer of uint64 (Steele et al.'s SplitMix64 finaliser): consecutive inputs give
+    independent-looking outputs."""
+    with np.errstate(over="ignore"):
+        x = x + _U64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def shuffle_keys(seed: int, split: str, language: str, n_rows: int) -> np.ndarray:
+    """One uint64 key per row of a language's stream; sorting all rows by key is the global shuffle."""
+    stream = _U64(_hash64(f"{seed}\x00{split}\x00{language}"))
+    return _splitmix64(np.arange(n_rows, dtype=_U64) ^ stream)
