@@ -1,0 +1,161 @@
+"""The token shard format: Arrow IPC files of packed rows, plus `tokenizer.json` and `manifest.json`.
+
+Layout under the tokenize stage's output:
+
+    shards/train-00000.arrow ...       rows of the train split, ~256 MB each
+    shards/validation-00000.arrow ...  rows of the held-out documents
+    tokenizer.json                     the tokenizer that made the ids (loads with `tokenizers` alone)
+    manifest.json                      seq_len, the tokenizer's hash, the shards, rows and tokens per split
+                                       and per language
+
+A shard is an uncompressed Arrow IPC file (so it can be memory-mapped and read without copies) of one
+record batch with the columns of `row_schema`:
+
+    input_ids        fixed_size_list<uint16>[seq_len]  tag ids, stream ids, `<|endoftext|>` padding
+    language         dictionary<int8, string>          over the 23 languages of SPEC §2
+    n_tokens         int32                             ids before the padding (the loss ignores the rest)
+    doc_starts       list<int32>                       offset in the row where each document piece starts
+    doc_ids          list<string>                      the document of each piece (aligned with doc_starts)
+    first_continues  bool                              the first piece continues a document of an earlier row
+    shuffle_key      uint64                            the row's place in the global shuffle
+
+Rows are shuffled by range-partitioning `shuffle_key` over the shards of a split and sorting each shard by
+it, so the shards read in name order are all rows sorted by key: one deterministic global permutation,
+made without ever collecting the rows in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codemill import storage
+from codemill.languages import LANGUAGE_NAMES
+
+SHARDS_DIR = "shards"
+SHARD_SUFFIX = ".arrow"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+FORMAT = "codemill-token-shards"
+FORMAT_VERSION = 1
+SHARD_BYTES = 256 * 2**20  # target size of one shard
+ID_TYPE = pa.uint16()
+
+_LANGUAGES = pa.array(LANGUAGE_NAMES, pa.string())
+LANGUAGE_TYPE = pa.dictionary(pa.int8(), pa.string())
+
+
+def row_schema(seq_len: int) -> pa.Schema:
+    return pa.schema([
+        ("input_ids", pa.list_(ID_TYPE, seq_len)), ("language", LANGUAGE_TYPE), ("n_tokens", pa.int32()),
+        ("doc_starts", pa.list_(pa.int32())), ("doc_ids", pa.list_(pa.string())),
+        ("first_continues", pa.bool_()), ("shuffle_key", pa.uint64()),
+    ])
+
+
+def row_table(rows: np.ndarray, language: str, n_tokens: np.ndarray, doc_starts: pa.ListArray,
+              doc_ids: pa.ListArray, first_continues: np.ndarray, shuffle_key: np.ndarray) -> pa.Table:
+    """Rows of one language as a table of `row_schema` (the ids are not copied)."""
+    n_rows, seq_len = rows.shape
+    input_ids = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), ID_TYPE), seq_len)
+    code = LANGUAGE_NAMES.index(language)
+    languages = pa.DictionaryArray.from_arrays(pa.array(np.full(n_rows, code, np.int8)), _LANGUAGES)
+    return pa.Table.from_arrays(
+        [input_ids, languages, pa.array(n_tokens, pa.int32()), doc_starts, doc_ids,
+         pa.array(first_continues, pa.bool_()), pa.array(shuffle_key, pa.uint64())],
+        schema=row_schema(seq_len))
+
+
+def row_bytes(seq_len: int) -> int:
+    return seq_len * ID_TYPE.byte_width
+
+
+def shard_count(n_rows: int, seq_len: int, shard_bytes: int = SHARD_BYTES) -> int:
+    return max(1, math.ceil(n_rows * row_bytes(seq_len) / shard_bytes))
+
+
+def shard_of_keys(keys: np.ndarray, n_shards: int) -> np.ndarray:
+    """Range partition of uint64 keys into `n_shards` equal key ranges (monotonic in the key)."""
+    high = np.asarray(keys, dtype=np.uint64) >> np.uint64(32)
+    return ((high * np.uint64(n_shards)) >> np.uint64(32)).astype(np.int64)
+
+
+def shard_path(split: str, index: int) -> str:
+    """A shard's path relative to the stage output."""
+    return f"{SHARDS_DIR}/{split}-{index:05d}{SHARD_SUFFIX}"
+
+
+def write_shard(rows: pa.Table, out: str, split: str, index: int) -> dict:
+    """Sort `rows` by shuffle key and write them as one shard; returns its record for the manifest."""
+    rows = rows.take(pc.sort_indices(rows["shuffle_key"])).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, rows.schema) as writer:
+        writer.write_table(rows, max_chunksize=max(1, rows.num_rows))
+    data = sink.getvalue()
+    path = shard_path(split, index)
+    storage.write_bytes(storage.join(out, path), data.to_pybytes())
+    languages = pc.value_counts(rows["language"].combine_chunks().dictionary_decode())
+    return {"split": split, "path": path, "rows": rows.num_rows, "bytes": data.size,
+            "tokens": int(pc.sum(rows["n_tokens"]).as_py() or 0),
+            "languages": {v["values"]: v["counts"] for v in languages.to_pylist()}}
+
+
+def dataset_manifest(tokenizer, seq_len: int, summaries: list, shard_records: list[dict], seed: int,
+                     validation_fraction: float, tags: dict[str, list[int]]) -> dict:
+    """The content of `manifest.json` from the packing summaries and the written shards."""
+    from codemill.tokenize.split import SPLITS
+    from codemill.tokenize.tokenizer import EOT, tokenizer_sha256
+
+    splits = {}
+    for split in SPLITS:
+        streams = [s for s in summaries if s.split == split]
+        records = sorted((r for r in shard_records if r["split"] == split), key=lambda r: r["path"])
+        splits[split] = {
+            "rows": sum(r["rows"] for r in records),
+            "tokens": sum(s.tokens for s in streams),
+            "documents": sum(s.documents for s in streams),
+            "doc_tokens": sum(s.doc_tokens for s in streams),
+            "padding": sum(s.padding for s in streams),
+            "languages": {s.language: s.to_json() for s in sorted(streams, key=lambda s: s.language)},
+            "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"]} for r in records],
+        }
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": seq_len, "dtype": str(ID_TYPE),
+        "tokenizer": {"file": TOKENIZER_FILE, "sha256": tokenizer_sha256(tokenizer),
+                      "vocab_size": tokenizer.get_vocab_size(), "eot_id": tokenizer.token_to_id(EOT)},
+        "seed": seed, "validation_fraction": validation_fraction, "tags": tags, "splits": splits,
+    }
+
+
+def write_dataset_files(out: str, tokenizer, seq_len: int, summaries: list, shard_records: list[dict],
+                        seed: int, validation_fraction: float, tags: dict[str, list[int]]) -> dict:
+    """Write `tokenizer.json`, then `manifest.json` (last: it names only shards already written)."""
+    storage.write_bytes(storage.join(out, TOKENIZER_FILE), tokenizer.to_str().encode())
+    manifest = dataset_manifest(tokenizer, seq_len, summaries, shard_records, seed, validation_fraction, tags)
+    storage.write_json(storage.join(out, MANIFEST_FILE), manifest)
+    return manifest
+
+
+def manifest_hash(manifest_bytes: bytes) -> str:
+    """Names a dataset version (the reader's cache key)."""
+    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def read_manifest_bytes(out: str) -> bytes:
+    uri = storage.join(out, MANIFEST_FILE)
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"{uri} does not exist: {out} is not a finished tokenize output")
+    return storage.read_bytes(uri)
+
+
+def parse_manifest(data: bytes) -> dict:
+    manifest = json.loads(data)
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"manifest.json is not {FORMAT} v{FORMAT_VERSION}: "
+                         f"{manifest.get('format')} v{manifest.get('format_version')}")
+    return manifest
