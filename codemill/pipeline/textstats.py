@@ -17,7 +17,6 @@ Arrow guarantees valid UTF-8 in string arrays, which is what makes byte-level de
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 NEWLINE = 0x0A
-UNICODE_CODE_POINTS = 0x110000
 
 
 @dataclass
@@ -44,14 +42,12 @@ class TextStats:
         return self.chars - self.newlines
 
 
-@functools.cache
-def _is_alpha_table() -> np.ndarray:
-    """`str.isalpha()` of every code point (built once per process, about 0.3 s), padded so that any
-    value a 4-byte UTF-8 lead can encode is a valid index."""
-    table = np.zeros(0x200000, dtype=bool)
-    table[:UNICODE_CODE_POINTS] = np.fromiter((chr(c).isalpha() for c in range(UNICODE_CODE_POINTS)),
-                                              dtype=bool, count=UNICODE_CODE_POINTS)
-    return table
+def _is_alpha(code_points: np.ndarray) -> np.ndarray:
+    """`str.isalpha()` of each code point, asked once per distinct one (a batch holds few)."""
+    distinct, inverse = np.unique(code_points, return_inverse=True)
+    answers = np.fromiter((c < 0x110000 and chr(c).isalpha() for c in distinct.tolist()), dtype=bool,
+                          count=len(distinct))
+    return answers[inverse]
 
 
 def _utf8_buffer(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +78,8 @@ def _per_row_sum(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 def _decode_leads(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
     """Code points of the multi-byte UTF-8 sequences that start at `leads`."""
-    padded = np.concatenate([data, np.zeros(3, np.uint8)]).astype(np.int32)
-    b0, b1, b2, b3 = (padded[leads + k] for k in range(4))
+    padded = np.concatenate([data, np.zeros(3, np.uint8)])
+    b0, b1, b2, b3 = (padded[leads + k].astype(np.int32) for k in range(4))
     two = ((b0 & 0x1F) << 6) | (b1 & 0x3F)
     three = ((b0 & 0x0F) << 12) | ((b1 & 0x3F) << 6) | (b2 & 0x3F)
     four = ((b0 & 0x07) << 18) | ((b1 & 0x3F) << 12) | ((b2 & 0x3F) << 6) | (b3 & 0x3F)
@@ -134,7 +130,7 @@ def measure(array: pa.Array | pa.ChunkedArray) -> TextStats:
     letters = _per_row_sum(ascii_letter.view(np.uint8), offsets)
     leads = np.flatnonzero(data >= 0xC0)
     if len(leads):
-        alpha_leads = leads[_is_alpha_table()[_decode_leads(data, leads)]]
+        alpha_leads = leads[_is_alpha(_decode_leads(data, leads))]
         letters += _rows_of(alpha_leads, ends) - _rows_of(alpha_leads, starts)
 
     return TextStats(bytes=n_bytes.astype(np.int64), chars=chars.astype(np.int64), newlines=newlines.astype(np.int64),
