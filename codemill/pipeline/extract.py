@@ -27,6 +27,8 @@ Archive paths drop one top-level folder when every member sits inside it, as in 
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import lzma
 import os
@@ -36,7 +38,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import pyarrow as pa
 from pydantic import Field
@@ -81,6 +83,7 @@ SKIP_ENCRYPTED = "encrypted"
 SKIP_READ_ERROR = "read_error"
 SKIP_ARCHIVE_ERROR = "archive_error"
 
+_GZIP_MAGIC, _BZIP2_MAGIC, _XZ_MAGIC = b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
@@ -147,10 +150,22 @@ class _Member:
     encrypted: bool = False
 
 
+def _open_decompressed(path: str) -> BinaryIO:
+    """The tar stream inside a (possibly compressed) file, found by magic bytes. These readers
+    decompress at most what each read asks for; tarfile's own stream mode decompresses whole input
+    blocks at once, which a highly compressed member turns into tens of MiB."""
+    with open(path, "rb") as f:
+        magic = f.read(len(_XZ_MAGIC))
+    for prefix, opener in ((_GZIP_MAGIC, gzip.open), (_BZIP2_MAGIC, bz2.open), (_XZ_MAGIC, lzma.open)):
+        if magic.startswith(prefix):
+            return opener(path, "rb")
+    return open(path, "rb")
+
+
 def _tar_members(path: str) -> Iterator[_Member]:
     kinds = ((tarfile.TarInfo.isreg, FILE), (tarfile.TarInfo.isdir, DIR), (tarfile.TarInfo.issym, SYMLINK),
              (tarfile.TarInfo.islnk, HARDLINK))
-    with tarfile.open(path, mode="r|*") as tar:  # a stream: no seeking, members in order
+    with _open_decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:  # a stream, in order
         for info in tar:
             kind = next((k for test, k in kinds if test(info)), SPECIAL)
             read = None
