@@ -94,7 +94,10 @@ def size_kb_on_disk(path: str) -> int:
     for folder, dirs, files in os.walk(path):
         dirs[:] = [d for d in dirs if d not in SIZE_IGNORED_DIRS]
         for name in files:
-            st = os.lstat(os.path.join(folder, name))
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:  # gone or unreadable: extraction records it; the size can do without it
+                continue
             if stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return math.ceil(total / KIB)
