@@ -1,0 +1,127 @@
+"""The filter stage (`codemill filter`, `python -m codemill.pipeline.filter`): the crawl's `files/` through
+the file rules and language identification of SPEC §1 (`codemill.pipeline.rules`), then PEP 8 formatting
+of the kept Python files (`codemill.pipeline.pep8`), on Ray Data.
+
+Writes under `--out`:
+- `kept/`: Parquet (zstd), KEPT_SCHEMA: every files/ column plus `language`;
+- `rejected/`: Parquet (zstd), REJECTED_SCHEMA: doc_id, repo, path, ext, language, the first failed rule
+  as `reason`, and the measured values;
+- `stats.json` (see `codemill.pipeline.filter_stats`) and `language_mix.png`.
+Every input file is in exactly one of kept/ and rejected/. kept/ and rejected/ are emptied first, so a
+rerun never leaves parts of an earlier run behind.
+
+The logic lives in Ray-free modules; this one only wires it: read_parquet -> map_batches(decide) ->
+materialize (so black runs once per file) -> write kept/, write rejected/, gather per-batch statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codemill import storage
+from codemill.pipeline import filter_stats, pep8, rules
+from codemill.pipeline.filter_config import FilterConfig
+from codemill.pipeline.schema import KEPT_SCHEMA, REJECTED_SCHEMA
+from codemill.pipeline.stats_plot import language_mix_png
+from codemill.runner import StageRun, stage_main
+
+log = logging.getLogger("codemill.filter")
+
+STAGE = "filter"
+KEPT_DIR = "kept"
+REJECTED_DIR = "rejected"
+STATS_NAME = "stats.json"
+FIGURE_NAME = "language_mix.png"
+EMPTY_PART = "part-empty.parquet"
+
+
+def decide_batch(batch: pa.Table, config: FilterConfig) -> pa.Table:
+    """Measure and decide every file of a batch, format the kept Python files, and drop the content of
+    the rejected ones (rejected/ does not store it, so the materialised dataset need not hold it)."""
+    decided = rules.decide(batch, config)
+    if config.format_python:
+        decided = pep8.format_python(decided, config.pep8_line_length)
+    content = decided.column("content")
+    kept_content = pc.if_else(rules.is_kept(decided), content, pa.scalar(None, content.type))
+    return decided.set_column(decided.schema.get_field_index("content"), "content", kept_content)
+
+
+def kept_rows(decided: pa.Table) -> pa.Table:
+    return decided.filter(rules.is_kept(decided)).select(KEPT_SCHEMA.names).cast(KEPT_SCHEMA)
+
+
+def rejected_rows(decided: pa.Table) -> pa.Table:
+    return decided.filter(pc.invert(rules.is_kept(decided))).select(REJECTED_SCHEMA.names).cast(REJECTED_SCHEMA)
+
+
+def stats_rows(decided: pa.Table, config: FilterConfig) -> pa.Table:
+    return filter_stats.batch_stats(decided, config)
+
+
+def _write(dataset, uri: str, schema: pa.Schema) -> None:
+    """Parquet (zstd) parts under `uri`; a schema-only part when there are no rows, so readers of an
+    empty result still find its columns."""
+    fs, path = storage.filesystem(uri)
+    dataset.write_parquet(path, filesystem=fs, compression=storage.PARQUET_COMPRESSION)
+    if not storage.list_files(uri, ".parquet"):
+        storage.write_table(schema.empty_table(), storage.join(uri, EMPTY_PART))
+
+
+def body(run: StageRun) -> dict:
+    from codemill.raysupport import data_context, ensure_ray
+
+    config: FilterConfig = run.config
+    ensure_ray()
+    data_context()
+    import ray.data
+
+    started = time.time()
+    files_uri = storage.join(run.inputs["input"], "files")
+    kept_uri, rejected_uri = run.path(KEPT_DIR), run.path(REJECTED_DIR)
+    for uri in (kept_uri, rejected_uri):
+        storage.delete_dir(uri)
+
+    if storage.list_files(files_uri, ".parquet"):
+        fs, path = storage.filesystem(files_uri)
+        decided = (ray.data.read_parquet(path, filesystem=fs)
+                   .map_batches(decide_batch, batch_format="pyarrow", batch_size=config.batch_rows,
+                                fn_kwargs={"config": config})
+                   .materialize())
+        _write(decided.map_batches(kept_rows, batch_format="pyarrow"), kept_uri, KEPT_SCHEMA)
+        _write(decided.map_batches(rejected_rows, batch_format="pyarrow"), rejected_uri, REJECTED_SCHEMA)
+        per_batch = decided.map_batches(stats_rows, batch_format="pyarrow", fn_kwargs={"config": config})
+        stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))
+    else:
+        log.warning("filter: %s holds no Parquet files; writing empty outputs", files_uri)
+        storage.write_table(KEPT_SCHEMA.empty_table(), storage.join(kept_uri, EMPTY_PART))
+        storage.write_table(REJECTED_SCHEMA.empty_table(), storage.join(rejected_uri, EMPTY_PART))
+        stats = filter_stats.summarize([])
+
+    storage.write_json(run.path(STATS_NAME), stats)
+    storage.write_bytes(run.path(FIGURE_NAME), language_mix_png(filter_stats.kept_bytes_by_language(stats)))
+    seconds = max(time.time() - started, 1e-9)
+    log.info("filter: %d files (%.1f MB) in %.1f s, %.2f MB/s: kept %d, rejected %d %s",
+             stats["files"]["input"], stats["bytes"]["input"] / 1e6, seconds, stats["bytes"]["input"] / 1e6 / seconds,
+             stats["files"]["kept"], stats["files"]["rejected"],
+             {r: v["files"] for r, v in stats["by_reason"].items() if v["files"]})
+    return {
+        "input_files": stats["files"]["input"], "kept_files": stats["files"]["kept"],
+        "rejected_files": stats["files"]["rejected"], "input_bytes": stats["bytes"]["input"],
+        "kept_bytes": stats["bytes"]["kept_output"],
+        "rejected_by_reason": {r: v["files"] for r, v in stats["by_reason"].items()},
+        "pep8": {s: v["files"] for s, v in stats["pep8"].items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, "Drop files by SPEC §1's rules, identify languages, format Python to PEP 8.",
+                      FilterConfig, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
