@@ -20,6 +20,7 @@ FALSE_NEGATIVE_WEIGHT = 0.5
 # 13-grams are the usual contamination test (GPT-3, The Stack / StarCoder): long enough that shared
 # idioms do not match, short enough that a copied solution does.
 DECONTAMINATION_NGRAM = 13
+BOILERPLATE_MIN_PROBLEMS = 3
 DOCS_PER_BATCH = 1024  # documents per signature batch: ~10 MB of code, big enough to amortise the kernel call
 BAND_ROWS_PER_PARTITION = 2_000_000  # shuffle partition size (~32 MB of keys), so reducer memory stays flat
 
@@ -54,9 +55,9 @@ class DecontaminationConfig(StrictModel):
     paths: list[str] = Field(default_factory=list)
     ngram: int = Field(DECONTAMINATION_NGRAM, ge=1, le=256)
     min_matches: int = Field(1, ge=1)  # shared n-grams that make a document contaminated
-    # An n-gram that occurs in this many benchmark problems or more is boilerplate (C++ include block,
-    # Java imports), not a solution; it is not used for matching.
-    max_problems_per_ngram: int = Field(2, ge=1)
+    # An n-gram found in this many distinct benchmark problems or more is boilerplate (a C++ include
+    # block, Java imports), not a solution; it is not used for matching.
+    boilerplate_min_problems: int = Field(BOILERPLATE_MIN_PROBLEMS, ge=2)
     fields: list[str] = Field(default_factory=lambda: ["prompt", "canonical_solution"])
 
 

@@ -1,0 +1,1 @@
+"""Dedup stage: exact and MinHash-LSH near-duplicate removal, and benchmark decontamination."""

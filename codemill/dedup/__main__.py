@@ -1,0 +1,5 @@
+import sys
+
+from codemill.dedup.stage import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""The dedup stage on Ray: `python -m codemill.dedup --input <filter output> --out URI`.
+
+Ray Data computes a sketch of every document (signature, exact key, contamination hits) in parallel
+batches; band keys and exact keys are hash-shuffled into partitions (Ray Data groupby on a partition
+column, so no process sees more than one partition's keys) and each partition yields star edges; the
+driver then holds only the edges and the rows of the documents they touch (see resolve.py), and the
+surviving documents stream from the input to `kept/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from codemill import storage
+from codemill.dedup import sketch as sk
+from codemill.dedup.config import DedupConfig
+from codemill.dedup.decontam import BenchmarkIndex, load_index
+from codemill.dedup.lsh import optimal_bands_rows, unique_edges
+from codemill.dedup.minhash import permutations
+from codemill.dedup.resolve import DUPLICATES_SCHEMA, KIND_CONTAMINATION, resolve_clusters
+from codemill.dedup.stats import dedup_stats
+from codemill.runner import StageRun, stage_main
+
+log = logging.getLogger("codemill.dedup")
+
+STAGE = "dedup"
+DESCRIPTION = "Remove exact and near-duplicate documents (MinHash LSH) and benchmark-contaminated ones."
+
+
+def bands_and_rows(config: DedupConfig) -> tuple[int, int]:
+    near = config.near
+    if near.bands is not None:
+        return near.bands, near.rows
+    return optimal_bands_rows(near.threshold, near.num_perm, near.false_positive_weight, near.false_negative_weight)
+
+
+def benchmark_index(config: DedupConfig) -> BenchmarkIndex:
+    d = config.decontaminate
+    if not d.paths:
+        return BenchmarkIndex.empty(d.ngram)
+    return load_index(d.paths, d.ngram, d.fields, d.boilerplate_min_problems)
+
+
+def _collect_edges(edge_datasets) -> tuple[np.ndarray, np.ndarray]:
+    src_parts, dst_parts = [], []
+    for ds in edge_datasets:
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            src_parts.append(batch["src"])
+            dst_parts.append(batch["dst"])
+    if not src_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return unique_edges(np.concatenate(src_parts), np.concatenate(dst_parts))
+
+
+def _collect_table(ds, schema: pa.Schema | None = None) -> pa.Table:
+    tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+              for b in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def _contamination_rows(contaminated: pa.Table) -> pa.Table:
+    n = contaminated.num_rows
+    grams = np.maximum(contaminated["contamination_ngrams"].to_numpy(), 1)
+    return pa.table({
+        "doc_id": contaminated["doc_id"], "cluster_id": pa.nulls(n, pa.int64()),
+        "kept_doc_id": pa.nulls(n, pa.string()), "kind": pa.array([KIND_CONTAMINATION] * n, pa.string()),
+        "similarity": pa.array(contaminated["contamination_hits"].to_numpy() / grams, pa.float64()),
+        "language": contaminated["language"], "benchmark_task_id": contaminated["contamination_task_id"],
+    }, schema=DUPLICATES_SCHEMA)
+
+
+def run_dedup(run: StageRun) -> dict:
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    from codemill.raysupport import data_context, ensure_ray
+
+    config: DedupConfig = run.config
+    ray = ensure_ray()
+    data_context().shuffle_strategy = ShuffleStrategy.HASH_SHUFFLE
+    timings: dict[str, float] = {}
+    started = time.time()
+
+    bands, rows = bands_and_rows(config)
+    perm_a, perm_b = permutations(config.near.num_perm, config.near.seed)
+    index = benchmark_index(config)
+    min_matches = config.decontaminate.min_matches
+    params = sk.SketchParams(config.near.shingle_size, perm_a, perm_b, index, min_matches)
+    log.info("dedup: %d bands x %d rows (threshold %.2f, %d permutations); %d benchmark n-grams from %d problems",
+             bands, rows, config.near.threshold, config.near.num_perm, len(index.hashes), index.n_problems)
+
+    in_fs, in_path = storage.filesystem(storage.join(run.inputs["input"], "kept"))
+    docs = ray.data.read_parquet(in_path, filesystem=in_fs)
+    sketches = docs.map_batches(sk.sketch_batch, fn_args=(params,), batch_format="pyarrow",
+                                batch_size=config.docs_per_batch).materialize()
+    n_docs = sketches.count()
+    timings["sketch_s"] = time.time() - started
+    log.info("dedup: sketched %d documents in %.1f s (%.0f docs/s)", n_docs, timings["sketch_s"],
+             n_docs / max(timings["sketch_s"], 1e-9))
+
+    t = time.time()
+    edge_sets = []
+    band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
+    if config.near.enabled:
+        edge_sets.append(
+            sketches.map_batches(sk.band_rows, fn_args=(bands, rows, band_partitions, min_matches),
+                                 batch_format="pyarrow")
+            .groupby("partition", num_partitions=band_partitions)
+            .map_groups(sk.partition_edges, fn_args=(["key"],), batch_format="numpy"))
+    exact_partitions = max(1, math.ceil(n_docs / config.band_rows_per_partition))
+    edge_sets.append(
+        sketches.map_batches(sk.exact_rows, fn_args=(exact_partitions, min_matches), batch_format="pyarrow")
+        .groupby("partition", num_partitions=exact_partitions)
+        .map_groups(sk.partition_edges, fn_args=(["exact_hi", "exact_lo"],), batch_format="numpy"))
+    src, dst = _collect_edges(edge_sets)
+    timings["edges_s"] = time.time() - t
+    log.info("dedup: %d candidate edges in %.1f s (%d band partitions)", len(src), timings["edges_s"], band_partitions)
+
+    t = time.time()
+    edge_nodes = np.unique(np.concatenate([src, dst]))
+    nodes_ref = ray.put(edge_nodes)
+    members = _collect_table(sketches.map_batches(sk.member_rows, fn_args=(nodes_ref,), batch_format="pyarrow"))
+    verify = config.near.threshold if config.near.verify == "estimated" else None
+    duplicates, graph_counts = resolve_clusters(src, dst, members, config.near.num_perm, verify)
+    contaminated = _collect_table(
+        sketches.filter(expr=f"contamination_hits >= {min_matches}")
+        .select_columns(["doc_id", "language", "contamination_hits", "contamination_ngrams", "contamination_task_id"]))
+    if contaminated.num_rows:
+        duplicates = pa.concat_tables([duplicates, _contamination_rows(contaminated)])
+    timings["clusters_s"] = time.time() - t
+
+    t = time.time()
+    per_language = _collect_table(sketches.select_columns(["language", "shingles"]).groupby("language").count())
+    storage.delete_dir(run.path("duplicates"))
+    storage.write_table(duplicates, run.path("duplicates", "part-00000.parquet"))
+    kept_uri = run.path("kept")
+    storage.delete_dir(kept_uri)
+    out_fs, out_path = storage.filesystem(kept_uri)
+    removed_ref = ray.put(duplicates["doc_id"].combine_chunks())
+    docs.map_batches(sk.drop_removed, fn_args=(removed_ref,), batch_format="pyarrow") \
+        .write_parquet(out_path, filesystem=out_fs, compression=storage.PARQUET_COMPRESSION)
+    timings["write_s"] = time.time() - t
+    timings["total_s"] = time.time() - started
+
+    stats = dedup_stats(per_language, duplicates, n_docs)
+    stats.update({"lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
+                          "num_perm": config.near.num_perm, "band_partitions": band_partitions},
+                  "graph": graph_counts, "benchmark": {"ngrams": int(len(index.hashes)), "problems": index.n_problems},
+                  "timings": {k: round(v, 3) for k, v in timings.items()}})
+    storage.write_json(run.path("stats.json"), stats)
+    counts = {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, **stats["removed_by_kind"],
+              **graph_counts, "bands": bands, "rows": rows}
+    log.info("dedup: %s", counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, DESCRIPTION, DedupConfig, run_dedup, argv)

@@ -1,0 +1,33 @@
+"""stats.json of the dedup stage: duplicate rates per language and per kind."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from codemill.dedup.resolve import KINDS
+
+UNKNOWN_LANGUAGE = "unknown"
+
+
+def dedup_stats(language_counts: pa.Table, duplicates: pa.Table, n_docs: int) -> dict:
+    """`language_counts`: (language, count()) of every input document; `duplicates`: removed rows."""
+    docs_per_language = {(lang or UNKNOWN_LANGUAGE): int(n) for lang, n in
+                         zip(language_counts["language"].to_pylist(), language_counts["count()"].to_pylist())} \
+        if language_counts.num_rows else {}
+    removed: dict[str, dict[str, int]] = {}
+    for lang, kind in zip(duplicates["language"].to_pylist(), duplicates["kind"].to_pylist()):
+        per_kind = removed.setdefault(lang or UNKNOWN_LANGUAGE, dict.fromkeys(KINDS, 0))
+        per_kind[kind] += 1
+    per_language = {}
+    for lang, docs in sorted(docs_per_language.items()):
+        kinds = removed.get(lang, dict.fromkeys(KINDS, 0))
+        total = sum(kinds.values())
+        per_language[lang] = {"docs": docs, "kept": docs - total, "removed": kinds,
+                              "duplicate_rate": total / docs if docs else 0.0,
+                              "rate_by_kind": {k: v / docs if docs else 0.0 for k, v in kinds.items()}}
+    by_kind = {k: sum(r[k] for r in removed.values()) for k in KINDS}
+    return {"docs": n_docs, "kept": n_docs - duplicates.num_rows,
+            "duplicate_rate": duplicates.num_rows / n_docs if n_docs else 0.0,
+            "removed_by_kind": by_kind,
+            "rate_by_kind": {k: v / n_docs if n_docs else 0.0 for k, v in by_kind.items()},
+            "per_language": per_language}
