@@ -1,0 +1,5 @@
+import sys
+
+from codemill.train.stage import main
+
+sys.exit(main())

@@ -1,0 +1,144 @@
+"""The train stage's Ray wiring: a `TorchTrainer` whose workers each run `loop.Trainer` (DeepSpeed inside),
+checkpoints through `ray.train.report`, then the loss curve and stats on the driver.
+
+Multi-node: every worker reads the shards itself (local paths must exist on every node, so use S3 or a
+shared file system for --input), and `run.storage_path` (default <out>/ray_train) and --out must be S3 or
+shared storage, since each rank uploads its part of every checkpoint and rank 0 writes the export. NCCL
+finds peers through the Ray cluster; set NCCL_SOCKET_IFNAME (and NCCL_IB_HCA on InfiniBand) in the
+driver's environment: every NCCL_* variable is passed on to the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from codemill import storage
+from codemill.config import ConfigError, config_hash
+from codemill.runner import StageRun, stage_main
+from codemill.train import metrics
+from codemill.train.config import TrainConfig
+
+log = logging.getLogger("codemill.train")
+
+STAGE = "train"
+DESCRIPTION = "Pretrain the CodeGeeX model on the tokenize stage's shards with Ray Train + DeepSpeed."
+# Passed from the driver to every worker: the compiled-extension cache, CUDA build targets, NCCL and S3.
+WORKER_ENV_NAMES = ("TORCH_EXTENSIONS_DIR", "TORCH_CUDA_ARCH_LIST", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+                    "NVSHMEM_DISABLE_NVLS", "PYTHONPATH")
+WORKER_ENV_PREFIXES = ("NCCL_", "AWS_")
+
+
+def train_worker(loop_config: dict) -> None:
+    """Runs in each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from codemill.runner import setup_logging
+    from codemill.train.loop import Rank, RunPaths, Trainer
+
+    setup_logging()
+    cfg = TrainConfig.model_validate(loop_config["config"])
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    def report(values: dict, checkpoint_dir: str | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(values, checkpoint=ckpt)
+
+    trainer = Trainer(cfg, RunPaths(loop_config["input"], loop_config["out"]),
+                      Rank(context.get_world_rank(), context.get_world_size(), device), report)
+    latest = ray.train.get_checkpoint()
+    if latest is not None:
+        with latest.as_directory() as directory:
+            trainer.resume(directory)
+    trainer.fit()
+
+
+def _storage(cfg: TrainConfig, out: str):
+    """RunConfig's (storage_path, storage_filesystem): S3 through the same pyarrow filesystem as codemill."""
+    uri = cfg.run.storage_path or storage.join(out, "ray_train")
+    if storage.is_s3(uri):
+        fs, path = storage.filesystem(uri)
+        return path, fs
+    return str(storage.filesystem(uri)[1]), None
+
+
+def check_resources(ray, cfg: TrainConfig) -> None:
+    need_gpus = cfg.scaling.num_workers * cfg.scaling.gpus_per_worker if cfg.scaling.use_gpu else 0
+    have = ray.cluster_resources()
+    if need_gpus > have.get("GPU", 0):
+        raise ConfigError(f"scaling: {cfg.scaling.num_workers} workers × {cfg.scaling.gpus_per_worker} GPU need "
+                          f"{need_gpus:g} GPUs, the Ray cluster has {have.get('GPU', 0):g}; set scaling.use_gpu=false "
+                          f"(with deepspeed.precision=fp32 or bf16) to train on CPUs")
+
+
+def body(run: StageRun) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from codemill.raysupport import ensure_ray
+    from codemill.train.loop import worker_environment
+
+    cfg: TrainConfig = run.config
+    ray = ensure_ray()
+    check_resources(ray, cfg)
+    storage_path, storage_fs = _storage(cfg, run.out)
+    scaling = cfg.scaling
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.model_dump(mode="json"), "input": run.inputs["input"], "out": run.out},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            # The same config resumes the same run (a rerun after a crash continues from its latest
+            # checkpoint); a changed config starts a new one.
+            name=cfg.run.name or f"train-{config_hash(cfg)}",
+            storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+            worker_runtime_env={"env_vars": worker_environment(WORKER_ENV_NAMES, WORKER_ENV_PREFIXES)}),
+    )
+    result = trainer.fit()
+    records = metrics.read_records(run.path(metrics.METRICS_FILE))
+    storage.write_bytes(run.path(metrics.LOSS_CURVE_FILE),
+                        metrics.loss_curve_png(records, f"CodeGeeX {cfg.model.preset}: loss"))
+    stats = summarize(records, cfg)
+    stats["checkpoint"] = result.checkpoint.path if result.checkpoint else None
+    storage.write_json(run.path("stats.json"), stats)
+    return {k: v for k, v in stats.items() if k != "checkpoint"}
+
+
+def summarize(records: list[dict], cfg: TrainConfig) -> dict:
+    from codemill.train.model import CodeGeeX
+
+    import torch
+
+    with torch.device("meta"):
+        model = CodeGeeX(cfg.model.build())
+    last = records[-1] if records else {}
+    evals = [r for r in records if "val_loss" in r]
+    mfus = [r["mfu"] for r in records if "mfu" in r]
+    return {
+        "preset": cfg.model.preset,
+        "parameters": model.num_parameters(),
+        "flops_per_token": model.flops_per_token(cfg.model.seq_length),
+        "steps": last.get("step", 0),
+        "tokens": last.get("tokens", 0),
+        "first_loss": records[0]["loss"] if records else None,
+        "final_loss": last.get("loss"),
+        "final_val_loss": evals[-1]["val_loss"] if evals else None,
+        "mean_tokens_per_s": (sum(r["tokens_per_s"] for r in records) / len(records)) if records else None,
+        "mean_mfu": (sum(mfus) / len(mfus)) if mfus else None,
+        "workers": cfg.scaling.num_workers,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    return stage_main(STAGE, DESCRIPTION, TrainConfig, body, argv)
