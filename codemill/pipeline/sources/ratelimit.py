@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Protocol
 
 CORE = "core"
 SEARCH = "search"
@@ -65,6 +65,16 @@ class Grant:
     wait_s: float = 0.0
 
 
+class Limiter(Protocol):
+    """What a client needs from a limiter: a `RateLimiter`, or a proxy to one hosted in an actor."""
+
+    def acquire(self, resource: str) -> Grant: ...
+
+    def update(self, token: int, resource: str, headers: RateHeaders | None) -> None: ...
+
+    def block(self, token: int, resource: str, seconds: float) -> None: ...
+
+
 @dataclass
 class _Budget:
     remaining: int | None = None     # None: not known yet, or a new window began
@@ -89,7 +99,7 @@ class RateLimiter:
         return self._budgets.setdefault((token, resource), _Budget())
 
     def _wait(self, budget: _Budget, now: float) -> float:
-        if budget.reset_at is not None and budget.remaining is not None and now >= budget.reset_at:
+        if budget.reset_at is not None and now >= budget.reset_at:
             budget.remaining, budget.reset_at = None, None
         wait = budget.blocked_until - now
         if budget.remaining == 0 and budget.reset_at is not None:

@@ -1,0 +1,267 @@
+"""Calls to GitHub's REST API: tokens, the shared rate limiter, bounded retries, redirects, downloads.
+
+Standard library only (urllib). Every API call first asks the rate limiter for a token with budget left,
+then reports the response's rate-limit headers back to it. Redirects are followed by hand, without the
+`Authorization` header: a tarball redirect points at a signed URL on another host (codeload), which must
+not see the token.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlencode, urljoin
+
+from codemill.pipeline.sources.ratelimit import (
+    Backoff, Limiter, classify_response, parse_rate_headers,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2022-11-28"
+USER_AGENT = "codemill-crawler"
+JSON_MEDIA_TYPE = "application/vnd.github+json"
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+CHUNK_BYTES = 1 << 20
+ERROR_BODY_BYTES = 64 << 10
+
+T = TypeVar("T")
+
+
+class ApiError(RuntimeError):
+    """A call that failed for good: a 4xx GitHub meant, or transient failures beyond the retry budget."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class DownloadTooLarge(ApiError):
+    pass
+
+
+class _Transient(Exception):
+    """A failure worth retrying after a backoff (5xx, a dropped connection, a cut-short body)."""
+
+    def __init__(self, reason: str, min_wait_s: float = 0.0):
+        super().__init__(reason)
+        self.min_wait_s = min_wait_s
+
+
+class _RateLimited(Exception):
+    """The token was told to wait; the limiter knows for how long, so the call only has to be made again."""
+
+
+class Tokens:
+    """API tokens read from the environment. Only their count is ever shown; logs name them by index."""
+
+    def __init__(self, secrets: Iterable[str]):
+        self._secrets = tuple(dict.fromkeys(s for s in secrets if s))
+
+    @classmethod
+    def from_env(cls, names: Iterable[str]) -> "Tokens":
+        """Each variable holds one token or several, comma-separated; duplicates count once."""
+        found: list[str] = []
+        for name in names:
+            found.extend(part.strip() for part in os.environ.get(name, "").split(","))
+        return cls(found)
+
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    @property
+    def slot_count(self) -> int:
+        """Budgets to track: one per token, or one for anonymous access."""
+        return max(1, len(self._secrets))
+
+    def authorization(self, index: int) -> str | None:
+        if not self._secrets:
+            return None
+        if index >= len(self._secrets):
+            raise ApiError(f"the rate limiter handed out token #{index}, but this process's environment holds "
+                           f"{len(self._secrets)} token(s): give every worker the same token variables")
+        return f"Bearer {self._secrets[index]}"
+
+    def label(self, index: int) -> str:
+        return f"token #{index}" if self._secrets else "anonymous access"
+
+    def __repr__(self) -> str:
+        return f"Tokens({len(self._secrets)} token(s))"
+
+    def __reduce__(self):
+        # Pickles end up in object stores, spill files and logs: a secret must never travel that way.
+        raise TypeError("Tokens are read from each process's environment and are never serialised")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # surfaces the 3xx as a response, so the next hop is made without credentials
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        message = json.loads(body).get("message")
+        if message:
+            return str(message)
+    except (ValueError, AttributeError):
+        pass
+    return body[:200].decode("utf-8", "replace").strip()
+
+
+class GithubClient:
+    def __init__(self, api_url: str, tokens: Tokens, limiter: Limiter, *, timeout_s: float, max_retries: int,
+                 backoff: Backoff, max_rate_limit_waits: int, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+        self.api_url = api_url.rstrip("/")
+        self.tokens = tokens
+        self.limiter = limiter
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_rate_limit_waits = max_rate_limit_waits
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self._opener = urllib.request.build_opener(_NoRedirect)
+
+    def __repr__(self) -> str:
+        return f"GithubClient({self.api_url!r}, {self.tokens!r})"
+
+    # -- public calls -------------------------------------------------------------------------------------
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None, resource: str = "core") -> Any:
+        query = f"?{urlencode(params)}" if params else ""
+
+        def parse(response) -> Any:
+            body = response.read()
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                raise _Transient(f"the response is not JSON ({exc})") from None
+
+        return self._request(f"{self.api_url}{path}{query}", f"GET {path}{query}", resource,
+                             JSON_MEDIA_TYPE, parse)
+
+    def get_text(self, path: str, accept: str, resource: str = "core") -> str:
+        return self._request(f"{self.api_url}{path}", f"GET {path}", resource, accept,
+                             lambda response: response.read().decode("utf-8", "replace"))
+
+    def download(self, path: str, dest: str, max_bytes: int, resource: str = "core") -> int:
+        """Stream `path` (following its redirect) to `dest`; returns the bytes written. The file appears
+        whole or not at all; beyond `max_bytes` the download stops with `DownloadTooLarge`."""
+        what = f"GET {path}"
+        return self._request(f"{self.api_url}{path}", what, resource, JSON_MEDIA_TYPE,
+                             lambda response: _stream_to_file(response, dest, max_bytes, what))
+
+    # -- the retry loop -----------------------------------------------------------------------------------
+
+    def _request(self, url: str, what: str, resource: str, accept: str, consume: Callable[[Any], T]) -> T:
+        failures = rate_limited = 0
+        while True:
+            try:
+                return self._attempt(url, what, resource, accept, consume)
+            except _Transient as transient:
+                if failures >= self.max_retries:
+                    raise ApiError(f"{what}: gave up after {failures + 1} attempts; last failure: {transient}") from None
+                delay = max(transient.min_wait_s, self.backoff.delay(failures, self.rng))
+                failures += 1
+                log.warning("%s: %s; retry %d of %d in %.1f s", what, transient, failures, self.max_retries, delay)
+                self.sleep(delay)
+            except _RateLimited:
+                rate_limited += 1
+                if rate_limited > self.max_rate_limit_waits:
+                    raise ApiError(f"{what}: still rate limited after {self.max_rate_limit_waits} waits") from None
+
+    def _acquire(self, resource: str) -> int:
+        while True:
+            grant = self.limiter.acquire(resource)
+            if grant.wait_s <= 0:
+                return grant.token
+            log.info("%s budget of all %d token slot(s) spent; waiting %.0f s (%s is free first)",
+                     resource, self.tokens.slot_count, grant.wait_s, self.tokens.label(grant.token))
+            self.sleep(grant.wait_s)
+
+    def _attempt(self, url: str, what: str, resource: str, accept: str, consume: Callable[[Any], T]) -> T:
+        token = self._acquire(resource)
+        headers = {"Accept": accept, "User-Agent": USER_AGENT, "X-GitHub-Api-Version": API_VERSION}
+        authorization = self.tokens.authorization(token)
+        response = self._open(url, dict(headers, Authorization=authorization) if authorization else headers)
+        self.limiter.update(token, resource, parse_rate_headers(response.headers))
+        self._check(response, what, token, resource)
+        hops = 0
+        while response.status in REDIRECT_STATUSES:
+            location = response.headers.get("Location")
+            response.close()
+            if not location or hops == MAX_REDIRECTS:
+                raise ApiError(f"{what}: HTTP {response.status}: no Location, or more than {MAX_REDIRECTS} "
+                               "redirects", response.status)
+            hops += 1
+            url = urljoin(url, location)
+            response = self._open(url, headers)
+            self._check(response, what, None, resource)
+        try:
+            return consume(response)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Transient(f"connection lost while reading the response ({type(exc).__name__}: {exc})") from None
+        finally:
+            response.close()
+
+    def _open(self, url: str, headers: dict[str, str]):
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            return self._opener.open(request, timeout=self.timeout_s)
+        except urllib.error.HTTPError as err:
+            return err  # an HTTP answer (3xx/4xx/5xx) with status, headers and body
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _Transient(f"network error ({type(exc).__name__}: {reason})") from None
+
+    def _check(self, response, what: str, token: int | None, resource: str) -> None:
+        if response.status < 400:
+            return
+        try:
+            message = _error_message(response.read(ERROR_BODY_BYTES))
+        except (OSError, http.client.HTTPException):
+            message = ""
+        finally:
+            response.close()
+        verdict = classify_response(response.status, response.headers, message, self.clock())
+        if verdict.action == "rate_limited" and token is not None:
+            log.warning("%s: %s is rate limited on %s (HTTP %d); resting it %.0f s",
+                        what, self.tokens.label(token), resource, response.status, verdict.wait_s)
+            self.limiter.block(token, resource, verdict.wait_s)
+            raise _RateLimited()
+        if verdict.action in ("retry", "rate_limited"):
+            raise _Transient(f"HTTP {response.status} {message}".strip(), verdict.wait_s)
+        raise ApiError(f"{what}: HTTP {response.status}: {message}", response.status)
+
+
+def _stream_to_file(response, dest: str, max_bytes: int, what: str) -> int:
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise DownloadTooLarge(f"{what}: {int(declared)} bytes is over the cap of {max_bytes} bytes")
+    partial = f"{dest}.part"
+    written = 0
+    try:
+        with open(partial, "wb") as out:
+            while chunk := response.read(CHUNK_BYTES):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise DownloadTooLarge(f"{what}: more than the cap of {max_bytes} bytes")
+                out.write(chunk)
+        if declared is not None and declared.isdigit() and written != int(declared):
+            raise _Transient(f"the body ended after {written} of {declared} bytes")
+        os.replace(partial, dest)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return written
