@@ -17,9 +17,11 @@ central directory) and folders file by file. Every member that is not kept is re
   is read. The byte count is what the extractor passes over: a tar stream decompresses every member, so
   all of its regular files count, excluded ones included; a folder walk never enters excluded folders.
 - `duplicate_path`: an archive holding the same path twice keeps the first.
+- `path_encoding`: a name that is not valid UTF-8 (recorded with the odd bytes escaped, `\\udce9`).
 - `binary`, `decode`: see `codemill.pipeline.decode`.
 - `encrypted`, `read_error`, `archive_error`: a member that cannot be read, or an archive that is
-  corrupt from that member on (the files read before it are kept).
+  corrupt from that member on (the files read before it are kept; the record names the last member
+  read, or "" when the archive cannot be opened at all).
 
 Archive paths drop one top-level folder when every member sits inside it, as in GitHub's tarballs
 (`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the folder itself.
@@ -41,7 +43,7 @@ from pathlib import PurePosixPath
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
 from codemill.pipeline.decode import NotText, decode_text
@@ -79,6 +81,7 @@ SKIP_FILE_SIZE = "file_size_cap"
 SKIP_REPO_SIZE = "repo_size_cap"
 SKIP_MEMBER_COUNT = "member_count_cap"
 SKIP_DUPLICATE = "duplicate_path"
+SKIP_PATH_ENCODING = "path_encoding"
 SKIP_ENCRYPTED = "encrypted"
 SKIP_READ_ERROR = "read_error"
 SKIP_ARCHIVE_ERROR = "archive_error"
@@ -91,7 +94,15 @@ class ExtractLimits(StrictModel):
     max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
     max_repo_bytes: int = Field(DEFAULT_MAX_REPO_BYTES, gt=0)
     max_members: int = Field(DEFAULT_MAX_MEMBERS, gt=0)
-    excluded_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_DIRS))
+    excluded_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_DIRS))  # any case
+
+    @field_validator("excluded_dirs")
+    @classmethod
+    def _folder_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or "/" in name or "\\" in name:
+                raise ValueError(f"{name!r}: give folder names (e.g. node_modules), not paths")
+        return names
 
 
 @dataclass(frozen=True)
@@ -208,20 +219,30 @@ def _read_regular_file(path: str, n: int) -> bytes:
         return f.read(n)
 
 
-def _folder_members(root: str, excluded: frozenset[str], rel: str = "") -> Iterator[_Member]:
-    """Entries in name order, depth first; excluded folders are listed but not entered. An unreadable
-    subfolder is one member of its own; an unreadable root raises."""
-    with os.scandir(os.path.join(root, rel) if rel else root) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        name = f"{rel}/{entry.name}" if rel else entry.name
+def _sorted_entries(folder: str) -> Iterator[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return iter(sorted(it, key=lambda e: e.name))
+
+
+def _folder_members(root: str, excluded: frozenset[str]) -> Iterator[_Member]:
+    """Entries in name order, depth first, without recursion (a hostile tree may be thousands of folders
+    deep); excluded folders are listed but not entered. An unreadable subfolder is a member of its own;
+    an unreadable root raises."""
+    stack = [("", _sorted_entries(root))]
+    while stack:
+        prefix, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name = prefix + entry.name
         try:
             if entry.is_symlink():
                 yield _Member(name, SYMLINK, 0)
             elif entry.is_dir(follow_symlinks=False):
                 yield _Member(name, DIR, 0)
                 if entry.name.casefold() not in excluded:
-                    yield from _folder_members(root, excluded, name)
+                    stack.append((name + "/", _sorted_entries(entry.path)))
             elif entry.is_file(follow_symlinks=False):
                 size = entry.stat(follow_symlinks=False).st_size
                 yield _Member(name, FILE, size, lambda n, p=entry.path: _read_regular_file(p, n))
@@ -233,8 +254,15 @@ def _folder_members(root: str, excluded: frozenset[str], rel: str = "") -> Itera
 
 # --- paths ----------------------------------------------------------------------------------------
 
+def _printable(name: str) -> str:
+    """A name as it can be stored: bytes that were not UTF-8 (kept by Python as surrogates) escaped."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _normalize(name: str) -> tuple[str | None, str | None]:
     """(relative POSIX path, None) for a safe member name, or (None, skip reason)."""
+    if _printable(name) != name:
+        return None, SKIP_PATH_ENCODING
     unified = name.replace("\\", "/")
     if unified.startswith("/") or (len(unified) >= 2 and unified[1] == ":" and unified[0].isalpha()):
         return None, SKIP_ABSOLUTE
@@ -298,7 +326,7 @@ def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None
             if stop:
                 break
     except _ARCHIVE_ERRORS:
-        yield SkippedFile(repo_full_name, current, SKIP_ARCHIVE_ERROR)
+        yield extractor.skip(current, SKIP_ARCHIVE_ERROR)
     finally:
         members.close()
 
@@ -321,7 +349,7 @@ class _Extractor:
         self.excluded_recorded: set[str] = set()
 
     def skip(self, path: str, reason: str) -> SkippedFile:
-        return SkippedFile(self.repo, path, reason)
+        return SkippedFile(self.repo, _printable(path), reason)
 
     def visit(self, member: _Member) -> tuple[list[RepoFile | SkippedFile], bool]:
         """The records for one member, and whether to stop reading the container."""
