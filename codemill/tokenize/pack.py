@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from codemill.languages import tag_line
 from codemill.tokenize import shards
@@ -27,22 +25,6 @@ from codemill.tokenize.split import VALIDATION_FRACTION, shuffle_keys, split_of
 from codemill.tokenize.tokenizer import EOT_ID, TOKEN_ID_DTYPE
 
 SEQ_LEN = 2049  # 2,048 tokens read + the one predicted after the last (SPEC §4)
-
-
-@dataclass(frozen=True)
-class StreamSummary:
-    """What one (split, language) stream became."""
-
-    split: str
-    language: str
-    documents: int
-    doc_tokens: int   # the documents' own ids, without separators
-    rows: int
-    tokens: int       # ids before padding: tags + documents + separators
-    padding: int
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("split", "language")}
 
 
 def tag_ids(tokenizer, language: str) -> np.ndarray:
@@ -91,13 +73,6 @@ def pack_stream(docs: Sequence[np.ndarray], doc_ids: Sequence[str], language: st
         first_continues=first_continues, shuffle_key=shuffle_keys(seed, split, language, n_rows))
 
 
-def summarize_stream(table: pa.Table, docs: Sequence[np.ndarray], split: str, language: str,
-                     seq_len: int = SEQ_LEN) -> StreamSummary:
-    tokens = int(pc.sum(table["n_tokens"]).as_py() or 0)
-    return StreamSummary(split, language, documents=len(docs), doc_tokens=int(sum(len(d) for d in docs)),
-                         rows=table.num_rows, tokens=tokens, padding=table.num_rows * seq_len - tokens)
-
-
 def text_doc_id(language: str, index: int, text: str) -> str:
     """A stable id for a document given as bare text (no repository or path)."""
     return hashlib.sha256(f"{language}\x00{index}\x00{text}".encode()).hexdigest()[:32]
@@ -113,7 +88,6 @@ def write_shards_from_texts(texts_by_language: dict[str, Sequence[str]], out_dir
 
     tokenizer = tokenizer or codegeex_tokenizer()
     tables: dict[str, list[pa.Table]] = defaultdict(list)
-    summaries: list[StreamSummary] = []
     for language, texts in texts_by_language.items():
         ids = [text_doc_id(language, i, t) for i, t in enumerate(texts)]
         encoded = [np.asarray(e, dtype=TOKEN_ID_DTYPE) for e in encode_texts(tokenizer, list(texts))]
@@ -124,9 +98,7 @@ def write_shards_from_texts(texts_by_language: dict[str, Sequence[str]], out_dir
             names.append(doc_id)
         tag = tag_ids(tokenizer, language)
         for split, (docs, names) in sorted(by_split.items()):
-            table = pack_stream(docs, names, language, tag, split, seed, seq_len)
-            tables[split].append(table)
-            summaries.append(summarize_stream(table, docs, split, language, seq_len))
+            tables[split].append(pack_stream(docs, names, language, tag, split, seed, seq_len))
     shard_records = []
     for split in sorted(tables):
         rows = pa.concat_tables(tables[split])
@@ -135,7 +107,7 @@ def write_shards_from_texts(texts_by_language: dict[str, Sequence[str]], out_dir
         for k in np.unique(index):
             part = rows.filter(pa.array(index == k))
             shard_records.append(shards.write_shard(part, out_dir, split, int(k)))
-    return shards.write_dataset_files(out_dir, tokenizer, seq_len, summaries, shard_records,
+    return shards.write_dataset_files(out_dir, tokenizer, seq_len, shard_records,
                                       seed=seed, validation_fraction=validation_fraction,
                                       tags={lang: tag_ids(tokenizer, lang).tolist() for lang in texts_by_language})
 

@@ -91,7 +91,9 @@ def shard_path(split: str, index: int) -> str:
 
 
 def write_shard(rows: pa.Table, out: str, split: str, index: int) -> dict:
-    """Sort `rows` by shuffle key and write them as one shard; returns its record for the manifest."""
+    """Sort `rows` (of `row_schema`) by shuffle key and write them as one shard; returns its record for the
+    manifest: path, rows, bytes, and rows, tokens and documents begun per language."""
+    rows = rows.select(row_schema(rows.schema.field("input_ids").type.list_size).names)
     rows = rows.take(pc.sort_indices(rows["shuffle_key"])).combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, rows.schema) as writer:
@@ -99,44 +101,60 @@ def write_shard(rows: pa.Table, out: str, split: str, index: int) -> dict:
     data = sink.getvalue()
     path = shard_path(split, index)
     storage.write_bytes(storage.join(out, path), data.to_pybytes())
-    languages = pc.value_counts(rows["language"].combine_chunks().dictionary_decode())
     return {"split": split, "path": path, "rows": rows.num_rows, "bytes": data.size,
-            "tokens": int(pc.sum(rows["n_tokens"]).as_py() or 0),
-            "languages": {v["values"]: v["counts"] for v in languages.to_pylist()}}
+            "languages": _per_language(rows)}
 
 
-def dataset_manifest(tokenizer, seq_len: int, summaries: list, shard_records: list[dict], seed: int,
+def _per_language(rows: pa.Table) -> dict[str, dict[str, int]]:
+    codes = rows["language"].combine_chunks().indices.to_numpy(zero_copy_only=False)
+    tokens = rows["n_tokens"].to_numpy()
+    # A row begins one document per piece, except a first piece that continues an earlier row's.
+    begun = pc.list_value_length(rows["doc_ids"]).to_numpy() - rows["first_continues"].to_numpy(zero_copy_only=False)
+    return {LANGUAGE_NAMES[c]: {"rows": int((codes == c).sum()), "tokens": int(tokens[codes == c].sum()),
+                                "documents": int(begun[codes == c].sum())}
+            for c in np.unique(codes)}
+
+
+def split_summary(records: list[dict], tags: dict[str, list[int]], seq_len: int) -> dict:
+    """Rows, tokens, documents, document tokens and padding of one split, in all and per language."""
+    languages: dict[str, dict[str, int]] = {}
+    for record in records:
+        for language, c in record["languages"].items():
+            acc = languages.setdefault(language, {"rows": 0, "tokens": 0, "documents": 0})
+            for key in acc:
+                acc[key] += c[key]
+    for language, acc in languages.items():
+        # tokens = tags + the documents' ids + one <|endoftext|> after each document
+        acc["doc_tokens"] = acc["tokens"] - acc["rows"] * len(tags[language]) - acc["documents"]
+        acc["padding"] = acc["rows"] * seq_len - acc["tokens"]
+    totals = {key: sum(acc[key] for acc in languages.values())
+              for key in ("rows", "tokens", "documents", "doc_tokens", "padding")}
+    ordered = sorted(records, key=lambda r: r["path"])
+    return {**totals, "languages": dict(sorted(languages.items())),
+            "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"]} for r in ordered]}
+
+
+def dataset_manifest(tokenizer, seq_len: int, shard_records: list[dict], seed: int,
                      validation_fraction: float, tags: dict[str, list[int]]) -> dict:
-    """The content of `manifest.json` from the packing summaries and the written shards."""
+    """The content of `manifest.json`, from the written shards' records."""
     from codemill.tokenize.split import SPLITS
     from codemill.tokenize.tokenizer import EOT, tokenizer_sha256
 
-    splits = {}
-    for split in SPLITS:
-        streams = [s for s in summaries if s.split == split]
-        records = sorted((r for r in shard_records if r["split"] == split), key=lambda r: r["path"])
-        splits[split] = {
-            "rows": sum(r["rows"] for r in records),
-            "tokens": sum(s.tokens for s in streams),
-            "documents": sum(s.documents for s in streams),
-            "doc_tokens": sum(s.doc_tokens for s in streams),
-            "padding": sum(s.padding for s in streams),
-            "languages": {s.language: s.to_json() for s in sorted(streams, key=lambda s: s.language)},
-            "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"]} for r in records],
-        }
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "seq_len": seq_len, "dtype": str(ID_TYPE),
         "tokenizer": {"file": TOKENIZER_FILE, "sha256": tokenizer_sha256(tokenizer),
                       "vocab_size": tokenizer.get_vocab_size(), "eot_id": tokenizer.token_to_id(EOT)},
-        "seed": seed, "validation_fraction": validation_fraction, "tags": tags, "splits": splits,
+        "seed": seed, "validation_fraction": validation_fraction, "tags": tags,
+        "splits": {split: split_summary([r for r in shard_records if r["split"] == split], tags, seq_len)
+                   for split in SPLITS},
     }
 
 
-def write_dataset_files(out: str, tokenizer, seq_len: int, summaries: list, shard_records: list[dict],
-                        seed: int, validation_fraction: float, tags: dict[str, list[int]]) -> dict:
+def write_dataset_files(out: str, tokenizer, seq_len: int, shard_records: list[dict], seed: int,
+                        validation_fraction: float, tags: dict[str, list[int]]) -> dict:
     """Write `tokenizer.json`, then `manifest.json` (last: it names only shards already written)."""
     storage.write_bytes(storage.join(out, TOKENIZER_FILE), tokenizer.to_str().encode())
-    manifest = dataset_manifest(tokenizer, seq_len, summaries, shard_records, seed, validation_fraction, tags)
+    manifest = dataset_manifest(tokenizer, seq_len, shard_records, seed, validation_fraction, tags)
     storage.write_json(storage.join(out, MANIFEST_FILE), manifest)
     return manifest
 

@@ -9,7 +9,7 @@ with a Python pass over the text before GPT-2's tokenizer. Here the same rule li
   the 10-space token, then the 3-space token; a single space is left to the BPE, as in CodeGeeX.
 - the extra tokens are added tokens with `normalized=True`, so they are found in the normalized text and
   the BPE never sees their text;
-- decoder: one Replace per whitespace token back to its spaces, then GPT-2's byte-level decoder.
+- decoder: GPT-2's byte-level decoder, then one Replace per whitespace token back to its spaces.
 
 The saved `tokenizer.json` therefore loads with `tokenizers.Tokenizer.from_file` or
 `transformers.PreTrainedTokenizerFast(tokenizer_file=...)` and gives CodeGeeX's ids with no codemill code.
@@ -69,8 +69,10 @@ def _whitespace_normalizer() -> normalizers.Normalizer:
 
 
 def _whitespace_decoder() -> decoders.Decoder:
+    # Bytes first: the byte-level decoder joins all tokens into one string (a whitespace token's text is
+    # plain ASCII and passes through), so each Replace then runs once, not once per token.
     runs = range(MIN_SPACE_RUN, MAX_SPACE_RUN + 1)
-    return decoders.Sequence([decoders.Replace(space_run_token(n), " " * n) for n in runs] + [decoders.ByteLevel()])
+    return decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(space_run_token(n), " " * n) for n in runs])
 
 
 def _byte_level(tokenizer: Tokenizer) -> None:
