@@ -130,10 +130,14 @@ def write_table(table: pa.Table, uri: str) -> None:
     write_bytes(uri, sink.getvalue().to_pybytes())
 
 
-def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
-    """All Parquet files under `uri` (a file or a folder) as one table; an empty folder gives no rows."""
+def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    """All Parquet files under `uri` (a file or a folder) as one table. A folder with none is an error,
+    unless `schema` is given: then it is an empty table of that schema."""
     files = [uri] if uri.endswith(".parquet") else list_files(uri, ".parquet")
     if not files:
+        if schema is not None:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
         raise FileNotFoundError(f"no Parquet files under {uri}")
     fs, _ = filesystem(uri)
     tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]

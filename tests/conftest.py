@@ -24,8 +24,9 @@ SHARED = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
-def ray_head():
-    """One real local Ray head (dashboard + token auth) for the whole session; tests connect to it."""
+def ray_head(s3_server):
+    """One real local Ray head (dashboard + token auth) for the whole session; tests connect to it.
+    It starts after the S3 server, so its workers inherit the AWS_* settings that point at it."""
     from codemill.raycluster import LocalRayHead
 
     head = LocalRayHead(token_file=Path(os.environ["RAY_AUTH_TOKEN_PATH"]))

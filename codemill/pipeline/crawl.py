@@ -19,14 +19,34 @@ import pyarrow.compute as pc
 from codemill import storage
 from codemill.pipeline.crawl_config import CrawlConfig
 from codemill.pipeline.crawl_repo import RepoResult, crawl_repo, repo_key, skipped_table
+from codemill.pipeline.schema import REPOS_SCHEMA, SKIPPED_SCHEMA
 from codemill.pipeline.selection import load_exclusions, rejection_reason
 from codemill.pipeline.sources import make_source
+from codemill.pipeline.sources.ratelimit import Grant, RateHeaders, RateLimiter
 from codemill.raysupport import ensure_ray
 from codemill.runner import StageRun, stage_main
 
 log = logging.getLogger("codemill.crawl")
 
 PROGRESS_EVERY_S = 10.0
+
+
+class SharedRateLimiter:
+    """A `Limiter` whose budgets live in one Ray actor, so every task draws on the same API budget."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def acquire(self, resource: str) -> Grant:
+        import ray
+        return ray.get(self.actor.acquire.remote(resource))
+
+    def update(self, token: int, resource: str, headers: RateHeaders | None) -> None:
+        self.actor.update.remote(token, resource, headers)
+
+    def block(self, token: int, resource: str, seconds: float) -> None:
+        import ray
+        ray.get(self.actor.block.remote(token, resource, seconds))
 
 
 def _crawl_task(ref_dict: dict, config_json: dict, out: str, limiter) -> RepoResult:
@@ -58,8 +78,8 @@ def body(run: StageRun) -> dict:
     ray = ensure_ray()
     limiter = None
     if cfg.source.type == "github":
-        from codemill.pipeline.sources.ratelimit_actor import start_rate_limiter
-        limiter = start_rate_limiter(cfg.source)
+        token_count = make_source(cfg.source).token_count
+        limiter = SharedRateLimiter(ray.remote(num_cpus=0)(RateLimiter).remote(token_count))
     source = make_source(cfg.source, limiter=limiter)
     excluded = load_exclusions(cfg.selection)
     finished = done_keys(run.out)
@@ -112,9 +132,9 @@ def body(run: StageRun) -> dict:
 
 def summarize(out: str, listed: int, refused: int, resumed: int, results: list[RepoResult]) -> dict:
     """Counts for the manifest and stats.json, read back from the output so resumed runs count everything."""
-    repos = storage.read_table(storage.join(out, "repos"))
+    repos = storage.read_table(storage.join(out, "repos"), schema=REPOS_SCHEMA)
     selected = repos.filter(pc.field("selected"))
-    skipped = storage.read_table(storage.join(out, "skipped"), columns=["reason"])
+    skipped = storage.read_table(storage.join(out, "skipped"), columns=["reason"], schema=SKIPPED_SCHEMA)
     reasons = Counter(_reason_family(r) for r in skipped.column("reason").to_pylist())
     by_language = Counter(x or "unknown" for x in selected.column("main_language").to_pylist())
     stats = {

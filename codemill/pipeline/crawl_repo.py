@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from codemill import storage
 from codemill.pipeline import extract
-from codemill.pipeline.repo_language import main_language
+from codemill.pipeline.repo_language import bytes_by_extension, main_language
 from codemill.pipeline.schema import FILES_SCHEMA, REPOS_SCHEMA, SKIPPED_SCHEMA
 from codemill.pipeline.selection import SelectionConfig, rejection_reason
 from codemill.pipeline.sources.base import FetchError, RepoRef, RepoSource
@@ -59,6 +59,19 @@ def repos_row(ref: RepoRef, commit: str | None, result: RepoResult, size_kb: int
 
 def crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, limits: extract.ExtractLimits,
                out: str) -> RepoResult:
+    """Crawl `ref`; whatever goes wrong with this one repository is recorded, never raised, so one bad
+    repository cannot stop a crawl of millions."""
+    try:
+        return _crawl_repo(ref, source, selection, limits, out)
+    except Exception as exc:  # noqa: BLE001 - recorded with its type and message, and retried by the next run
+        reason = f"error: {type(exc).__name__}: {exc}"
+        storage.write_table(skipped_table([(ref.full_name, "", reason)]),
+                            storage.join(out, "skipped", f"{repo_key(ref.full_name)}.parquet"))
+        return RepoResult(ref.full_name, selected=False, reason=reason, failed=True)
+
+
+def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, limits: extract.ExtractLimits,
+                out: str) -> RepoResult:
     key = repo_key(ref.full_name)
     result = RepoResult(ref.full_name, selected=True)
     with tempfile.TemporaryDirectory(prefix="codemill-crawl-") as workdir:
@@ -77,7 +90,7 @@ def crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, lim
             else:
                 files.append(item)
     size_kb = ref.size_kb if ref.size_kb is not None else -(-sum(f.size_bytes for f in files) // 1024)
-    language = ref.main_language or main_language(files)
+    language = main_language(bytes_by_extension(files), repo_hint=ref.main_language)
     fetched_ref = RepoRef(**{**ref.to_dict(), "size_kb": size_kb, "main_language": language})
     result.reason = rejection_reason(fetched_ref, selection, frozenset())
     if result.reason is not None:
