@@ -17,6 +17,7 @@ materialize (so black runs once per file) -> write kept/, write rejected/, gathe
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -63,11 +64,21 @@ def stats_rows(decided: pa.Table, config: FilterConfig) -> pa.Table:
     return filter_stats.batch_stats(decided, config)
 
 
-def _write(dataset, uri: str, schema: pa.Schema) -> None:
+def worker_options(*uris: str) -> dict:
+    """Ray task options that give the workers the driver's S3 settings (endpoint, region, credentials)
+    when a URI is on S3: workers started before those were set (a cluster up for a while, a test's moto
+    server) would otherwise reach the wrong endpoint or none."""
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    if aws and any(storage.is_s3(u) for u in uris):
+        return {"runtime_env": {"env_vars": aws}}
+    return {}
+
+
+def _write(dataset, uri: str, schema: pa.Schema, options: dict) -> None:
     """Parquet (zstd) parts under `uri`; a schema-only part when there are no rows, so readers of an
     empty result still find its columns."""
     fs, path = storage.filesystem(uri)
-    dataset.write_parquet(path, filesystem=fs, compression=storage.PARQUET_COMPRESSION)
+    dataset.write_parquet(path, filesystem=fs, compression=storage.PARQUET_COMPRESSION, ray_remote_args=options)
     if not storage.list_files(uri, ".parquet"):
         storage.write_table(schema.empty_table(), storage.join(uri, EMPTY_PART))
 
@@ -87,13 +98,15 @@ def body(run: StageRun) -> dict:
         storage.delete_dir(uri)
 
     if storage.list_files(files_uri, ".parquet"):
+        options = worker_options(files_uri, run.out)
         fs, path = storage.filesystem(files_uri)
-        decided = (ray.data.read_parquet(path, filesystem=fs)
+        decided = (ray.data.read_parquet(path, filesystem=fs, ray_remote_args=options)
                    .map_batches(decide_batch, batch_format="pyarrow", batch_size=config.batch_rows,
-                                fn_kwargs={"config": config})
+                                fn_kwargs={"config": config}, **options)
                    .materialize())
-        _write(decided.map_batches(kept_rows, batch_format="pyarrow"), kept_uri, KEPT_SCHEMA)
-        _write(decided.map_batches(rejected_rows, batch_format="pyarrow"), rejected_uri, REJECTED_SCHEMA)
+        _write(decided.map_batches(kept_rows, batch_format="pyarrow", **options), kept_uri, KEPT_SCHEMA, options)
+        _write(decided.map_batches(rejected_rows, batch_format="pyarrow", **options), rejected_uri,
+               REJECTED_SCHEMA, options)
         per_batch = decided.map_batches(stats_rows, batch_format="pyarrow", fn_kwargs={"config": config})
         stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))
     else:
