@@ -23,8 +23,9 @@ central directory) and folders file by file. Every member that is not kept is re
   corrupt from that member on (the files read before it are kept; the record names the last member
   read, or "" when the archive cannot be opened at all).
 
-Archive paths drop one top-level folder when every member sits inside it, as in GitHub's tarballs
-(`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the folder itself.
+Archive paths drop one top-level folder when every member (read within the caps) sits inside it, as in
+GitHub's tarballs (`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the
+folder itself.
 """
 
 from __future__ import annotations
@@ -272,37 +273,16 @@ def _normalize(name: str) -> tuple[str | None, str | None]:
     return "/".join(parts), None
 
 
-def _common_top_folder(members: Iterator[_Member], limits: ExtractLimits) -> str | None:
-    """The one top-level folder every member sits in, if there is one (read up to the caps only)."""
-    top: str | None = None
-    nested = False
-    total = 0
-    try:
-        for count, member in enumerate(members, 1):
-            total += member.size if member.kind == FILE else 0
-            if count > limits.max_members or total > limits.max_repo_bytes:
-                break
-            path, _ = _normalize(member.name)
-            if not path:
-                continue
-            head, sep, _ = path.partition("/")
-            if top is None:
-                top = head
-            if head != top or (not sep and member.kind != DIR):
-                return None
-            nested = nested or bool(sep)
-    except _ARCHIVE_ERRORS:
-        pass  # the extraction pass meets the same error and records it
-    finally:
-        members.close()
-    return top if nested else None
-
-
 # --- extraction -----------------------------------------------------------------------------------
 
 def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None = None
                     ) -> Iterator[RepoFile | SkippedFile]:
-    """Every file of the repository at `path` (folder or archive), kept or skipped with a reason."""
+    """Every file of the repository at `path` (folder or archive), kept or skipped with a reason.
+
+    A folder's records stream out as its files are read. An archive is read whole (within the caps)
+    before its records come out, because whether its top folder is dropped is only known at its end:
+    one pass assumes the first member's top folder is common to all, and in the rare archive where a
+    member proves otherwise, a second pass reads it again without dropping anything."""
     limits = limits or ExtractLimits()
     excluded = frozenset(d.casefold() for d in limits.excluded_dirs)
     lower = path.lower()
@@ -311,12 +291,18 @@ def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None
     elif lower.endswith(ZIP_SUFFIXES):
         open_members = lambda: _zip_members(path)  # noqa: E731
     elif os.path.isdir(path):
-        open_members = lambda: _folder_members(path, excluded)  # noqa: E731
+        yield from _extract(_folder_members(path, excluded), _Extractor(repo_full_name, limits, excluded))
+        return
     else:
         raise ValueError(f"{path}: neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
-    top = _common_top_folder(open_members(), limits) if is_archive(path) else None
-    extractor = _Extractor(repo_full_name, limits, excluded, top)
-    members = open_members()
+    extractor = _Extractor(repo_full_name, limits, excluded, drop_top_folder=True)
+    records = list(_extract(open_members(), extractor))
+    if extractor.top_folder_disproved:
+        records = list(_extract(open_members(), _Extractor(repo_full_name, limits, excluded)))
+    yield from records
+
+
+def _extract(members: Iterator[_Member], extractor: _Extractor) -> Iterator[RepoFile | SkippedFile]:
     current = ""
     try:
         for member in members:
@@ -341,8 +327,11 @@ def extract_repo(path: str, repo_full_name: str, limits: ExtractLimits | None = 
 class _Extractor:
     """The per-member rules, with the state they need (totals, paths seen, excluded folders recorded)."""
 
-    def __init__(self, repo: str, limits: ExtractLimits, excluded: frozenset[str], top: str | None):
-        self.repo, self.limits, self.excluded, self.top = repo, limits, excluded, top
+    def __init__(self, repo: str, limits: ExtractLimits, excluded: frozenset[str], drop_top_folder: bool = False):
+        self.repo, self.limits, self.excluded = repo, limits, excluded
+        self.drop_top_folder = drop_top_folder
+        self.top_folder: str | None = None       # the first member's top folder, assumed common to all
+        self.top_folder_disproved = False
         self.members = 0
         self.total_bytes = 0
         self.seen_paths: set[str] = set()
@@ -363,10 +352,15 @@ class _Extractor:
         path, unsafe = _normalize(member.name)
         if unsafe:
             return [self.skip(member.name, unsafe)], False
-        if self.top and (path == self.top or path.startswith(self.top + "/")):
-            path = path[len(self.top) + 1:]
         if not path:
             return [], False
+        if self.drop_top_folder:
+            if not self._in_top_folder(path, member.kind):
+                self.top_folder_disproved = True
+                return [], True
+            path = path[len(self.top_folder) + 1:]
+            if not path:
+                return [], False
         folder = self._excluded_folder(path, member.kind)
         if folder is not None:
             if folder in self.excluded_recorded:
@@ -378,6 +372,14 @@ class _Extractor:
         if member.kind in _KIND_SKIP:
             return [self.skip(path, _KIND_SKIP[member.kind])], False
         return [self._read_file(member, path)], False
+
+    def _in_top_folder(self, path: str, kind: str) -> bool:
+        if self.top_folder is None:
+            head, sep, _ = path.partition("/")
+            if not sep and kind != DIR:
+                return False
+            self.top_folder = head
+        return path.startswith(self.top_folder + "/") or (path == self.top_folder and kind == DIR)
 
     def _excluded_folder(self, path: str, kind: str) -> str | None:
         parts = path.split("/")
