@@ -17,6 +17,8 @@ request is recorded (which server, path, query, token, status).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import io
 import json
@@ -200,20 +202,21 @@ def _hostile_members(tar: tarfile.TarFile, top: str, kind: str) -> None:
         raise ValueError(f"unknown hostile kind {kind!r}")
 
 
-def make_tarball(repo: FakeRepo, sha: str) -> bytes:
-    owner, name = repo.full_name.split("/")
+@functools.lru_cache(maxsize=64)  # the huge hostile member takes seconds to compress: build each once
+def make_tarball(full_name: str, language: str | None, hostile: str | None, sha: str) -> bytes:
+    owner, name = full_name.split("/")
     top = f"{owner}-{name}-{sha[:7]}/"
-    suffix = EXTENSIONS.get(repo.language or "", ".txt")
+    suffix = EXTENSIONS.get(language or "", ".txt")
     buffer = io.BytesIO()
     # Like `git archive`: pax format, the commit in the global header's comment.
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT, pax_headers={"comment": sha},
                       compresslevel=6) as tar:
         _add(tar, top, type=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, f"{top}README.md", f"# {repo.full_name}\n\ncommit {sha}\n".encode())
+        _add(tar, f"{top}README.md", f"# {full_name}\n\ncommit {sha}\n".encode())
         _add(tar, f"{top}src/", type=tarfile.DIRTYPE, mode=0o755)
-        _add(tar, f"{top}src/main{suffix}", f"// {repo.full_name} at {sha}\n".encode() * 40)
-        if repo.hostile:
-            _hostile_members(tar, top, repo.hostile)
+        _add(tar, f"{top}src/main{suffix}", f"// {full_name} at {sha}\n".encode() * 40)
+        if hostile:
+            _hostile_members(tar, top, hostile)
     return buffer.getvalue()
 
 
@@ -263,8 +266,15 @@ def _instant(value: str, upper: bool) -> float:
     return start + 86_399 if upper else start
 
 
-def parse_query(q: str) -> Callable[[FakeRepo], bool]:
+@dataclass(frozen=True)
+class Query:
+    created: tuple[float, float]  # inclusive epoch bounds, so a search can bisect a creation-ordered list
+    check: Callable[[FakeRepo], bool]
+
+
+def parse_query(q: str) -> Query:
     checks: list[Callable[[FakeRepo], bool]] = []
+    created = (float("-inf"), float("inf"))
     for key, raw in QUALIFIER.findall(q):
         value = raw.strip('"')
         if key == "stars":
@@ -275,14 +285,14 @@ def parse_query(q: str) -> Callable[[FakeRepo], bool]:
             checks.append(lambda r, lo=lo, hi=hi: lo <= r.size_kb <= hi)
         elif key == "created":
             lo, hi = _bounds(value, _instant)
-            checks.append(lambda r, lo=lo, hi=hi: lo <= r.created_at.timestamp() <= hi)
+            created = (max(created[0], lo), min(created[1], hi))
         elif key == "language":
             checks.append(lambda r, v=value.lower(): (r.language or "").lower() == v)
         else:
             raise QueryError(f"the fake does not know the qualifier {key!r}")
     if QUALIFIER.sub("", q).strip():
         raise QueryError(f"the fake searches qualifiers only, not text: {QUALIFIER.sub('', q).strip()!r}")
-    return lambda repo: all(check(repo) for check in checks)
+    return Query(created, lambda repo: all(check(repo) for check in checks))
 
 
 # -- the servers ---------------------------------------------------------------------------------------------
@@ -321,11 +331,11 @@ class FakeGithub:
         self.requests: list[Recorded] = []
         self._windows: dict[tuple[str | None, str], list[float]] = {}  # -> [remaining, reset_at]
         self._faults: list[_Fault] = []
-        self._tarballs: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self.api_url = self.codeload_url = ""
-        self._sorted = sorted(self.repos.values(), key=lambda r: r.id)
+        self._by_created = sorted(self.repos.values(), key=lambda r: r.created_at)
+        self._created_at = [r.created_at.timestamp() for r in self._by_created]
 
     # -- lifecycle
     def __enter__(self) -> "FakeGithub":
@@ -349,8 +359,11 @@ class FakeGithub:
 
     # -- what tests ask for
     def matching(self, q: str) -> list[FakeRepo]:
-        match = parse_query(q)
-        return [r for r in self._sorted if match(r)]
+        """The repositories a search for `q` finds, in GitHub's default order (here: by id)."""
+        query = parse_query(q)
+        lo = bisect.bisect_left(self._created_at, query.created[0])
+        hi = bisect.bisect_right(self._created_at, query.created[1])
+        return sorted((r for r in self._by_created[lo:hi] if query.check(r)), key=lambda r: r.id)
 
     def inject(self, path_prefix: str, status: int = 502, times: int = 1, retry_after: float | None = None,
                message: str = "Server Error", headers: dict | None = None, server: str = "api") -> None:
@@ -373,10 +386,7 @@ class FakeGithub:
             self._window(token, resource)[0] = 0
 
     def tarball(self, repo: FakeRepo, sha: str) -> bytes:
-        with self._lock:
-            if sha not in self._tarballs:
-                self._tarballs[sha] = make_tarball(repo, sha)
-            return self._tarballs[sha]
+        return make_tarball(repo.full_name, repo.language, repo.hostile, sha)
 
     def recorded(self, server: str = "api", path_prefix: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.server == server and r.path.startswith(path_prefix)]
@@ -431,12 +441,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         split = urlsplit(self.path)
-        path = unquote(split.path)
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        token = self._token()
-        status = self._serve(path, query, token)
+        self._path = unquote(split.path)
+        self._query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        self._presented = self._token()
+        self._serve(self._path, self._query, self._presented)
+
+    def _record(self, status: int) -> None:
+        # Before the answer goes out: a client that has its answer finds its request already recorded.
         with self.fake._lock:
-            self.fake.requests.append(Recorded(self.server.role, path, query, token, status))
+            self.fake.requests.append(Recorded(self.server.role, self._path, self._query, self._presented, status))
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
@@ -447,6 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
               truncate: bool = False) -> int:
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -467,6 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, path: str, query: dict[str, str], token: str | None) -> int:
         fault = self.fake._take_fault(self.server.role, path)
         if fault is not None and fault.kind == "drop":
+            self._record(0)
             self.close_connection = True
             self.connection.shutdown(2)
             return 0

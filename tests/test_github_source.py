@@ -340,7 +340,7 @@ def test_fetch_failures_are_fetch_errors_with_a_reason(population, clock, tokens
 
 def test_tarball_size_cap_stops_the_download(population, clock, tokens_env, tmp_path):
     tokens_env(SECRET_A)
-    repo = hostile_repo("huge")
+    repo = next(r for r in population if r.commits)
     with FakeGithub([repo], tokens={SECRET_A: None}, clock=clock) as fake:
         size = len(fake.tarball(repo, repo.head))
         with pytest.raises(FetchError, match="cap"):

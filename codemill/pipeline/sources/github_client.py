@@ -170,7 +170,8 @@ class GithubClient:
                 return self._attempt(url, what, resource, accept, consume)
             except _Transient as transient:
                 if failures >= self.max_retries:
-                    raise ApiError(f"{what}: gave up after {failures + 1} attempts; last failure: {transient}") from None
+                    raise ApiError(f"{what}: gave up after {failures + 1} attempts; last failure: {transient}"
+                                   ) from None
                 delay = max(transient.min_wait_s, self.backoff.delay(failures, self.rng))
                 failures += 1
                 log.warning("%s: %s; retry %d of %d in %.1f s", what, transient, failures, self.max_retries, delay)
