@@ -1,10 +1,12 @@
 """Repository extraction throughput, one core: codemill's in-memory extraction of GitHub-style tarballs
 against the usual way (unpack to disk with tarfile's safe "data" filter, then walk and read the files),
-in one run (best of --repeat alternating runs), on real code (the packages of a Python environment's site-packages, each packed as a
-repository tarball with one top folder). Both apply the same exclusions, caps and text decoding; the
-script asserts they keep the same files (path and sha256), then prints and writes the figures.
+in one run (best of --repeat alternating runs), on real code: the packages of a Python environment's
+site-packages, each packed as a repository tarball with one top folder. Both apply the same exclusions,
+caps and text decoding; the script asserts they keep the same files (path and sha256), then prints and
+writes the figures.
 
-    .venv/bin/python benchmarks/extract_throughput.py --limit-mb 150 --out benchmarks/results/extract_throughput.json
+    .venv/bin/python benchmarks/extract_throughput.py --limit-mb 100 \
+        --out benchmarks/results/extract_throughput.json
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def cpu_model() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="a folder whose child folders are packed as repositories")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                   help="a folder whose child folders are packed as repositories")
     p.add_argument("--limit-mb", type=float, default=150.0, help="uncompressed megabytes of packages to pack")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract_throughput.json")

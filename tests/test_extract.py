@@ -4,7 +4,6 @@ decoding rules, the Arrow tables, and the main-language rule."""
 from __future__ import annotations
 
 import codecs
-import gzip
 import hashlib
 import io
 import os

@@ -151,6 +151,7 @@ def test_names():
     assert repo_folder_name("/x/pkg.tar.gz") == "pkg" and repo_folder_name("/x/pkg.TGZ") == "pkg"
     assert repo_folder_name("/x/pkg/") == "pkg" and repo_folder_name("/x/.zip") == ".zip"
     assert unique_names(["a", "b", "a", "a~2", "a"]) == ["a", "b", "a~3", "a~2", "a~4"]
+    assert unique_names(["o/Tools", "o/tools"]) == ["o/Tools", "o/tools~2"]
 
 
 # --- git ------------------------------------------------------------------------------------------
@@ -221,7 +222,8 @@ def test_credentials_never_reach_names_or_reasons(tmp_path):
     with pytest.raises(FetchError) as exc:
         source.fetch(ref, str(tmp_path))
     assert "git clone failed" in str(exc.value) and "s3cr3t" not in str(exc.value)
-    assert redact(f"fatal: unable to access '{url}/'") == f"fatal: unable to access 'https://***@127.0.0.1:{port}/octo/private.git/'"
+    redacted = f"fatal: unable to access 'https://***@127.0.0.1:{port}/octo/private.git/'"
+    assert redact(f"fatal: unable to access '{url}/'") == redacted
 
 
 def test_git_clone_timeout(tmp_path):

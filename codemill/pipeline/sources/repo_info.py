@@ -104,17 +104,18 @@ def size_kb_on_disk(path: str) -> int:
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """The names in order, a repeated one becoming `name~2`, `name~3`, ... (never an existing name)."""
-    taken = set(names)
+    """The names in order, a repeated one becoming `name~2`, `name~3`, ... (never an existing name).
+    Names equal but for case count as repeated: the crawl keys its output by the lower-cased name."""
+    taken = {n.casefold() for n in names}
     seen: set[str] = set()
     result = []
     for name in names:
-        if name in seen:
+        if name.casefold() in seen:
             k = 2
-            while f"{name}~{k}" in taken:
+            while f"{name}~{k}".casefold() in taken:
                 k += 1
             name = f"{name}~{k}"
-            taken.add(name)
-        seen.add(name)
+            taken.add(name.casefold())
+        seen.add(name.casefold())
         result.append(name)
     return result
