@@ -21,7 +21,7 @@ central directory) and folders file by file. Every member that is not kept is re
 - `binary`, `decode`: see `codemill.pipeline.decode`.
 - `encrypted`, `read_error`, `archive_error`: a member that cannot be read, or an archive that is
   corrupt from that member on (the files read before it are kept; the record names the last member
-  read, or "" when the archive cannot be opened at all).
+  read, or "" when the archive or folder cannot be opened at all).
 
 Archive paths drop one top-level folder when every member (read within the caps) sits inside it, as in
 GitHub's tarballs (`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the
