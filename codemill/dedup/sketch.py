@@ -22,7 +22,7 @@ from codemill.dedup.normalize import exact_keys
 from codemill.dedup.resolve import signature_column, signature_matrix
 
 NODE_BITS = 63  # non-negative int64; collisions need ~2^31 documents to become likely
-NO_NODE = -1  # a row without a doc_id: kept and counted, never deduplicated
+NO_NODE = -1  # a row without doc_id or content (bad input): kept and counted, never deduplicated
 
 
 def node_ids(doc_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -49,8 +49,9 @@ def sketch_batch(batch: pa.Table, params: SketchParams) -> pa.Table:
     sigs, positions = signatures(contents, params.shingle_size, params.perm_a, params.perm_b)
     hi, lo = exact_keys(contents.to_pylist())
     contamination = find_contamination(contents, params.benchmark)
+    nodes = np.where(contents.is_null().to_numpy(zero_copy_only=False), NO_NODE, node_ids(batch["doc_id"]))
     return pa.table({
-        "node": node_ids(batch["doc_id"]),
+        "node": nodes,
         "doc_id": batch["doc_id"],
         "repo_stars": column_or_nulls(batch, "repo_stars", pa.int64()),
         "path": column_or_nulls(batch, "path", pa.string()),

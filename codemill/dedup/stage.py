@@ -126,8 +126,7 @@ def run_dedup(run: StageRun) -> dict:
 
     t = time.time()
     edge_nodes = np.unique(np.concatenate([src, dst]))
-    nodes_ref = ray.put(edge_nodes)
-    members = _collect_table(sketches.map_batches(sk.member_rows, fn_args=(nodes_ref,), batch_format="pyarrow"))
+    members = _collect_table(sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow"))
     verify = config.near.threshold if config.near.verify == "estimated" else None
     duplicates, graph_counts = resolve_clusters(src, dst, members, config.near.num_perm, verify)
     contaminated = _collect_table(
@@ -139,25 +138,27 @@ def run_dedup(run: StageRun) -> dict:
 
     t = time.time()
     per_language = _collect_table(sketches.select_columns(["language", "shingles"]).groupby("language").count())
+    not_deduplicated = sketches.filter(expr=f"node == {sk.NO_NODE}").count()
     storage.delete_dir(run.path("duplicates"))
     storage.write_table(duplicates, run.path("duplicates", "part-00000.parquet"))
     kept_uri = run.path("kept")
     storage.delete_dir(kept_uri)
     out_fs, out_path = storage.filesystem(kept_uri)
-    removed_ref = ray.put(duplicates["doc_id"].combine_chunks())
-    docs.map_batches(sk.drop_removed, fn_args=(removed_ref,), batch_format="pyarrow") \
+    removed = duplicates["doc_id"].combine_chunks()
+    docs.map_batches(sk.drop_removed, fn_args=(removed,), batch_format="pyarrow") \
         .write_parquet(out_path, filesystem=out_fs, compression=storage.PARQUET_COMPRESSION)
     timings["write_s"] = time.time() - t
     timings["total_s"] = time.time() - started
 
     stats = dedup_stats(per_language, duplicates, n_docs)
-    stats.update({"lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
+    stats.update({"not_deduplicated": {"count": not_deduplicated, "reason": "null doc_id or content (kept as is)"},
+                  "lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
                           "num_perm": config.near.num_perm, "band_partitions": band_partitions},
                   "graph": graph_counts, "benchmark": {"ngrams": int(len(index.hashes)), "problems": index.n_problems},
                   "timings": {k: round(v, 3) for k, v in timings.items()}})
     storage.write_json(run.path("stats.json"), stats)
-    counts = {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, **stats["removed_by_kind"],
-              **graph_counts, "bands": bands, "rows": rows}
+    counts = {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, "not_deduplicated": not_deduplicated,
+              **{f"removed_{kind}": n for kind, n in stats["removed_by_kind"].items()}, **graph_counts}
     log.info("dedup: %s", counts)
     return counts
 
