@@ -9,6 +9,7 @@ import os
 import pickle
 import random
 import tarfile
+from datetime import datetime, timezone
 
 import pytest
 from pydantic import ValidationError
@@ -116,12 +117,30 @@ def test_slices_partition_the_query_space(population, clock):
     assert cuts > 20  # through days, stars, sizes and seconds to a slice that cannot be cut
 
 
-def test_incomplete_results_are_cut_smaller(population, clock, tokens_env):
+def test_a_slice_that_cannot_be_cut_yields_its_first_thousand_and_says_so(clock, tokens_env):
     tokens_env(SECRET_A)
-    with FakeGithub(population, tokens={SECRET_A: {"search": 100_000}}, clock=clock, incomplete_over=300) as fake:
-        refs = list(source(fake, clock, languages=["Java"]).list_repos())
-        expected = {r.full_name for r in fake.matching(JAVA)}
+    created = datetime(2019, 5, 5, 12, 0, 0, tzinfo=timezone.utc)
+    twins = [FakeRepo(id=i, full_name=f"twin/r{i}", stars=5, size_kb=42, language="Go", created_at=created,
+                      commits=["0" * 40]) for i in range(SEARCH_RESULT_CAP + 100)]
+    with FakeGithub(twins, tokens={SECRET_A: {"search": 100_000}}, clock=clock) as fake:
+        src = source(fake, clock, languages=["Go"])
+        refs = list(src.list_repos())
+        statuses = {r.status for r in fake.recorded("api")}
+    assert len(refs) == len(set(names(refs))) == SEARCH_RESULT_CAP and statuses == {200}
+    assert src.stats["unreachable_results"] == 100
+
+
+def test_incomplete_results_are_cut_smaller_down_to_a_day(population, clock, tokens_env):
+    tokens_env(SECRET_A)
+    with FakeGithub(population, tokens={SECRET_A: {"search": 100_000}}, clock=clock, incomplete_over=200) as fake:
+        src = source(fake, clock)
+        refs = list(src.list_repos())
+        expected = {r.full_name for r in fake.matching(PYTHON)}
+        queries = [r.query["q"] for r in fake.recorded("api", "/search/")]
     assert set(names(refs)) == expected and len(refs) == len(expected)
+    # Days that alone hold more than 200 are accepted as they are, not cut to stars and seconds.
+    assert src.stats["incomplete_slices"] > 0
+    assert not any(q.startswith("stars:1 ") or "T" in q.split("created:")[1] for q in queries)
 
 
 def test_exclusion_list_and_file_are_honoured(population, clock, tokens_env, tmp_path):

@@ -145,6 +145,9 @@ class SearchSlice:
             parts.append(f'language:"{self.language}"' if " " in self.language else f"language:{self.language}")
         return " ".join(parts)
 
+    def spans_days(self) -> bool:
+        return self.created[1] - self.created[0] >= ONE_DAY
+
     def split(self) -> tuple["SearchSlice", "SearchSlice"] | None:
         """Two slices that together hold exactly this one's repositories, or None when it cannot be cut.
         Creation days go first (most even), then stars, then size, then seconds within the day."""
@@ -260,18 +263,22 @@ class GithubSource:
             first = self._search_page(piece, 1)
             total = int(first.get("total_count") or 0)
             incomplete = bool(first.get("incomplete_results"))
-            if total > SEARCH_RESULT_CAP or incomplete:
+            log.debug("%s: %d results%s", piece.query(), total, " (incomplete)" if incomplete else "")
+            # A search that timed out (incomplete_results) is retried as smaller ones, but only down to a
+            # day: below that, cutting costs more calls than the timeout loses.
+            if total > SEARCH_RESULT_CAP or (incomplete and piece.spans_days()):
                 halves = piece.split()
                 if halves is not None:
                     pending.extend(reversed(halves))  # depth-first, oldest and fewest stars first
                     continue
-                if total > SEARCH_RESULT_CAP:
-                    log.warning("%r cannot be cut further: only %d of its %d results are reachable",
-                                piece.query(), SEARCH_RESULT_CAP, total)
-                    self.stats["unreachable_results"] += total - SEARCH_RESULT_CAP
-                if incomplete:
-                    log.warning("%r: GitHub's search timed out on it (incomplete_results)", piece.query())
-                    self.stats["incomplete_slices"] += 1
+            if total > SEARCH_RESULT_CAP:
+                log.warning("%r cannot be cut further: only %d of its %d results are reachable",
+                            piece.query(), SEARCH_RESULT_CAP, total)
+                self.stats["unreachable_results"] += total - SEARCH_RESULT_CAP
+            if incomplete:
+                log.warning("%r: GitHub's search timed out on it (incomplete_results); its results may be "
+                            "partial", piece.query())
+                self.stats["incomplete_slices"] += 1
             self.stats["slices"] += 1
             yield from first.get("items") or []
             pages = math.ceil(min(total, SEARCH_RESULT_CAP) / self.config.per_page)
