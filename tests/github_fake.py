@@ -5,7 +5,8 @@ Two real HTTP servers on 127.0.0.1 share one state:
 - API: `GET /search/repositories` (qualifiers stars:, size:, created:, language:; sort, order, page,
   per_page; only the first 1,000 results, later pages answer 422), `GET /repos/{o}/{r}/commits/{ref}`
   (JSON, or the bare SHA for `Accept: application/vnd.github.sha`), `GET /repos/{o}/{r}/tarball/{ref}`
-  (a 302 to the codeload host, as GitHub does).
+  (a 302 to the codeload host, as GitHub does); a renamed repository's old name answers 301 to
+  `/repositories/{id}/...`.
 - codeload: `GET /{o}/{r}/legacy.tar.gz/{ref}`: a real tar.gz made like `git archive` makes GitHub's: a pax
   global header whose comment is the commit SHA, and one top folder `owner-repo-sha7/`.
 
@@ -328,6 +329,8 @@ class FakeGithub:
                        for t, limits in (tokens or {}).items()}
         self.clock = clock or FakeClock()
         self.incomplete_over = incomplete_over  # searches matching more than this report incomplete_results
+        self.by_id = {str(r.id): r for r in self.repos.values()}
+        self.moved: dict[str, FakeRepo] = {}  # old full name (lower case) -> the repository, renamed
         self.requests: list[Recorded] = []
         self._windows: dict[tuple[str | None, str], list[float]] = {}  # -> [remaining, reset_at]
         self._faults: list[_Fault] = []
@@ -364,6 +367,12 @@ class FakeGithub:
         lo = bisect.bisect_left(self._created_at, query.created[0])
         hi = bisect.bisect_right(self._created_at, query.created[1])
         return sorted((r for r in self._by_created[lo:hi] if query.check(r)), key=lambda r: r.id)
+
+    def rename(self, repo: FakeRepo, new_full_name: str) -> None:
+        old = repo.full_name.lower()
+        repo.full_name = new_full_name
+        self.repos[new_full_name.lower()] = self.repos.pop(old)
+        self.moved[old] = repo
 
     def inject(self, path_prefix: str, status: int = 502, times: int = 1, retry_after: float | None = None,
                message: str = "Server Error", headers: dict | None = None, server: str = "api") -> None:
@@ -499,13 +508,20 @@ class _Handler(BaseHTTPRequestHandler):
                                "for help, please include the request ID.", rate)
         if path == "/search/repositories":
             return self._search(query, rate)
-        match = re.fullmatch(r"/repos/([^/]+)/([^/]+)/(commits|tarball)(?:/(.+))?", path)
-        repo = self.fake.repos.get(f"{match[1]}/{match[2]}".lower()) if match else None
+        match = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)", path)
+        if match and f"{match[1]}/{match[2]}".lower() in self.fake.moved:
+            # A renamed repository: GitHub answers its old name with a redirect to its id.
+            moved = self.fake.moved[f"{match[1]}/{match[2]}".lower()]
+            return self._send(301, b"", "application/json", {**rate, "Location":
+                              f"{self.fake.api_url}/repositories/{moved.id}{match[3]}"})
+        match = re.fullmatch(r"/repos/([^/]+/[^/]+)/(commits|tarball)(?:/(.+))?", path) or re.fullmatch(
+            r"/repositories/(\d+)/(commits|tarball)(?:/(.+))?", path)
+        repo = (self.fake.repos.get(match[1].lower()) or self.fake.by_id.get(match[1])) if match else None
         if repo is None:
             return self._error(404, "Not Found", rate)
-        if match[3] == "commits":
-            return self._commit(repo, match[4] or "HEAD", rate)
-        return self._tarball_redirect(repo, match[4] or "HEAD", rate)
+        if match[2] == "commits":
+            return self._commit(repo, match[3] or "HEAD", rate)
+        return self._tarball_redirect(repo, match[3] or "HEAD", rate)
 
     def _search(self, query: dict[str, str], rate: dict[str, str]) -> int:
         try:

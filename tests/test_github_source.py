@@ -339,6 +339,21 @@ def test_fetch_records_the_commit_it_downloaded(population, clock, tokens_env, t
             assert tar.pax_headers["comment"] == new
 
 
+def test_a_renamed_repository_is_followed_with_the_token(population, clock, tokens_env, tmp_path):
+    tokens_env(SECRET_A)
+    repo = next(r for r in population if r.commits)
+    with FakeGithub([repo], tokens={SECRET_A: None}, clock=clock) as fake:
+        ref = _refs_for(fake, [repo])[0]  # listed under the old name
+        fake.rename(repo, "newowner/newname")
+        fetched = source(fake, clock).fetch(ref, str(tmp_path))
+        api = [(r.path.split("/")[1], r.token, r.status) for r in fake.recorded("api")]
+        codeload = [(r.token, r.status) for r in fake.recorded("codeload")]
+    assert fetched.commit == repo.head
+    assert api == [("repos", SECRET_A, 301), ("repositories", SECRET_A, 200),
+                   ("repos", SECRET_A, 301), ("repositories", SECRET_A, 302)]
+    assert codeload == [(None, 200)]
+
+
 def test_fetch_failures_are_fetch_errors_with_a_reason(population, clock, tokens_env, tmp_path):
     tokens_env(SECRET_A)
     empty = next(r for r in population if not r.commits)

@@ -1,9 +1,9 @@
 """Calls to GitHub's REST API: tokens, the shared rate limiter, bounded retries, redirects, downloads.
 
 Standard library only (urllib). Every API call first asks the rate limiter for a token with budget left,
-then reports the response's rate-limit headers back to it. Redirects are followed by hand, without the
-`Authorization` header: a tarball redirect points at a signed URL on another host (codeload), which must
-not see the token.
+then reports the response's rate-limit headers back to it. Redirects are followed by hand, so that the
+`Authorization` header goes only to the API's own origin: a tarball redirect points at a signed URL on
+another host (codeload), which must not see the token.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from codemill.pipeline.sources.ratelimit import (
     Backoff, Limiter, classify_response, parse_rate_headers,
@@ -190,15 +190,21 @@ class GithubClient:
                      resource, self.tokens.slot_count, grant.wait_s, self.tokens.label(grant.token))
             self.sleep(grant.wait_s)
 
-    def _attempt(self, url: str, what: str, resource: str, accept: str, consume: Callable[[Any], T]) -> T:
-        token = self._acquire(resource)
+    def _headers(self, accept: str, token: int | None) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": USER_AGENT, "X-GitHub-Api-Version": API_VERSION}
-        authorization = self.tokens.authorization(token)
-        response = self._open(url, dict(headers, Authorization=authorization) if authorization else headers)
-        self.limiter.update(token, resource, parse_rate_headers(response.headers))
-        self._check(response, what, token, resource)
+        authorization = None if token is None else self.tokens.authorization(token)
+        return dict(headers, Authorization=authorization) if authorization else headers
+
+    def _attempt(self, url: str, what: str, resource: str, accept: str, consume: Callable[[Any], T]) -> T:
+        token: int | None = self._acquire(resource)
         hops = 0
-        while response.status in REDIRECT_STATUSES:
+        while True:
+            response = self._open(url, self._headers(accept, token))
+            if token is not None:
+                self.limiter.update(token, resource, parse_rate_headers(response.headers))
+            self._check(response, what, token, resource)
+            if response.status not in REDIRECT_STATUSES:
+                break
             location = response.headers.get("Location")
             response.close()
             if not location or hops == MAX_REDIRECTS:
@@ -206,8 +212,10 @@ class GithubClient:
                                "redirects", response.status)
             hops += 1
             url = urljoin(url, location)
-            response = self._open(url, headers)
-            self._check(response, what, None, resource)
+            # A moved repository redirects within the API; a tarball, to another host (codeload), which
+            # gets a signed URL and never the token.
+            if _origin(url) != _origin(self.api_url):
+                token = None
         try:
             return consume(response)
         except (OSError, http.client.HTTPException) as exc:
@@ -243,6 +251,11 @@ class GithubClient:
         if verdict.action in ("retry", "rate_limited"):
             raise _Transient(f"HTTP {response.status} {message}".strip(), verdict.wait_s)
         raise ApiError(f"{what}: HTTP {response.status}: {message}", response.status)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
 
 
 def _stream_to_file(response, dest: str, max_bytes: int, what: str) -> int:
