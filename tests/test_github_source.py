@@ -161,10 +161,13 @@ def test_exclusion_list_and_file_are_honoured(population, clock, tokens_env, tmp
 def test_max_repos_stops_listing_early(population, clock, tokens_env):
     tokens_env(SECRET_A)
     with FakeGithub(population, tokens={SECRET_A: None}, clock=clock) as fake:
-        refs = list(source(fake, clock, max_repos=150).list_repos())
+        src = source(fake, clock, max_repos=150)
+        refs = list(src.list_repos())
         calls = len(fake.recorded("api", "/search/"))
+        again = list(src.list_repos())
     assert len(refs) == 150 and len(set(names(refs))) == 150
     assert calls < 10
+    assert names(again) == names(refs) and src.stats["listed"] == 150
 
 
 # -- rate limits, retries, tokens ----------------------------------------------------------------------------

@@ -231,10 +231,12 @@ class GithubSource:
         return SearchSlice(language, (start, end), (cfg.min_stars, None), (0, cfg.max_size_kb))
 
     def list_repos(self) -> Iterator[RepoRef]:
-        """Every repository matching the configured search, once, minus the exclusion list."""
+        """Every repository matching the configured search, once, minus the exclusion list. `stats` then
+        counts search calls, slices, duplicates, exclusions and results GitHub could not serve."""
         cfg = self.config
         excluded = load_exclusions(cfg)
         seen: set[str] = set()
+        self.stats.clear()
         for language in cfg.languages or [None]:
             found_before = self.stats["listed"]
             for item in self._search(self.root_slice(language)):
