@@ -4,6 +4,7 @@ tarball downloads (commit, size cap, hostile archives) and resuming after a kill
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import pickle
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from codemill.pipeline.sources.base import FetchError
+from codemill.pipeline.sources.base import FetchError, RepoRef
 from codemill.pipeline.sources.github import (
     SEARCH_RESULT_CAP, GithubSource, GithubSourceConfig, SearchSlice,
 )
@@ -240,7 +241,7 @@ def test_server_errors_beyond_max_retries_give_a_clear_error(population, clock, 
         fake.inject("/repos/", status=500, times=100)
         repo = fake.matching("language:Go stars:>=1")[0]
         with pytest.raises(FetchError, match=r"gave up after 3 attempts.*HTTP 500"):
-            src.fetch(next(iter(_refs_for(fake, [repo]))), str(tmp_path))
+            src.fetch(_refs_for(fake, [repo])[0], str(tmp_path))
 
 
 def test_tokens_rotate_when_one_runs_out(population, clock, tokens_env):
@@ -305,21 +306,22 @@ def test_tokens_come_from_the_environment(monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN")
     anonymous = Tokens.from_env(["GITHUB_TOKENS", "GITHUB_TOKEN"])
     assert anonymous.slot_count == 1 and anonymous.authorization(0) is None
+    with pytest.raises(ApiError, match="holds 0 token"):  # a worker without the driver's tokens
+        anonymous.authorization(1)
 
 
 # -- fetching ------------------------------------------------------------------------------------------------
 
-def _refs_for(fake: FakeGithub, repos: list[FakeRepo]):
-    """The refs `list_repos` gives for these repositories."""
+def _refs_for(fake: FakeGithub, repos: list[FakeRepo]) -> list[RepoRef]:
+    """The refs `list_repos` makes of these repositories' search items."""
     src = GithubSource(GithubSourceConfig(api_url=fake.api_url, languages=[]))
-    wanted = {r.full_name for r in repos}
-    return [src._ref(r.search_item(fake.api_url)) for r in repos if r.full_name in wanted]
+    return [src._ref(r.search_item(fake.api_url)) for r in repos]
 
 
 def test_fetch_records_the_commit_it_downloaded(population, clock, tokens_env, tmp_path):
     tokens_env(SECRET_A)
-    repos = [r for r in population if r.commits and r.default_branch == "release/2.x"][:1] + [
-        r for r in population if r.commits and r.default_branch == "main"][:1]
+    repos = [copy.deepcopy(r) for r in population if r.commits and r.default_branch == "release/2.x"][:1] + [
+        copy.deepcopy(r) for r in population if r.commits and r.default_branch == "main"][:1]  # pushed to
     with FakeGithub(repos, tokens={SECRET_A: None}, clock=clock) as fake:
         src = source(fake, clock)
         for ref, repo in zip(_refs_for(fake, repos), repos):
@@ -344,7 +346,7 @@ def test_fetch_records_the_commit_it_downloaded(population, clock, tokens_env, t
 
 def test_a_renamed_repository_is_followed_with_the_token(population, clock, tokens_env, tmp_path):
     tokens_env(SECRET_A)
-    repo = next(r for r in population if r.commits)
+    repo = copy.deepcopy(next(r for r in population if r.commits))  # renamed below
     with FakeGithub([repo], tokens={SECRET_A: None}, clock=clock) as fake:
         ref = _refs_for(fake, [repo])[0]  # listed under the old name
         fake.rename(repo, "newowner/newname")
@@ -366,10 +368,10 @@ def test_fetch_failures_are_fetch_errors_with_a_reason(population, clock, tokens
         empty_ref, present_ref = _refs_for(fake, [empty, present])
         with pytest.raises(FetchError, match="empty"):
             src.fetch(empty_ref, str(tmp_path))
-        gone = type(present_ref)(**{**present_ref.to_dict(), "full_name": "nobody/gone"})
+        gone = RepoRef(**{**present_ref.to_dict(), "full_name": "nobody/gone"})
         with pytest.raises(FetchError, match="HTTP 404"):
             src.fetch(gone, str(tmp_path))
-        bad = type(present_ref)(**{**present_ref.to_dict(), "full_name": "../../etc"})
+        bad = RepoRef(**{**present_ref.to_dict(), "full_name": "../../etc"})
         with pytest.raises(FetchError, match="not a GitHub owner/name"):
             src.fetch(bad, str(tmp_path))
     assert os.listdir(tmp_path) == []

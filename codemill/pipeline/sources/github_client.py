@@ -83,12 +83,11 @@ class Tokens:
         return max(1, len(self._secrets))
 
     def authorization(self, index: int) -> str | None:
-        if not self._secrets:
-            return None
-        if index >= len(self._secrets):
+        """The header value for token #index; None for anonymous access."""
+        if index >= self.slot_count:
             raise ApiError(f"the rate limiter handed out token #{index}, but this process's environment holds "
                            f"{len(self._secrets)} token(s): give every worker the same token variables")
-        return f"Bearer {self._secrets[index]}"
+        return f"Bearer {self._secrets[index]}" if self._secrets else None
 
     def label(self, index: int) -> str:
         return f"token #{index}" if self._secrets else "anonymous access"
