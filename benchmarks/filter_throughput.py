@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from codemill.languages import EXTENSION_TO_LANGUAGE
-from codemill.pipeline import rules
+from codemill.pipeline import pep8, rules
 from codemill.pipeline.autogen import markers_regex
 from codemill.pipeline.filter_config import FilterConfig
 from codemill.pipeline.langid import language_of
@@ -144,6 +144,20 @@ def run_per_file(rows: list[tuple], config: FilterConfig) -> tuple[list, float, 
     return reasons, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def run_pep8(table: pa.Table, reasons: list, config: FilterConfig, limit_bytes: int) -> dict:
+    """black on the kept Python files (up to `limit_bytes`): the optional step after the rules."""
+    sources, total = [], 0
+    for content, ext, reason in zip(table.column("content").to_pylist(), table.column("ext").to_pylist(), reasons):
+        if reason is None and ext in (".py", ".pyi") and total < limit_bytes:
+            sources.append((content, ext == ".pyi"))
+            total += len(content.encode())
+    cpu = time.process_time()
+    statuses = collections.Counter(pep8.format_source(src, config.pep8_line_length, stub)[1] for src, stub in sources)
+    cpu = time.process_time() - cpu
+    return {"files": len(sources), "mb": round(total / 1e6, 2), "cpu_s": round(cpu, 2),
+            "mb_per_cpu_s": round(total / 1e6 / cpu, 3) if cpu else None, "outcomes": dict(statuses)}
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -158,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-mb", type=float, default=200.0, help="MB of text to read (default 200)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each implementation, the fastest kept")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pep8-mb", type=float, default=2.0,
+                   help="MB of kept Python to format with black, for its throughput (0: skip)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "filter_throughput.json")
     args = p.parse_args(argv)
 
@@ -196,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "identical_decisions": True,
         "decisions": dict(sorted(reasons.items())),
     }
+    if args.pep8_mb > 0:
+        result["pep8_black"] = run_pep8(table, fast, config, int(args.pep8_mb * 1e6))
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
