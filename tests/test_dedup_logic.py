@@ -213,3 +213,15 @@ def test_decontamination_index_from_plain_jsonl(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
         f.write(json.dumps(rows[0]) + "\n")
     assert read_problems([str(tmp_path / "b.jsonl.gz")], ["prompt"]) == [("X/0", "def alpha_beta(gamma):")]
+
+
+def test_exact_copies_keep_one_copy_even_when_a_near_copy_survives():
+    base = (REPO_ROOT / "codemill" / "config.py").read_text()
+    near = base.replace("import", "import  # x\nimport", 1)
+    # rows: original (1 star), its exact copy (2 stars), a near copy (100 stars: the survivor)
+    members = _members([base, base, near], [1, 2, 100], ["a.py", "b.py", "c.py"], exact_keys=[7, 7, 8])
+    dups, _ = resolve_clusters(np.array([5, 5]), np.array([15, 25]), members, 256, verify_threshold=0.7)
+    rows = {r["doc_id"]: r for r in dups.to_pylist()}
+    assert rows["doc0"]["kind"] == "exact" and rows["doc0"]["similarity"] == 1.0
+    assert rows["doc1"]["kind"] == "near" and rows["doc1"]["similarity"] < 1.0
+    assert {r["kept_doc_id"] for r in rows.values()} == {"doc2"}

@@ -1,8 +1,9 @@
 """From candidate edges and the rows of the documents they touch to the list of removed duplicates.
 
 Pure logic on numpy arrays and Arrow tables: verify candidate pairs by estimated Jaccard, find the
-connected components, choose each component's survivor, and label every other member `exact` (same
-normalised content as its survivor) or `near`, with its estimated Jaccard to the survivor.
+connected components, choose each component's survivor, and label every other member: `exact` when a
+preferred member of its cluster has the same normalised content (similarity 1.0), otherwise `near`
+(similarity: estimated Jaccard to the survivor). `kept_doc_id` is always the cluster's survivor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pyarrow as pa
 
 from codemill.dedup.components import connected_components
 from codemill.dedup.minhash import estimated_jaccard
-from codemill.dedup.survivor import choose_survivors
+from codemill.dedup.survivor import choose_survivors, survivor_order
 
 KIND_EXACT = "exact"
 KIND_NEAR = "near"
@@ -53,6 +54,17 @@ def verify_edges(src_rows: np.ndarray, dst_rows: np.ndarray, signatures: np.ndar
     return keep
 
 
+def exact_group_heads(clustered: pa.Table, component: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """For each row, the preferred row with the same normalised content in the same cluster: exact
+    copies keep one copy, and only that copy is compared with the cluster's survivor."""
+    order = survivor_order(clustered)
+    triples = np.stack([component[order].astype(np.uint64), hi[order], lo[order]], axis=1)
+    _, first, inverse = np.unique(triples, axis=0, return_index=True, return_inverse=True)
+    head = np.empty(len(order), np.int64)
+    head[order] = order[first[inverse.ravel()]]
+    return head
+
+
 def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_perm: int,
                      verify_threshold: float | None) -> tuple[pa.Table, dict]:
     """Duplicates (one row per removed document) and counts.
@@ -75,10 +87,11 @@ def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_pe
         return DUPLICATES_SCHEMA.empty_table(), counts
     clustered = members.take(rows)
     survivor = choose_survivors(clustered, component)
+    hi, lo = clustered["exact_hi"].to_numpy(), clustered["exact_lo"].to_numpy()
+    head = exact_group_heads(clustered, component, hi, lo)
     removed = np.flatnonzero(survivor != np.arange(len(rows)))
     keeper = survivor[removed]
-    hi, lo = clustered["exact_hi"].to_numpy(), clustered["exact_lo"].to_numpy()
-    exact = (hi[removed] == hi[keeper]) & (lo[removed] == lo[keeper])
+    exact = head[removed] != removed  # a better copy with the same normalised content is in the cluster
     similarity = np.where(exact, 1.0, estimated_jaccard(signatures[rows[removed]], signatures[rows[keeper]]))
     doc_ids = clustered["doc_id"]
     table = pa.table({
