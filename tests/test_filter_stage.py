@@ -22,7 +22,8 @@ from codemill.runner import run_stage
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 UNFORMATTED_PY = "".join(f"def add_{i}( left,right ):\n    return {{'key':left,'value':right}}\n" for i in range(40))
-FORMATTED_PY = "\n\n".join(f'def add_{i}(left, right):\n    return {{"key": left, "value": right}}\n' for i in range(40))
+FORMATTED_PY = "\n\n".join(f'def add_{i}(left, right):\n    return {{"key": left, "value": right}}\n'
+                           for i in range(40))
 PYTHON2 = "".join(f'print "value {i}"\n' for i in range(80))
 C_CODE = "".join(f"static int add{i}(int a, int b) {{ return a + b; }}\n" for i in range(40))
 JS_CODE = "".join(f"function add{i}(a, b) {{ return a + b; }}\n" for i in range(40))

@@ -100,7 +100,7 @@ def body(run: StageRun) -> dict:
     if storage.list_files(files_uri, ".parquet"):
         options = worker_options(files_uri, run.out)
         fs, path = storage.filesystem(files_uri)
-        decided = (ray.data.read_parquet(path, filesystem=fs, ray_remote_args=options)
+        decided = (ray.data.read_parquet(path, filesystem=fs, **options)
                    .map_batches(decide_batch, batch_format="pyarrow", batch_size=config.batch_rows,
                                 fn_kwargs={"config": config}, **options)
                    .materialize())
