@@ -81,9 +81,7 @@ class Trainer:
         self.flops_per_token = model.flops_per_token(self.seq_length)
         self.num_parameters = model.num_parameters()
         if cfg.model.compile:
-            for block in model.blocks:
-                block.compile()
-            model.top_query.compile()
+            model.compile_regions()
         self.optimizer = make_optimizer(model, cfg, rank.device)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer,
                                                     config=deepspeed_config(cfg, rank.world_size))

@@ -1,0 +1,134 @@
+"""Train stage pieces without Ray: schedule, DeepSpeed config, config checks, batches from shards, export."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from codemill.config import ConfigError, build_config
+from codemill.train.config import TrainConfig
+from codemill.train.ds_config import deepspeed_config
+from codemill.train.model import IGNORE_INDEX, PRESETS, CodeGeeX, ModelConfig
+from codemill.train.schedule import learning_rate
+
+
+def test_schedule_matches_the_papers_equation():
+    lr_max, lr_min, warmup, decay = 1e-4, 1e-6, 2_000, 200_000
+    assert learning_rate(0) == pytest.approx(lr_max / warmup)
+    assert learning_rate(999) == pytest.approx(lr_max * 1000 / warmup)
+    assert learning_rate(warmup - 1) == pytest.approx(lr_max)
+    for n in (0, 1, 50_000, 100_000, 150_000, 199_999, 200_000):
+        expected = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * n / decay))
+        assert learning_rate(warmup + n) == pytest.approx(expected, rel=1e-12)
+    assert learning_rate(warmup + 100_000) == pytest.approx((lr_max + lr_min) / 2)
+    assert learning_rate(10**7) == pytest.approx(lr_min)
+    steps = [learning_rate(s) for s in range(warmup, warmup + decay, 997)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+
+
+def test_defaults_are_the_papers():
+    cfg = TrainConfig()
+    assert cfg.model.preset == "13b" and cfg.global_batch_size == 3072 and cfg.steps == 213_000
+    assert (cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.optimizer.lr_max, cfg.optimizer.lr_min) == (0.9, 0.999, 1e-4, 1e-6)
+    assert cfg.deepspeed.zero_stage == 2 and cfg.deepspeed.precision == "fp16"
+    ds = deepspeed_config(cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 192})}), 192)
+    assert ds["fp16"]["loss_scale"] == 0 and ds["fp16"]["loss_scale_window"] == 1000
+    assert ds["train_batch_size"] == 3072 and ds["zero_optimization"]["stage"] == 2
+    assert "optimizer" not in ds and "scheduler" not in ds
+
+
+def test_batch_arithmetic_reaches_the_global_batch():
+    cfg = build_config(TrainConfig, {"global_batch_size": 96, "micro_batch_size": 4, "scaling": {"num_workers": 3}})
+    assert cfg.gradient_accumulation_steps == 8
+    ds = deepspeed_config(cfg, 3)
+    assert ds["train_batch_size"] == 96 == ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 3
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        build_config(TrainConfig, {"global_batch_size": 100, "micro_batch_size": 8})
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="fp16 needs GPUs"):
+        build_config(TrainConfig, {"scaling": {"use_gpu": False}})
+    with pytest.raises(ConfigError, match="preset"):
+        build_config(TrainConfig, {"model": {"preset": "7b"}})
+    with pytest.raises(ConfigError, match="seq_length"):
+        build_config(TrainConfig, {"model": {"preset": "tiny", "seq_length": 4096}})
+
+
+def test_bf16_and_fp32_configs():
+    cfg = build_config(TrainConfig, {"deepspeed": {"precision": "bf16", "zero_stage": 3}})
+    ds = deepspeed_config(cfg, 1)
+    assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    cfg = build_config(TrainConfig, {"deepspeed": {"precision": "fp32"}, "scaling": {"use_gpu": False}})
+    ds = deepspeed_config(cfg, 1)
+    assert "bf16" not in ds and "fp16" not in ds and not ds["zero_optimization"]["overlap_comm"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from codemill.tokenize.pack import write_shards_from_texts
+
+    out = str(tmp_path_factory.mktemp("shards"))
+    texts = {"Python": [f"def f{i}(x):\n    return x + {i}\n" * 20 for i in range(30)],
+             "Go": [f"func f{i}(x int) int {{\n\treturn x + {i}\n}}\n" * 20 for i in range(30)]}
+    write_shards_from_texts(texts, out, seq_len=65, validation_fraction=0.2)
+    return out
+
+
+def test_batches_crop_rows_shift_labels_and_mask_padding(shards):
+    from codemill.tokenize.reader import ShardReader
+    from codemill.train.data import make_batch
+
+    reader = ShardReader(shards, split="train")
+    padded = [i for i in range(len(reader)) if reader.n_tokens(i) < reader.seq_len]
+    assert padded, "each language's last row is padded"
+    idx = np.array([0, padded[0]])
+    batch = make_batch(reader, idx, seq_length=32)
+    rows = reader.rows(idx)
+    assert batch.tokens.shape == batch.labels.shape == batch.document_ids.shape == (2, 32)
+    np.testing.assert_array_equal(batch.tokens, rows[:, :32])
+    full = make_batch(reader, idx, seq_length=64)
+    n = reader.n_tokens(int(padded[0]))
+    assert (full.labels[1, n - 1:] == IGNORE_INDEX).all()
+    np.testing.assert_array_equal(full.labels[1, : n - 1], rows[1, 1:n])
+    for b, i in enumerate(idx):
+        starts = reader.doc_starts(int(i))
+        expected = np.maximum(np.searchsorted(starts, np.arange(64), side="right"), 1)
+        np.testing.assert_array_equal(full.document_ids[b], expected)
+    assert batch.languages == (reader.language(0), reader.language(int(padded[0])))
+    with pytest.raises(ValueError, match="seq_length"):
+        make_batch(reader, idx, seq_length=65)
+
+
+def test_rank_rows_are_a_function_of_seed_epoch_and_step(shards):
+    from codemill.tokenize.reader import ShardReader
+    from codemill.train.data import RankRows
+
+    reader = ShardReader(shards, split="train")
+    ranks = [RankRows(reader, r, 2, seed=7, rows_per_step=3) for r in range(2)]
+    spe = ranks[0].steps_per_epoch
+    assert spe == (len(reader) // 2) // 3 and ranks[1].steps_per_epoch == spe
+    epoch0 = np.concatenate([ranks[r].rows_of_step(s) for r in range(2) for s in range(spe)])
+    assert len(set(epoch0.tolist())) == len(epoch0)  # no row twice in an epoch
+    assert ranks[0].position(spe + 1) == (1, 3)
+    fresh = RankRows(reader, 0, 2, seed=7, rows_per_step=3)
+    np.testing.assert_array_equal(fresh.rows_of_step(spe + 1), ranks[0].rows_of_step(spe + 1))
+    assert not np.array_equal(ranks[0].rows_of_step(spe), ranks[0].rows_of_step(0))  # a new order each epoch
+
+
+def test_export_round_trip(tmp_path, shards):
+    from codemill.train import export
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**PRESETS["tiny"].to_dict(), "dropout": 0.0})
+    model = CodeGeeX(cfg).eval()
+    export.write_export(model.state_dict(), cfg, f"{shards}/tokenizer.json", str(tmp_path / "export"), {"step": 3})
+    loaded = export.load_model(str(tmp_path / "export"))
+    tokens = torch.randint(0, 50_000, (2, 9))
+    torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
+    assert export.export_metadata(str(tmp_path / "export"))["step"] == 3
+    assert export.load_tokenizer(str(tmp_path / "export")).encode("def f():").ids
