@@ -87,7 +87,7 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
         assert by_id[removed]["similarity"] == 1.0
     for removed, keeper in expect["near"].items():
         assert by_id[removed]["kind"] == "near" and by_id[removed]["kept_doc_id"] == keeper
-        assert 0.7 <= by_id[removed]["similarity"] < 1.0
+        assert 0.7 <= by_id[removed]["similarity"] <= 1.0  # estimated: a one-line edit may not show
     for removed, task in expect.get("contamination", {}).items():
         assert by_id[removed]["kind"] == "contamination" and by_id[removed]["benchmark_task_id"] == task
     n_expected = sum(len(v) for v in expect.values())

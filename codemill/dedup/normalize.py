@@ -8,19 +8,16 @@ blank lines inside the file and everything else stay significant.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 
-_LINE_END = re.compile(r"\r\n?")
-_TRAILING_SPACE = re.compile(r"[ \t\f\v]+$", re.MULTILINE)
+TRAILING_SPACE = " \t\f\v"
 EXACT_KEY_BYTES = 16  # two uint64 words; collisions need ~2^64 documents
 
 
 def normalize(content: str) -> str:
-    text = _LINE_END.sub("\n", content)
-    text = _TRAILING_SPACE.sub("", text)
-    return text.rstrip("\n")
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip(TRAILING_SPACE) for line in lines).rstrip("\n")
 
 
 def exact_key(content: str | None) -> bytes:

@@ -23,6 +23,7 @@ from codemill.dedup.resolve import signature_column, signature_matrix
 
 NODE_BITS = 63  # non-negative int64; collisions need ~2^31 documents to become likely
 NO_NODE = -1  # a row without doc_id or content (bad input): kept and counted, never deduplicated
+LANGUAGE_SUMMARY_SCHEMA = pa.schema([("language", pa.string()), ("docs", pa.int64()), ("not_deduplicated", pa.int64())])
 
 
 def node_ids(doc_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -107,6 +108,21 @@ def member_rows(sketch: pa.Table, sorted_nodes: np.ndarray) -> pa.Table:
     hit = (sorted_nodes[pos] == nodes) if len(sorted_nodes) else np.zeros(len(nodes), bool)
     return sketch.filter(pa.array(hit)).select(
         ["node", "doc_id", "repo_stars", "path", "language", "exact_hi", "exact_lo", "signature"])
+
+
+def language_summary(sketch: pa.Table) -> pa.Table:
+    """Per language: documents, and documents left out of deduplication (null doc_id or content)."""
+    rows = pa.table({"language": sketch["language"],
+                     "not_deduplicated": pa.array((sketch["node"].to_numpy() == NO_NODE).astype(np.int64))})
+    summary = rows.group_by("language").aggregate([("not_deduplicated", "count"), ("not_deduplicated", "sum")])
+    return summary.select(["language", "not_deduplicated_count", "not_deduplicated_sum"]) \
+        .rename_columns(["language", "docs", "not_deduplicated"])
+
+
+def merge_language_summaries(summaries: pa.Table) -> pa.Table:
+    merged = summaries.group_by("language").aggregate([("docs", "sum"), ("not_deduplicated", "sum")])
+    return merged.select(["language", "docs_sum", "not_deduplicated_sum"]) \
+        .rename_columns(["language", "docs", "not_deduplicated"])
 
 
 def drop_removed(batch: pa.Table, removed_doc_ids: pa.Array) -> pa.Table:

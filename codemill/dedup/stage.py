@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codemill import storage
 from codemill.dedup import sketch as sk
@@ -137,8 +138,9 @@ def run_dedup(run: StageRun) -> dict:
     timings["clusters_s"] = time.time() - t
 
     t = time.time()
-    per_language = _collect_table(sketches.select_columns(["language", "shingles"]).groupby("language").count())
-    not_deduplicated = sketches.filter(expr=f"node == {sk.NO_NODE}").count()
+    per_language = sk.merge_language_summaries(
+        _collect_table(sketches.map_batches(sk.language_summary, batch_format="pyarrow"), sk.LANGUAGE_SUMMARY_SCHEMA))
+    not_deduplicated = int(pc.sum(per_language["not_deduplicated"]).as_py() or 0)
     storage.delete_dir(run.path("duplicates"))
     storage.write_table(duplicates, run.path("duplicates", "part-00000.parquet"))
     kept_uri = run.path("kept")

@@ -10,10 +10,10 @@ UNKNOWN_LANGUAGE = "unknown"
 
 
 def dedup_stats(language_counts: pa.Table, duplicates: pa.Table, n_docs: int) -> dict:
-    """`language_counts`: (language, count()) of every input document; `duplicates`: removed rows."""
-    docs_per_language = {(lang or UNKNOWN_LANGUAGE): int(n) for lang, n in
-                         zip(language_counts["language"].to_pylist(), language_counts["count()"].to_pylist())} \
-        if language_counts.num_rows else {}
+    """`language_counts`: (language, docs) of every input document; `duplicates`: removed rows."""
+    docs_per_language: dict[str, int] = {}
+    for lang, n in zip(language_counts["language"].to_pylist(), language_counts["docs"].to_pylist()):
+        docs_per_language[lang or UNKNOWN_LANGUAGE] = docs_per_language.get(lang or UNKNOWN_LANGUAGE, 0) + int(n)
     removed: dict[str, dict[str, int]] = {}
     for lang, kind in zip(duplicates["language"].to_pylist(), duplicates["kind"].to_pylist()):
         per_kind = removed.setdefault(lang or UNKNOWN_LANGUAGE, dict.fromkeys(KINDS, 0))
