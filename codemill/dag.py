@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -219,6 +220,8 @@ def run_dag(dag_path: str, out: str, address: str | None = None, only: list[str]
     if not todo:
         return []
     head = None
+    # SIGTERM (a job scheduler, `kill`) must still run the `finally` below that stops our local head.
+    signal.signal(signal.SIGTERM, _raise_system_exit)
     if address is None:
         from codemill.raycluster import LocalRayHead
         head = LocalRayHead(num_cpus=num_cpus, token_file=_default_token_file())
@@ -239,6 +242,10 @@ def run_dag(dag_path: str, out: str, address: str | None = None, only: list[str]
     finally:
         if head is not None:
             head.stop()
+
+
+def _raise_system_exit(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _default_token_file() -> Path:

@@ -144,21 +144,6 @@ def test_incomplete_results_are_cut_smaller_down_to_a_day(population, clock, tok
     assert not any(q.startswith("stars:1 ") or "T" in q.split("created:")[1] for q in queries)
 
 
-def test_exclusion_list_and_file_are_honoured(population, clock, tokens_env, tmp_path):
-    tokens_env(SECRET_A)
-    with FakeGithub(population, tokens={SECRET_A: {"search": 100_000}}, clock=clock) as fake:
-        java = [r.full_name for r in fake.matching(JAVA)]
-        inline, in_file = java[:3], java[3:6]
-        listing = tmp_path / "pile_and_codeparrot.txt"
-        listing.write_text("# repositories already in The Pile\n"
-                           f"{in_file[0].upper()}\n\nhttps://github.com/{in_file[1]}.git\n{in_file[2]}  # CodeParrot\n")
-        src = source(fake, clock, languages=["Java"], exclude=[n.lower() for n in inline],
-                     exclude_file=str(listing))
-        refs = list(src.list_repos())
-    assert set(names(refs)) == set(java) - set(inline) - set(in_file)
-    assert src.stats["excluded"] == 6
-
-
 def test_max_repos_stops_listing_early(population, clock, tokens_env):
     tokens_env(SECRET_A)
     with FakeGithub(population, tokens={SECRET_A: None}, clock=clock) as fake:
@@ -474,7 +459,7 @@ def test_config_defaults_are_the_papers_and_bad_values_are_refused():
     cfg = GithubSourceConfig()
     assert (cfg.type, cfg.min_stars, cfg.max_size_kb, cfg.per_page) == ("github", 1, 10240, 100)
     assert cfg.languages == ["Python", "Java", "C++"]
-    for bad in ({"type": "git"}, {"per_page": 101}, {"exclude": ["not a repo"]}, {"tokens": ["x"]},
+    for bad in ({"type": "git"}, {"per_page": 101}, {"tokens": ["x"]},
                 {"created_from": "2020-01-02", "created_until": "2020-01-01"}, {"api_url": "ftp://x"}):
         with pytest.raises(ValidationError):
             GithubSourceConfig.model_validate(bad)

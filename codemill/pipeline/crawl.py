@@ -65,8 +65,9 @@ def _publish_metrics(result: RepoResult) -> None:
 
     RayCounter("codemill_crawl_repos", "repositories crawled", tag_keys=("status",)).inc(
         1, tags={"status": "failed" if result.failed else ("selected" if result.selected else "rejected")})
-    RayCounter("codemill_crawl_files", "files kept by the crawl").inc(result.n_files)
-    RayCounter("codemill_crawl_bytes", "bytes of files kept by the crawl").inc(result.n_bytes)
+    if result.n_files:  # Ray's counters refuse increments of zero
+        RayCounter("codemill_crawl_files", "files kept by the crawl").inc(result.n_files)
+        RayCounter("codemill_crawl_bytes", "bytes of files kept by the crawl").inc(result.n_bytes)
 
 
 def done_keys(out: str) -> set[str]:
@@ -88,11 +89,10 @@ def body(run: StageRun) -> dict:
     todo, listed, resumed = [], 0, 0
     seen: set[str] = set()
     for ref in source.list_repos():
-        if ref.full_name.lower() in seen:
-            continue
-        seen.add(ref.full_name.lower())
         listed += 1
-        reason = rejection_reason(ref, cfg.selection, excluded)
+        # Repository names are case-insensitive on GitHub; a second spelling is the same repository.
+        reason = "duplicate_name" if ref.full_name.lower() in seen else rejection_reason(ref, cfg.selection, excluded)
+        seen.add(ref.full_name.lower())
         if reason is not None:
             refused.append((ref.full_name, "", reason))
             continue
@@ -127,10 +127,11 @@ def body(run: StageRun) -> dict:
             log.info("crawl: %d/%d repositories, %d files (%.1f files/s, %.2f MB/s)", len(results), len(todo),
                      files, files / elapsed, nbytes / elapsed / 1e6)
             last_log = time.time()
-    return summarize(run.out, listed, len(refused), resumed, results)
+    return summarize(run.out, listed, len(refused), resumed, results, getattr(source, "stats", None))
 
 
-def summarize(out: str, listed: int, refused: int, resumed: int, results: list[RepoResult]) -> dict:
+def summarize(out: str, listed: int, refused: int, resumed: int, results: list[RepoResult],
+              source_stats: dict | None = None) -> dict:
     """Counts for the manifest and stats.json, read back from the output so resumed runs count everything."""
     repos = storage.read_table(storage.join(out, "repos"), schema=REPOS_SCHEMA)
     selected = repos.filter(pc.field("selected"))
@@ -144,6 +145,7 @@ def summarize(out: str, listed: int, refused: int, resumed: int, results: list[R
         "repos_selected": selected.num_rows, "repos_rejected_after_fetch": repos.num_rows - selected.num_rows,
         "files": int(pc.sum(selected.column("n_files")).as_py() or 0),
         "skipped_by_reason": dict(reasons), "repos_by_main_language": dict(by_language),
+        "source": dict(source_stats or {}),  # e.g. GitHub search calls, slices, unreachable results
     }
     storage.write_json(storage.join(out, "stats.json"), stats)
     failed = [r for r in results if r.failed]

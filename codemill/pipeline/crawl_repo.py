@@ -89,9 +89,10 @@ def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, li
                 result.skipped[item.reason] += 1
             else:
                 files.append(item)
-    size_kb = ref.size_kb if ref.size_kb is not None else -(-sum(f.size_bytes for f in files) // 1024)
-    language = main_language(bytes_by_extension(files), repo_hint=ref.main_language)
-    fetched_ref = RepoRef(**{**ref.to_dict(), "size_kb": size_kb, "main_language": language})
+    size_kb = fetched.ref.size_kb if fetched.ref.size_kb is not None else -(-sum(f.size_bytes for f in files) // 1024)
+    language = main_language(bytes_by_extension(files), repo_hint=fetched.ref.main_language)
+    # The fetch may know more than the listing did (a clone's branch and measured size).
+    fetched_ref = RepoRef(**{**fetched.ref.to_dict(), "size_kb": size_kb, "main_language": language})
     result.reason = rejection_reason(fetched_ref, selection, frozenset())
     if result.reason is not None:
         result.selected = False
@@ -99,7 +100,7 @@ def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, li
     result.n_files = len(files)
     result.n_bytes = sum(f.size_bytes for f in files)
     if files:
-        table = extract.files_table(files, repo_stars=ref.stars, repo_language=language)
+        table = extract.files_table(files, repo_stars=fetched_ref.stars, repo_language=language)
         storage.write_table(table.cast(FILES_SCHEMA), storage.join(out, "files", f"{key}.parquet"))
     if skips:
         storage.write_table(skipped_table(skips), storage.join(out, "skipped", f"{key}.parquet"))

@@ -10,14 +10,15 @@ Writes under `--out`:
 Every input file is in exactly one of kept/ and rejected/. kept/ and rejected/ are emptied first, so a
 rerun never leaves parts of an earlier run behind.
 
-The logic lives in Ray-free modules; this one only wires it: read_parquet -> map_batches(decide) ->
-materialize (so black runs once per file) -> write kept/, write rejected/, gather per-batch statistics.
+The logic lives in Ray-free modules; this one only wires it: read_parquet -> map_batches(decide, then
+write that batch's kept and rejected parts) -> per-batch statistics, summed on the driver. One streaming
+pass: nothing is held in the object store, so memory stays flat however large the corpus.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import sys
 import time
 
@@ -42,14 +43,28 @@ EMPTY_PART = "part-empty.parquet"
 
 
 def decide_batch(batch: pa.Table, config: FilterConfig) -> pa.Table:
-    """Measure and decide every file of a batch, format the kept Python files, and drop the content of
-    the rejected ones (rejected/ does not store it, so the materialised dataset need not hold it)."""
+    """Measure and decide every file of a batch and format the kept Python files."""
     decided = rules.decide(batch, config)
     if config.format_python:
         decided = pep8.format_python(decided, config.pep8_line_length)
-    content = decided.column("content")
-    kept_content = pc.if_else(rules.is_kept(decided), content, pa.scalar(None, content.type))
-    return decided.set_column(decided.schema.get_field_index("content"), "content", kept_content)
+    return decided
+
+
+def part_name(batch: pa.Table) -> str:
+    """Named by the batch's documents, so a retried task overwrites its own parts instead of adding more."""
+    ids = batch.column("doc_id")
+    key = f"{ids[0].as_py()}:{ids[len(ids) - 1].as_py()}:{len(ids)}" if len(ids) else "empty"
+    return f"part-{hashlib.sha1(key.encode()).hexdigest()[:20]}.parquet"
+
+
+def filter_and_write(batch: pa.Table, config: FilterConfig, kept_uri: str, rejected_uri: str) -> pa.Table:
+    """One Ray Data task: decide a batch, write its kept and rejected parts, return its statistics."""
+    decided = decide_batch(batch, config)
+    name = part_name(batch)
+    for rows, uri in ((kept_rows(decided), kept_uri), (rejected_rows(decided), rejected_uri)):
+        if rows.num_rows:
+            storage.write_table(rows, storage.join(uri, name))
+    return stats_rows(decided, config)
 
 
 def kept_rows(decided: pa.Table) -> pa.Table:
@@ -62,25 +77,6 @@ def rejected_rows(decided: pa.Table) -> pa.Table:
 
 def stats_rows(decided: pa.Table, config: FilterConfig) -> pa.Table:
     return filter_stats.batch_stats(decided, config)
-
-
-def worker_options(*uris: str) -> dict:
-    """Ray task options that give the workers the driver's S3 settings (endpoint, region, credentials)
-    when a URI is on S3: workers started before those were set (a cluster up for a while, a test's moto
-    server) would otherwise reach the wrong endpoint or none."""
-    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    if aws and any(storage.is_s3(u) for u in uris):
-        return {"runtime_env": {"env_vars": aws}}
-    return {}
-
-
-def _write(dataset, uri: str, schema: pa.Schema, options: dict) -> None:
-    """Parquet (zstd) parts under `uri`; a schema-only part when there are no rows, so readers of an
-    empty result still find its columns."""
-    fs, path = storage.filesystem(uri)
-    dataset.write_parquet(path, filesystem=fs, compression=storage.PARQUET_COMPRESSION, ray_remote_args=options)
-    if not storage.list_files(uri, ".parquet"):
-        storage.write_table(schema.empty_table(), storage.join(uri, EMPTY_PART))
 
 
 def body(run: StageRun) -> dict:
@@ -98,17 +94,14 @@ def body(run: StageRun) -> dict:
         storage.delete_dir(uri)
 
     if storage.list_files(files_uri, ".parquet"):
-        options = worker_options(files_uri, run.out)
         fs, path = storage.filesystem(files_uri)
-        decided = (ray.data.read_parquet(path, filesystem=fs, **options)
-                   .map_batches(decide_batch, batch_format="pyarrow", batch_size=config.batch_rows,
-                                fn_kwargs={"config": config}, **options)
-                   .materialize())
-        _write(decided.map_batches(kept_rows, batch_format="pyarrow", **options), kept_uri, KEPT_SCHEMA, options)
-        _write(decided.map_batches(rejected_rows, batch_format="pyarrow", **options), rejected_uri,
-               REJECTED_SCHEMA, options)
-        per_batch = decided.map_batches(stats_rows, batch_format="pyarrow", fn_kwargs={"config": config})
+        per_batch = (ray.data.read_parquet(path, filesystem=fs)
+                     .map_batches(filter_and_write, batch_format="pyarrow", batch_size=config.batch_rows,
+                                  fn_kwargs={"config": config, "kept_uri": kept_uri, "rejected_uri": rejected_uri}))
         stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))
+        for uri, schema in ((kept_uri, KEPT_SCHEMA), (rejected_uri, REJECTED_SCHEMA)):
+            if not storage.list_files(uri, ".parquet"):  # readers of an empty result still find its columns
+                storage.write_table(schema.empty_table(), storage.join(uri, EMPTY_PART))
     else:
         log.warning("filter: %s holds no Parquet files; writing empty outputs", files_uri)
         storage.write_table(KEPT_SCHEMA.empty_table(), storage.join(kept_uri, EMPTY_PART))

@@ -11,7 +11,7 @@ from codemill.config import StrictModel
 from codemill.languages import LANGUAGE_NAMES
 from codemill.pipeline import autogen, rules
 
-# Python's own line limit (PEP 8 "Limit all lines to a maximum of 79 characters"); black's default is 88.
+# Python's own line limit (PEP 8 "Limit all lines to a maximum of 79 characters"); ruff's and black's default is 88.
 PEP8_LINE_LENGTH = 79
 # Rows per Ray Data batch: large enough that the vectorised rules amortise their per-batch cost, small
 # enough (about 10 MB of code at a typical 10 KB per file) to keep worker memory modest.

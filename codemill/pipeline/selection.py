@@ -6,6 +6,8 @@ first-class input: names inline or a file (local or s3://) with one `owner/name`
 
 from __future__ import annotations
 
+import re
+
 from codemill import storage
 from codemill.config import StrictModel
 from codemill.pipeline.sources.base import RepoRef
@@ -26,12 +28,22 @@ class SelectionConfig(StrictModel):
     main_languages: list[str] = []
 
 
+WEB_URL_PREFIX = re.compile(r"^(?:https?://)?(?:www\.)?github\.com/", re.IGNORECASE)
+
+
+def exclusion_key(text: str) -> str:
+    """`owner/name`, `https://github.com/owner/name(.git)` -> `owner/name` lower-cased (GitHub names are
+    case-insensitive), so lists copied from other corpora's metadata match in any of these forms."""
+    text = WEB_URL_PREFIX.sub("", text.strip()).rstrip("/")
+    return text.removesuffix(".git").lower()
+
+
 def load_exclusions(cfg: SelectionConfig) -> frozenset[str]:
-    names = {n.strip().lower() for n in cfg.exclude if n.strip()}
+    """The exclusion list: inline names plus a file (local or s3://) of one name a line; `#` comments."""
+    lines = list(cfg.exclude)
     if cfg.exclude_file:
-        text = storage.read_bytes(cfg.exclude_file).decode()
-        names |= {line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#")}
-    return frozenset(names)
+        lines += storage.read_bytes(cfg.exclude_file).decode("utf-8").splitlines()
+    return frozenset(k for k in (exclusion_key(line.split("#", 1)[0]) for line in lines) if k)
 
 
 def rejection_reason(ref: RepoRef, cfg: SelectionConfig, excluded: frozenset[str]) -> str | None:

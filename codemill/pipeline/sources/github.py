@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 
-from codemill import storage
 from codemill.config import StrictModel
 from codemill.languages import normalize_language
 from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
@@ -47,7 +46,6 @@ SHA_MEDIA_TYPE = "application/vnd.github.sha"  # GET /repos/{o}/{r}/commits/{ref
 
 FULL_NAME = re.compile(r"^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
-GITHUB_WEB_PREFIX = re.compile(r"^(?:https?://)?(?:www\.)?github\.com/", re.IGNORECASE)
 
 ONE_DAY = timedelta(days=1)
 ONE_SECOND = timedelta(seconds=1)
@@ -66,8 +64,6 @@ class GithubSourceConfig(StrictModel):
     created_until: date | None = Field(None, description="last creation day searched; None = today")
     token_env: list[str] = Field(default_factory=lambda: ["GITHUB_TOKENS", "GITHUB_TOKEN"],
                                  description="environment variables holding one token or a comma-separated list")
-    exclude: list[str] = Field(default_factory=list, description="owner/name of repositories to leave out")
-    exclude_file: str | None = Field(None, description="path or URI of a text file, one owner/name a line")
     max_repos: int | None = Field(None, ge=1)
     per_page: int = Field(MAX_PER_PAGE, ge=1, le=MAX_PER_PAGE)
     request_timeout_s: float = Field(30.0, gt=0)
@@ -84,36 +80,11 @@ class GithubSourceConfig(StrictModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("exclude")
-    @classmethod
-    def _full_names(cls, values: list[str]) -> list[str]:
-        bad = [v for v in values if not FULL_NAME.match(repo_key(v))]
-        if bad:
-            raise ValueError(f"not owner/name: {bad[:5]}")
-        return values
-
     @model_validator(mode="after")
     def _created_order(self) -> "GithubSourceConfig":
         if self.created_until is not None and self.created_until < self.created_from:
             raise ValueError(f"created_until {self.created_until} is before created_from {self.created_from}")
         return self
-
-
-def repo_key(text: str) -> str:
-    """`owner/name`, `https://github.com/owner/name(.git)` -> `owner/name` lower-cased: GitHub names are
-    case-insensitive."""
-    text = GITHUB_WEB_PREFIX.sub("", text.strip()).rstrip("/")
-    return text.removesuffix(".git").lower()
-
-
-def load_exclusions(config: GithubSourceConfig) -> set[str]:
-    keys = {repo_key(name) for name in config.exclude}
-    if config.exclude_file:
-        for line in storage.read_bytes(config.exclude_file).decode("utf-8").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                keys.add(repo_key(line))
-    return keys
 
 
 def _number_range(lo: int, hi: int | None) -> str:
@@ -231,10 +202,10 @@ class GithubSource:
         return SearchSlice(language, (start, end), (cfg.min_stars, None), (0, cfg.max_size_kb))
 
     def list_repos(self) -> Iterator[RepoRef]:
-        """Every repository matching the configured search, once, minus the exclusion list. `stats` then
-        counts search calls, slices, duplicates, exclusions and results GitHub could not serve."""
+        """Every repository matching the configured search, once. `stats` then counts search calls,
+        slices, duplicates and results GitHub could not serve. (The crawl's `selection` applies the
+        exclusion list to every source.)"""
         cfg = self.config
-        excluded = load_exclusions(cfg)
         seen: set[str] = set()
         self.stats.clear()
         for language in cfg.languages or [None]:
@@ -248,9 +219,6 @@ class GithubSource:
                     self.stats["duplicates"] += 1
                     continue
                 seen.add(key)
-                if key in excluded:
-                    self.stats["excluded"] += 1
-                    continue
                 self.stats["listed"] += 1
                 yield ref
                 if cfg.max_repos is not None and self.stats["listed"] >= cfg.max_repos:
