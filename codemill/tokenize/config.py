@@ -38,7 +38,6 @@ class TokenizeConfig(StrictModel):
     seed: int = Field(0, ge=0, description="the global shuffle of rows")
     shard_mb: float = Field(SHARD_BYTES / 2**20, gt=0, description="target shard size (MiB)")
     batch_docs: int = Field(TOKENIZE_BATCH_DOCS, ge=1, description="documents per tokenization batch")
-    tokenizer_actors: int | None = Field(None, ge=1, description="tokenizing actors; default one per CPU")
     whitespace_sample_fraction: float = Field(WHITESPACE_SAMPLE_FRACTION, ge=0.0, le=1.0,
                                               description="documents also encoded with plain GPT-2 for stats")
 

@@ -84,9 +84,10 @@ def write_shards_from_texts(texts_by_language: dict[str, Sequence[str]], out_dir
     """The tokenize stage's output (shards, `tokenizer.json`, `manifest.json`) from plain texts, in this
     process, without Ray; `out_dir` may be local or s3://. Documents get ids from `text_doc_id`, are
     split, packed and shuffled exactly as the stage does. Returns the dataset manifest."""
-    from codemill.tokenize.tokenizer import codegeex_tokenizer, encode_texts
+    from codemill.tokenize.tokenizer import EOT, codegeex_tokenizer, encode_texts
 
     tokenizer = tokenizer or codegeex_tokenizer()
+    eot_id = tokenizer.token_to_id(EOT)
     tables: dict[str, list[pa.Table]] = defaultdict(list)
     for language, texts in texts_by_language.items():
         ids = [text_doc_id(language, i, t) for i, t in enumerate(texts)]
@@ -98,7 +99,7 @@ def write_shards_from_texts(texts_by_language: dict[str, Sequence[str]], out_dir
             names.append(doc_id)
         tag = tag_ids(tokenizer, language)
         for split, (docs, names) in sorted(by_split.items()):
-            tables[split].append(pack_stream(docs, names, language, tag, split, seed, seq_len))
+            tables[split].append(pack_stream(docs, names, language, tag, split, seed, seq_len, eot_id))
     shard_records = []
     for split in sorted(tables):
         rows = pa.concat_tables(tables[split])

@@ -43,6 +43,7 @@ class _MappedBatch:
         self.start_values = starts.values.to_numpy(zero_copy_only=True)
         self.doc_ids = batch.column("doc_ids")
         self.first_continues = batch.column("first_continues")
+        self.stream_row = batch.column("stream_row").to_numpy(zero_copy_only=True)
 
 
 class ShardReader:
@@ -134,6 +135,12 @@ class ShardReader:
     def first_continues(self, i: int) -> bool:
         batch, j = self._locate(int(i))
         return bool(batch.first_continues[j].as_py())
+
+    def stream_row(self, i: int) -> int:
+        """The row's index in its (split, language) stream before the shuffle: orders a long document's
+        pieces."""
+        batch, j = self._locate(int(i))
+        return int(batch.stream_row[j])
 
     # -- distribution --------------------------------------------------------------------------------
     def rank_indices(self, rank: int, world_size: int, epoch: int, seed: int) -> np.ndarray:

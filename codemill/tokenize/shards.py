@@ -17,6 +17,7 @@ record batch with the columns of `row_schema`:
     doc_starts       list<int32>                       offset in the row where each document piece starts
     doc_ids          list<string>                      the document of each piece (aligned with doc_starts)
     first_continues  bool                              the first piece continues a document of an earlier row
+    stream_row       int64                             the row's index in its (split, language) stream
     shuffle_key      uint64                            the row's place in the global shuffle
 
 Rows are shuffled by range-partitioning `shuffle_key` over the shards of a split and sorting each shard by
@@ -54,7 +55,7 @@ def row_schema(seq_len: int) -> pa.Schema:
     return pa.schema([
         ("input_ids", pa.list_(ID_TYPE, seq_len)), ("language", LANGUAGE_TYPE), ("n_tokens", pa.int32()),
         ("doc_starts", pa.list_(pa.int32())), ("doc_ids", pa.list_(pa.string())),
-        ("first_continues", pa.bool_()), ("shuffle_key", pa.uint64()),
+        ("first_continues", pa.bool_()), ("stream_row", pa.int64()), ("shuffle_key", pa.uint64()),
     ])
 
 
@@ -62,12 +63,13 @@ def row_table(rows: np.ndarray, language: str, n_tokens: np.ndarray, doc_starts:
               doc_ids: pa.ListArray, first_continues: np.ndarray, shuffle_key: np.ndarray) -> pa.Table:
     """Rows of one language as a table of `row_schema` (the ids are not copied)."""
     n_rows, seq_len = rows.shape
+    stream_row = np.arange(n_rows, dtype=np.int64)
     input_ids = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), ID_TYPE), seq_len)
     code = LANGUAGE_NAMES.index(language)
     languages = pa.DictionaryArray.from_arrays(pa.array(np.full(n_rows, code, np.int8)), _LANGUAGES)
     return pa.Table.from_arrays(
         [input_ids, languages, pa.array(n_tokens, pa.int32()), doc_starts, doc_ids,
-         pa.array(first_continues, pa.bool_()), pa.array(shuffle_key, pa.uint64())],
+         pa.array(first_continues, pa.bool_()), pa.array(stream_row), pa.array(shuffle_key, pa.uint64())],
         schema=row_schema(seq_len))
 
 

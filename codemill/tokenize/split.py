@@ -11,6 +11,7 @@ TRAIN = "train"
 VALIDATION = "validation"
 SPLITS = (TRAIN, VALIDATION)
 VALIDATION_FRACTION = 0.005  # 0.5% of documents, chosen by the hash of their doc_id
+_STATS_SAMPLE_SALT = "stats-sample"  # the statistics sample is drawn independently of the split
 
 _U64 = np.uint64
 _HASH_SPACE = float(2**64)
@@ -23,6 +24,11 @@ def _hash64(text: str) -> int:
 def split_of(doc_id: str, validation_fraction: float = VALIDATION_FRACTION) -> str:
     """A document's split; independent of the seed, so held-out documents stay held out across runs."""
     return VALIDATION if _hash64(doc_id) / _HASH_SPACE < validation_fraction else TRAIN
+
+
+def in_stats_sample(doc_id: str, fraction: float) -> bool:
+    """Whether a document belongs to the sample that statistics are measured on."""
+    return _hash64(f"{_STATS_SAMPLE_SALT}\x00{doc_id}") / _HASH_SPACE < fraction
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,188 @@
+"""Speed of the tokenize stage, side by side in one run on the same documents:
+
+- stage: the whole tokenize stage (`codemill.tokenize.stage.run_tokenize` through the stage runner, as
+  `python -m codemill.tokenize` runs it) on a local Ray cluster of --cpus CPUs: read Parquet, tokenize,
+  pack, shuffle, write shards, manifest and statistics (GPT-2 counts on its 5% sample included);
+- raw: Hugging Face `tokenizers` `encode_batch` with the same CodeGeeX tokenizer on the same texts,
+  in one process on --cpus threads (the target: the whole stage within 15% of it);
+- reference: CodeGeeX's procedure, Python string replacement of space runs, then GPT-2's fast tokenizer
+  from `transformers` (batch call), same process, same threads (the target: the stage >= 1.5x it).
+
+Tokens per second per core = the documents' ids / wall seconds / cores. The three alternate for --rounds
+rounds; the best round of each is reported. The script checks that all three produce the same number of
+ids (the stage's ids are the raw ones: parity is proved by the tests). Corpus: real code files of the venv's
+site-packages in the filter's size range (1-100 KB), written as a finished dedup stage's `kept/`.
+
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --mb 40 --cpus 2 \\
+        --out benchmarks/results/tokenize_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+MIN_FILE_BYTES = 1024       # SPEC §1's size rule: the files a real run tokenizes
+MAX_FILE_BYTES = 100 * 1024
+
+
+def corpus(limit_mb: float) -> list[tuple[str, str, str]]:
+    """(path, language, text) of site-packages files with a known language, spread over the packages."""
+    from codemill.languages import EXTENSION_TO_LANGUAGE
+
+    root = pathlib.Path(sysconfig.get_paths()["purelib"])
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSION_TO_LANGUAGE and p.is_file()
+                   and MIN_FILE_BYTES <= p.stat().st_size <= MAX_FILE_BYTES)
+    chosen, total = [], 0
+    # every k-th file, so all packages contribute
+    step = max(1, int(sum(p.stat().st_size for p in files) / (limit_mb * 2**20)))
+    for path in files[::step]:
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        chosen.append((str(path.relative_to(root)), EXTENSION_TO_LANGUAGE[path.suffix.lower()], text))
+        total += len(text.encode())
+        if total >= limit_mb * 2**20:
+            break
+    return chosen
+
+
+def write_dedup_output(docs: list[tuple[str, str, str]], root: pathlib.Path) -> str:
+    import hashlib
+
+    import pyarrow as pa
+
+    from codemill import manifest as mf
+    from codemill import storage
+    from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id
+
+    rows = []
+    for path, language, text in docs:
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        rows.append({"doc_id": make_doc_id("site-packages", path, sha), "repo": "site-packages", "path": path,
+                     "ext": pathlib.Path(path).suffix, "content": text, "size_bytes": len(text.encode()),
+                     "sha256": sha, "encoding": "utf-8", "repo_stars": 1, "repo_language": language,
+                     "language": language})
+    out = root / "dedup"
+    table = pa.Table.from_pylist(rows, schema=KEPT_SCHEMA)
+    per_file = max(1, len(rows) // 8)
+    for k, start in enumerate(range(0, len(rows), per_file)):
+        storage.write_table(table.slice(start, per_file), str(out / "kept" / f"part-{k:05d}.parquet"))
+    mf.write_manifest(str(out), mf.Manifest(stage="dedup", status=mf.STATUS_COMPLETE, config_hash="bench", config={}))
+    return str(out)
+
+
+def time_raw(tokenizer, texts: list[str]) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+    return time.perf_counter() - started, n
+
+
+def time_reference(reference, texts: list[str]) -> tuple[float, int]:
+    from codemill.tokenize.reference import reference_encode
+
+    started = time.perf_counter()
+    n = sum(map(len, reference_encode(reference, texts)))
+    return time.perf_counter() - started, n
+
+
+def time_stage(input_uri: str, out: str) -> tuple[float, int, dict]:
+    from codemill.runner import run_stage
+    from codemill.tokenize.config import TokenizeConfig
+    from codemill.tokenize.stage import STAGE, run_tokenize
+
+    started = time.perf_counter()
+    manifest = run_stage(STAGE, TokenizeConfig(), out, run_tokenize, {"input": input_uri}, force=True)
+    seconds = time.perf_counter() - started
+    stats = json.loads(pathlib.Path(out, "stats.json").read_text())
+    return seconds, stats["throughput"]["document_tokens"], {"counts": manifest.counts, "stats": stats}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=40.0, help="corpus size (MB of UTF-8 text)")
+    parser.add_argument("--cpus", type=int, default=2, help="cores for every contender")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/tokenize_throughput.json")
+    args = parser.parse_args()
+
+    # One thread pool of --cpus threads for the in-process contenders, set before `tokenizers` loads.
+    os.environ["RAYON_NUM_THREADS"] = str(args.cpus)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    from codemill.raycluster import LocalRayHead
+    from codemill.tokenize.reference import reference_tokenizer
+    from codemill.tokenize.tokenizer import codegeex_tokenizer
+
+    docs = corpus(args.mb)
+    texts = [text for _, _, text in docs]
+    mb = sum(len(t.encode()) for t in texts) / 2**20
+    print(f"corpus: {len(texts)} files, {mb:.1f} MB", flush=True)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="cm-bench-tokenize-"))
+    input_uri = write_dedup_output(docs, work)
+    tokenizer, reference = codegeex_tokenizer(), reference_tokenizer()
+
+    results: dict[str, list[float]] = {"stage": [], "raw": [], "reference": []}
+    counts: dict[str, int] = {}
+    detail = {}
+    head = LocalRayHead(num_cpus=args.cpus, token_file=work / "token").start()
+    os.environ.update(head.env())
+    try:
+        for r in range(args.rounds):
+            seconds, counts["raw"] = time_raw(tokenizer, texts)
+            results["raw"].append(seconds)
+            seconds, counts["reference"] = time_reference(reference, texts)
+            results["reference"].append(seconds)
+            seconds, counts["stage"], detail = time_stage(input_uri, str(work / f"tokenize-{r}"))
+            results["stage"].append(seconds)
+            print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in results.items()), flush=True)
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        head.stop()
+    if len(set(counts.values())) != 1:
+        raise SystemExit(f"the contenders disagree on the number of ids: {counts}")
+
+    tokens = counts["raw"]
+    best = {k: min(v) for k, v in results.items()}
+    per_core = {k: tokens / s / args.cpus for k, s in best.items()}
+    report = {
+        "machine": {"cpu": _cpu_model(), "cores_used": args.cpus, "platform": platform.platform()},
+        "corpus": {"files": len(texts), "mb": round(mb, 1), "tokens": tokens},
+        "seconds": {k: [round(x, 3) for x in v] for k, v in results.items()},
+        "best_seconds": {k: round(v, 3) for k, v in best.items()},
+        "tokens_per_s_per_core": {k: round(v) for k, v in per_core.items()},
+        "stage_vs_raw": round(per_core["stage"] / per_core["raw"], 3),
+        "stage_vs_reference": round(per_core["stage"] / per_core["reference"], 3),
+        "stage_tokenize_seconds": detail["stats"]["throughput"]["tokenize_seconds"],
+        "whitespace": detail["stats"]["whitespace"],
+        "stage_counts": detail["counts"],
+    }
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

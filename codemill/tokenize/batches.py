@@ -1,0 +1,135 @@
+"""The tokenize stage's steps as functions of Arrow tables (no Ray): what each Ray Data task runs.
+
+1. `tokenize_documents`: a batch of documents -> one row per document: its split, ids, and the reason it
+   was rejected, if it was (bad input is kept and counted, never dropped silently).
+2. `summarize_documents`: per (split, language) counts, from which the driver sizes the shards and
+   measures what the whitespace tokens save.
+3. `pack_documents`: all documents of one (split, language) -> packed rows, each with its shard number.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from codemill.languages import BY_NAME
+from codemill.tokenize.pack import pack_stream
+from codemill.tokenize.shards import shard_of_keys
+from codemill.tokenize.split import in_stats_sample, split_of
+from codemill.tokenize.tokenizer import TOKEN_ID_DTYPE
+
+INPUT_COLUMNS = ["doc_id", "language", "content"]
+
+REJECT_EMPTY = "empty content"
+REJECT_NO_TAG = "language without a tag"
+REJECT_UNENCODABLE = "not encodable"
+
+TOKENIZED_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("language", pa.string()), ("split", pa.string()),
+    ("ids", pa.large_list(pa.uint16())), ("n_ids", pa.int64()),
+    ("gpt2_n_ids", pa.int64()),  # plain GPT-2's count, for documents in the statistics sample
+    ("reason", pa.string()),     # null when the document is kept
+])
+
+
+def _encode_each(tokenizer, texts: list[str]) -> list[list[int] | None]:
+    """Ids per text; a text the tokenizer refuses gives None (the batch is retried one text at a time)."""
+    try:
+        return [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    except Exception:
+        out: list[list[int] | None] = []
+        for text in texts:
+            try:
+                out.append(tokenizer.encode(text, add_special_tokens=False).ids)
+            except Exception:
+                out.append(None)
+        return out
+
+
+def tokenize_documents(batch: pa.Table, tokenizer, gpt2, validation_fraction: float,
+                       sample_fraction: float) -> pa.Table:
+    """One row of `TOKENIZED_SCHEMA` per input document (`INPUT_COLUMNS`)."""
+    doc_ids = batch.column("doc_id").to_pylist()
+    languages = batch.column("language").to_pylist()
+    contents = batch.column("content").to_pylist()
+    reasons: list[str | None] = [None] * len(doc_ids)
+    for k, (language, content) in enumerate(zip(languages, contents)):
+        if language not in BY_NAME:
+            reasons[k] = f"{REJECT_NO_TAG}: {language}"
+        elif not content:
+            reasons[k] = REJECT_EMPTY
+    todo = [k for k, r in enumerate(reasons) if r is None]
+    encoded: list[list[int]] = [[] for _ in doc_ids]
+    for k, ids in zip(todo, _encode_each(tokenizer, [contents[k] for k in todo])):
+        if ids is None:
+            reasons[k] = REJECT_UNENCODABLE
+        else:
+            encoded[k] = ids
+    gpt2_counts: list[int | None] = [None] * len(doc_ids)
+    sampled = [k for k in todo if reasons[k] is None and in_stats_sample(doc_ids[k], sample_fraction)]
+    if gpt2 is not None and sampled:
+        for k, ids in zip(sampled, _encode_each(gpt2, [contents[k] for k in sampled])):
+            gpt2_counts[k] = None if ids is None else len(ids)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=TOKEN_ID_DTYPE, count=int(offsets[-1]))
+    return pa.Table.from_arrays([
+        pa.array(doc_ids, pa.string()), pa.array(languages, pa.string()),
+        pa.array([split_of(d, validation_fraction) for d in doc_ids], pa.string()),
+        pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16())),
+        pa.array(lengths, pa.int64()), pa.array(gpt2_counts, pa.int64()), pa.array(reasons, pa.string()),
+    ], schema=TOKENIZED_SCHEMA)
+
+
+def kept(tokenized: pa.Table) -> pa.Table:
+    return tokenized.filter(pc.is_null(tokenized["reason"]))
+
+
+def rejected(tokenized: pa.Table) -> pa.Table:
+    return tokenized.filter(pc.is_valid(tokenized["reason"])).select(["doc_id", "language", "reason"])
+
+
+SUMMARY_SCHEMA = pa.schema([
+    ("split", pa.string()), ("language", pa.string()), ("documents", pa.int64()), ("doc_tokens", pa.int64()),
+    ("sample_documents", pa.int64()), ("sample_tokens", pa.int64()), ("sample_gpt2_tokens", pa.int64()),
+])
+
+
+def summarize_documents(tokenized: pa.Table) -> pa.Table:
+    """Per (split, language) of the kept documents: count, ids, and the statistics sample's two counts."""
+    docs = kept(tokenized).select(["split", "language", "n_ids", "gpt2_n_ids"])
+    in_sample = pc.is_valid(docs["gpt2_n_ids"])
+    docs = docs.append_column("sample_tokens", pc.if_else(in_sample, docs["n_ids"], 0))
+    docs = docs.append_column("in_sample", pc.cast(in_sample, pa.int64()))
+    grouped = docs.group_by(["split", "language"]).aggregate([
+        ("n_ids", "count"), ("n_ids", "sum"), ("in_sample", "sum"), ("sample_tokens", "sum"), ("gpt2_n_ids", "sum")])
+    return pa.Table.from_arrays([
+        grouped["split"], grouped["language"], grouped["n_ids_count"], grouped["n_ids_sum"],
+        grouped["in_sample_sum"], grouped["sample_tokens_sum"], pc.fill_null(grouped["gpt2_n_ids_sum"], 0),
+    ], schema=SUMMARY_SCHEMA)
+
+
+def stream_rows(doc_tokens: int, documents: int, tag_len: int, seq_len: int) -> int:
+    """How many rows a (split, language) stream packs into (documents + one separator each)."""
+    return -(-(doc_tokens + documents) // (seq_len - tag_len))
+
+
+def pack_documents(docs: pa.Table, tags: dict[str, list[int]], eot_id: int, seq_len: int, seed: int,
+                   n_shards: dict[str, int]) -> pa.Table:
+    """The packed rows of one (split, language) group of kept documents, in doc_id order (so the result
+    does not depend on how the documents reached this task), with their `split` and `shard`."""
+    split = docs["split"][0].as_py()
+    language = docs["language"][0].as_py()
+    docs = docs.take(pc.sort_indices(docs["doc_id"]))
+    ids = docs["ids"].combine_chunks()
+    values = ids.values.to_numpy(zero_copy_only=False)
+    offsets = ids.offsets.to_numpy()
+    streams = [values[offsets[k]:offsets[k + 1]] for k in range(len(offsets) - 1)]
+    rows = pack_stream(streams, docs["doc_id"].to_pylist(), language, np.asarray(tags[language], TOKEN_ID_DTYPE),
+                       split, seed, seq_len, eot_id)
+    shard = shard_of_keys(rows["shuffle_key"].to_numpy(), n_shards[split])
+    return rows.append_column("split", pa.array([split] * rows.num_rows, pa.string())) \
+               .append_column("shard", pa.array(shard, pa.int64()))

@@ -1,0 +1,180 @@
+"""The tokenize stage on Ray: dedup's `kept/` documents -> packed, shuffled Arrow IPC shards.
+
+    read kept/ Parquet ─▶ map_batches(tokenize, a task per batch on one CPU) ─▶ materialize
+        ├─▶ per (split, language) counts ─▶ shard counts, whitespace savings (driver; a few numbers)
+        ├─▶ rejected documents with their reason ─▶ rejected/
+        └─▶ groupby(split, language).map_groups(pack) ─▶ groupby(split, shard).map_groups(sort + write)
+
+Each row gets a random key at packing time and each shard a range of keys, so the shuffle is Ray Data's
+hash shuffle and no process ever holds more than one shard's rows. Packing takes one (split, language)
+stream per task: its documents' ids must fit in one worker's memory (2 bytes per token: 1B tokens of one
+language need 2 GB); that is the scale bound of this stage.
+
+Outputs under --out: `shards/`, `tokenizer.json`, `manifest.json` (the dataset: `codemill.tokenize.shards`),
+`rejected/` (doc_id, language, reason), `stats.json`, `tokens_per_language.png`, then `_manifest.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections import Counter
+from typing import Iterator
+
+import pyarrow as pa
+
+from codemill import storage
+from codemill.languages import BY_NAME, LANGUAGE_NAMES
+from codemill.runner import StageRun, stage_main
+from codemill.tokenize import batches, shards
+from codemill.tokenize.config import TokenizeConfig
+from codemill.tokenize.pack import tag_ids
+from codemill.tokenize.split import TRAIN, split_of
+from codemill.tokenize.tokenizer import EOT
+from codemill.tokenize.stats import tokenize_stats, tokens_per_language, tokens_per_language_png
+
+STAGE = "tokenize"
+DESCRIPTION = "CodeGeeX tokenizer, language tags, packed rows of 2,049 ids in shuffled Arrow IPC shards"
+REJECTED_DIR = "rejected"
+STATS_FILE = "stats.json"
+FIGURE_FILE = "tokens_per_language.png"
+
+log = logging.getLogger("codemill.tokenize")
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_tokenizers(tokenizer_json: str, with_gpt2: bool):
+    """The tokenizers of this worker process, built once and kept for its later tasks."""
+    from tokenizers import Tokenizer
+
+    from codemill.tokenize.tokenizer import gpt2_tokenizer
+
+    return Tokenizer.from_str(tokenizer_json), gpt2_tokenizer() if with_gpt2 else None
+
+
+def tokenize_task(batch: pa.Table, tokenizer_json: str, validation_fraction: float,
+                  sample_fraction: float) -> pa.Table:
+    """A Ray Data task: one batch of documents tokenized on this task's one CPU.
+
+    Tasks rather than an actor pool: actors would hold every CPU from the start and starve the Parquet
+    reads that feed them."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # Ray gives each task one CPU; Rust must not use more
+    tokenizer, gpt2 = _worker_tokenizers(tokenizer_json, sample_fraction > 0)
+    return batches.tokenize_documents(batch, tokenizer, gpt2, validation_fraction, sample_fraction)
+
+
+def write_shard_group(rows: pa.Table, out: str) -> pa.Table:
+    """One shard's rows (a group of (split, shard)) -> the shard file; its record as a one-row table."""
+    record = shards.write_shard(rows, out, rows["split"][0].as_py(), rows["shard"][0].as_py())
+    return pa.table({"record": [json.dumps(record)]})
+
+
+def training_texts(kept_uri: str, config: TokenizeConfig) -> Iterator[str]:
+    """The train split's documents a new BPE learns from (held-out documents never are), in input order."""
+    limit = config.tokenizer.train.max_documents
+    for batch in storage.iter_parquet_batches(kept_uri, columns=batches.INPUT_COLUMNS):
+        for doc_id, language, content in zip(*(batch.column(c).to_pylist() for c in batches.INPUT_COLUMNS)):
+            if content and language in BY_NAME and split_of(doc_id, config.validation_fraction) == TRAIN:
+                yield content
+                limit -= 1
+                if limit == 0:
+                    return
+
+
+def build_tokenizer(config: TokenizeConfig, kept_uri: str):
+    from codemill.tokenize.tokenizer import codegeex_tokenizer, train_codegeex_style_tokenizer
+
+    if config.tokenizer.train is None:
+        return codegeex_tokenizer()
+    train = config.tokenizer.train
+    log.info("tokenize: training a byte-level BPE of %d ids on up to %d documents", train.vocab_size,
+             train.max_documents)
+    return train_codegeex_style_tokenizer(training_texts(kept_uri, config), train.vocab_size, train.min_frequency)
+
+
+def _collect(ds) -> pa.Table | None:
+    """A small dataset's rows on the driver (None when it has none)."""
+    import ray
+
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables) if tables else None
+
+
+def merged_summary(table: pa.Table | None) -> list[dict]:
+    """Per-batch counts summed per (split, language)."""
+    if table is None:
+        return []
+    keys = ["split", "language"]
+    sums = [name for name in batches.SUMMARY_SCHEMA.names if name not in keys]
+    grouped = table.group_by(keys).aggregate([(name, "sum") for name in sums])
+    return [{**{k: row[k] for k in keys}, **{name: row[f"{name}_sum"] for name in sums}}
+            for row in grouped.to_pylist()]
+
+
+def shard_counts(summary: list[dict], tags: dict[str, list[int]], config: TokenizeConfig) -> dict[str, int]:
+    rows: Counter[str] = Counter()
+    for s in summary:
+        rows[s["split"]] += batches.stream_rows(s["doc_tokens"], s["documents"], len(tags[s["language"]]),
+                                                config.seq_len)
+    return {split: shards.shard_count(n, config.seq_len, config.shard_bytes) for split, n in rows.items()}
+
+
+def run_tokenize(run: StageRun) -> dict:
+    from codemill.raysupport import data_context, ensure_ray
+
+    config: TokenizeConfig = run.config
+    ray = ensure_ray()
+    data_context()
+    started = time.time()
+    kept_uri = storage.join(run.inputs["input"], "kept")
+    tokenizer = build_tokenizer(config, kept_uri)
+    tags = {language: tag_ids(tokenizer, language).tolist() for language in LANGUAGE_NAMES}
+    for stale in (shards.SHARDS_DIR, REJECTED_DIR):
+        storage.delete_dir(run.path(stale))
+    storage.delete_file(run.path(shards.MANIFEST_FILE))
+
+    in_fs, in_path = storage.filesystem(kept_uri)
+    docs = ray.data.read_parquet(in_path, filesystem=in_fs).select_columns(batches.INPUT_COLUMNS)
+    tokenized = docs.map_batches(
+        tokenize_task, fn_args=(tokenizer.to_str(), config.validation_fraction, config.whitespace_sample_fraction),
+        batch_size=config.batch_docs, batch_format="pyarrow", num_cpus=1).materialize()
+    tokenized_s = time.time() - started
+
+    summary = merged_summary(_collect(tokenized.map_batches(batches.summarize_documents, batch_format="pyarrow")))
+    rejected = _collect(tokenized.map_batches(batches.rejected, batch_format="pyarrow"))
+    rejected = rejected if rejected is not None else pa.table(
+        {"doc_id": pa.array([], pa.string()), "language": pa.array([], pa.string()),
+         "reason": pa.array([], pa.string())})
+    storage.write_table(rejected, run.path(REJECTED_DIR, "part-00000.parquet"))
+
+    n_shards = shard_counts(summary, tags, config)
+    pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards)
+    records_ds = (tokenized.map_batches(batches.kept, batch_format="pyarrow")
+                  .groupby(["split", "language"])
+                  .map_groups(batches.pack_documents, fn_args=pack_args, batch_format="pyarrow")
+                  .groupby(["split", "shard"])
+                  .map_groups(write_shard_group, fn_args=(run.out,), batch_format="pyarrow"))
+    records = [json.loads(r["record"]) for r in records_ds.take_all()] if n_shards else []
+    manifest = shards.write_dataset_files(run.out, tokenizer, config.seq_len, records, config.seed,
+                                          config.validation_fraction, tags)
+    seconds = time.time() - started
+
+    rejected_counts = Counter(reason.split(":")[0] for reason in rejected["reason"].to_pylist())
+    stats = tokenize_stats(manifest, summary, dict(rejected_counts), seconds)
+    stats["throughput"]["tokenize_seconds"] = round(tokenized_s, 3)
+    storage.write_json(run.path(STATS_FILE), stats)
+    storage.write_bytes(run.path(FIGURE_FILE), tokens_per_language_png(tokens_per_language(manifest)))
+    counts = {f"{split}_{key}": manifest["splits"][split][key]
+              for split in manifest["splits"] for key in ("rows", "tokens", "documents")}
+    counts.update({"rejected": rejected.num_rows, "shards": len(records),
+                   "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                   "whitespace_saved_fraction": stats["whitespace"]["saved_fraction"]})
+    log.info("tokenize: %s", counts)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(STAGE, DESCRIPTION, TokenizeConfig, run_tokenize, argv)
