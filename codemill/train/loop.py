@@ -90,6 +90,7 @@ class Trainer:
             flops.peak_flops(torch.cuda.get_device_name(rank.device)) if rank.device.type == "cuda" else None)
         self.peak_flops = peak
         self.step = 0
+        self.resumes = 0  # how often this run restarted from a checkpoint (worker failure or rerun)
         self.records: list[dict] = []
         self.tensorboard = (metrics.TensorBoardLog(tempfile.mkdtemp(prefix="cm-tb-"), storage.join(paths.out, "tensorboard"))
                             if self.is_chief else None)
@@ -107,6 +108,7 @@ class Trainer:
     def resume(self, directory: str) -> None:
         state, records = checkpoint.load(self.engine, directory)
         self.step = state["step"]
+        self.resumes = state["resumes"] + 1
         self.records = records
         if self.tensorboard:
             for record in records:
@@ -118,7 +120,7 @@ class Trainer:
         directory = tempfile.mkdtemp(prefix=f"cm-ckpt-{self.step}-r{self.rank.rank}-")
         epoch, offset = self.rows.position(self.step)
         state = {"step": self.step, "epoch": epoch, "row_offset": offset, "seed": self.cfg.seed,
-                 "world_size": self.rank.world_size}
+                 "world_size": self.rank.world_size, "resumes": self.resumes}
         checkpoint.save(self.engine, directory, state, self.records if self.is_chief else None)
         return directory
 
@@ -196,7 +198,7 @@ class Trainer:
         for p, loss in zip(pending, losses):
             record = {"step": p["step"], "loss": loss, "lr": p["lr"], "grad_norm": _number(p["grad_norm"]),
                       "loss_scale": _number(p["loss_scale"]), "tokens_per_s": tokens_per_s,
-                      "tokens": p["step"] * self.tokens_per_step}
+                      "tokens": p["step"] * self.tokens_per_step, "resumes": self.resumes}
             if self.peak_flops:
                 record["mfu"] = flops.mfu(tokens_per_s, self.flops_per_token, self.peak_flops, self.rank.world_size)
             out.append(record)
