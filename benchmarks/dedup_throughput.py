@@ -253,7 +253,8 @@ def stage_benchmark(sizes: list[int], root: Path) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["signatures", "stage"], required=True)
+    p.add_argument("--part", choices=["signatures", "corpus", "stage"], required=True,
+                   help="corpus: only generate the largest --docs corpus (the stage part reuses it)")
     p.add_argument("--signature-docs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -262,6 +263,9 @@ def main() -> None:
     args = p.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     machine = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    if args.part == "corpus":
+        print(make_large_corpus(Path(args.work), max(args.docs)))
+        return
     if args.part == "signatures":
         result = {"machine": machine, **signature_benchmark(args.signature_docs, args.rounds)}
     else:

@@ -225,3 +225,16 @@ def test_exact_copies_keep_one_copy_even_when_a_near_copy_survives():
     assert rows["doc0"]["kind"] == "exact" and rows["doc0"]["similarity"] == 1.0
     assert rows["doc1"]["kind"] == "near" and rows["doc1"]["similarity"] < 1.0
     assert {r["kept_doc_id"] for r in rows.values()} == {"doc2"}
+
+
+def test_config_defaults_and_refusals():
+    from codemill.config import ConfigError, build_config
+    from codemill.dedup.config import DedupConfig
+
+    config = DedupConfig()
+    assert (config.near.shingle_size, config.near.num_perm, config.near.threshold) == (5, 256, 0.7)
+    assert config.near.bands is None and config.decontaminate.paths == [] and config.decontaminate.ngram == 13
+    assert build_config(DedupConfig, overrides=["near.bands=16", "near.rows=16"]).near.bands == 16
+    for bad in (["near.bands=16"], ["near.bands=30", "near.rows=10"], ["near.threshold=1.5"], ["near.verify=exact"]):
+        with pytest.raises(ConfigError):
+            build_config(DedupConfig, overrides=bad)
