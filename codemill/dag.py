@@ -82,10 +82,11 @@ class PlannedStage:
     hash: str
 
 
-def dag_variables() -> dict[str, str]:
+def dag_variables(dag_path: str | Path) -> dict[str, str]:
     """`${NAME}` in a DAG's string values expands to these (then to the environment)."""
     import sysconfig
-    return {"CODEMILL_SITE_PACKAGES": sysconfig.get_paths()["purelib"], "CODEMILL_CWD": os.getcwd()}
+    return {"CODEMILL_SITE_PACKAGES": sysconfig.get_paths()["purelib"], "CODEMILL_CWD": os.getcwd(),
+            "CODEMILL_DAG_DIR": str(Path(dag_path).resolve().parent)}
 
 
 def _expand(value: Any, variables: dict[str, str]) -> Any:
@@ -101,7 +102,7 @@ def _expand(value: Any, variables: dict[str, str]) -> Any:
 
 
 def load_dag(path: str | Path) -> Dag:
-    return build_config(Dag, _expand(read_yaml(path), dag_variables()), source=str(path))
+    return build_config(Dag, _expand(read_yaml(path), dag_variables(path)), source=str(path))
 
 
 def plan(dag: Dag, dag_path: Path, out: str, overrides: dict[str, list[str]] | None = None) -> list[PlannedStage]:
@@ -110,7 +111,7 @@ def plan(dag: Dag, dag_path: Path, out: str, overrides: dict[str, list[str]] | N
     for st in dag.stages:
         data: dict[str, Any] = {}
         if st.config_file:
-            data = _expand(read_yaml(dag_path.parent / st.config_file), dag_variables())
+            data = _expand(read_yaml(dag_path.parent / st.config_file), dag_variables(dag_path))
         data = _deep_merge(data, st.config)
         model = STAGES[st.stage].load_config_model()
         cfg = build_config(model, data, (overrides or {}).get(st.name), source=f"{dag_path} (stage {st.name})")
