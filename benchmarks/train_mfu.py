@@ -120,8 +120,6 @@ def plain_loop(preset: str, shards: str, micro_batch: int, accumulation: int, st
               "parameters": sum(p.numel() for p in model.parameters()), "micro_batch": micro_batch,
               "accumulation": accumulation, "tokens_per_s": tokens_per_s,
               "mfu": flops.mfu(tokens_per_s, fpt, peak, 1), "final_loss": float(losses[-1])}
-    del model, optimizer
-    torch.cuda.empty_cache()
     return result
 
 
@@ -154,7 +152,7 @@ def codemill_run(preset: str, gpus: int, shards: str, work: str, micro_batch: in
     windows = sorted({r["step"]: r for r in records}.values(), key=lambda r: r["step"])
     windows = [r for r in windows if r["step"] % log_every == 0][SKIP_WINDOWS:]
     stats = storage.read_json(storage.join(out, "stats.json"))
-    return {"trainer": "codemill (Ray Train + DeepSpeed ZeRO-%d)" % zero_stage, "preset": preset, "gpus": gpus,
+    return {"trainer": f"codemill (Ray Train + DeepSpeed ZeRO-{zero_stage})", "preset": preset, "gpus": gpus,
             "parameters": stats["parameters"], "micro_batch": micro_batch, "accumulation": accumulation,
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in windows),
             "mfu": statistics.median(r["mfu"] for r in windows),
@@ -209,7 +207,7 @@ def main() -> int:
         try:
             keep(codemill_run(preset, int(gpus), shards, args.work, args.micro_batch, args.accumulation,
                               args.steps, args.log_every, args.lr_max, int(zero[0]) if zero else 2))
-        except Exception as exc:  # keep the other measurements of this (expensive) run
+        except Exception as exc:  # noqa: BLE001 -- keep the other measurements of this (expensive) run
             log(f"codemill {spec} failed: {exc!r}")
     for preset in args.plain:
         log(f"plain loop {preset}")

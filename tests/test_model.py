@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from codemill.train import flops
-from codemill.train.model import (IGNORE_INDEX, PADDED_VOCAB_SIZE, PRESETS, CodeGeeX, ModelConfig,
-                                  document_mask, fast_gelu, padded_vocab_size)
+from codemill.train.model import (
+    IGNORE_INDEX,
+    PADDED_VOCAB_SIZE,
+    PRESETS,
+    CodeGeeX,
+    ModelConfig,
+    document_mask,
+    fast_gelu,
+    padded_vocab_size,
+)
 
 
 def tiny(**changes) -> ModelConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_schedule_matches_the_papers_equation():
     assert learning_rate(warmup + 100_000) == pytest.approx((lr_max + lr_min) / 2)
     assert learning_rate(10**7) == pytest.approx(lr_min)
     steps = [learning_rate(s) for s in range(warmup, warmup + decay, 997)]
-    assert all(a >= b for a, b in zip(steps, steps[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(steps))
 
 
 def test_defaults_are_the_papers():

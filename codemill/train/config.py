@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -65,8 +65,8 @@ class ScalingSection(StrictModel):
 
 
 class RunSection(StrictModel):
-    name: Optional[str] = Field(None, description="Ray Train run name; default: train-<config hash>")
-    storage_path: Optional[str] = Field(None, description="checkpoints (local, shared or s3://); default <out>/ray_train")
+    name: str | None = Field(None, description="Ray Train run name; default: train-<config hash>")
+    storage_path: str | None = Field(None, description="checkpoints (local, shared or s3://); default <out>/ray_train")
     max_failures: int = Field(3, ge=-1, description="worker-group restarts before giving up (-1: no limit)")
     keep_checkpoints: int = Field(2, ge=1)
 
@@ -85,12 +85,12 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(1_000, ge=1)
     eval_batches: int = Field(8, ge=1, description="validation micro-batches per worker per evaluation")
     checkpoint_every: int = Field(1_000, ge=1)
-    peak_tflops: Optional[float] = Field(None, gt=0, description="per-device peak for MFU; default: by GPU name")
-    fault_injection_step: Optional[int] = Field(
+    peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU; default: by GPU name")
+    fault_injection_step: int | None = Field(
         None, ge=1, description="tests only: the last worker raises once at this step, to exercise restarts")
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> "TrainConfig":
+    def _batch_divides(self) -> TrainConfig:
         per_step = self.micro_batch_size * self.scaling.num_workers
         if self.global_batch_size % per_step:
             raise ValueError(f"global_batch_size={self.global_batch_size} is not a multiple of micro_batch_size "

@@ -31,7 +31,7 @@ def forward_flops_per_token(num_layers: int, hidden: int, ffn: int, vocab: int, 
     return num_layers * per_layer + 2 * hidden * vocab         # logits against the word embedding
 
 
-def training_flops_per_token(cfg: "ModelConfig", seq_length: int) -> float:
+def training_flops_per_token(cfg: ModelConfig, seq_length: int) -> float:
     return FORWARD_AND_BACKWARD * forward_flops_per_token(
         cfg.num_layers, cfg.hidden_size, cfg.ffn_hidden_size, cfg.vocab_size, seq_length)
 

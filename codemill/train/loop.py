@@ -6,11 +6,10 @@ checkpoint to resume from, and a `report(metrics, checkpoint_dir)` callable.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -265,8 +264,3 @@ def _number(value) -> float | None:
     if value is None:
         return None
     return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-def worker_environment(names: tuple[str, ...], prefixes: tuple[str, ...]) -> dict[str, str]:
-    """The variables of this process that training workers need too (extension cache, NCCL, S3)."""
-    return {k: v for k, v in os.environ.items() if k in names or k.startswith(prefixes)}

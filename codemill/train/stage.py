@@ -58,6 +58,11 @@ def train_worker(loop_config: dict) -> None:
     trainer.fit()
 
 
+def worker_environment() -> dict[str, str]:
+    """The variables of the driver that training workers need too."""
+    return {k: v for k, v in os.environ.items() if k in WORKER_ENV_NAMES or k.startswith(WORKER_ENV_PREFIXES)}
+
+
 def _storage(cfg: TrainConfig, out: str):
     """RunConfig's (storage_path, storage_filesystem): S3 through the same pyarrow filesystem as codemill."""
     uri = cfg.run.storage_path or storage.join(out, "ray_train")
@@ -81,7 +86,6 @@ def body(run: StageRun) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from codemill.raysupport import ensure_ray
-    from codemill.train.loop import worker_environment
 
     cfg: TrainConfig = run.config
     ray = ensure_ray()
@@ -102,7 +106,7 @@ def body(run: StageRun) -> dict:
             storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
-            worker_runtime_env={"env_vars": worker_environment(WORKER_ENV_NAMES, WORKER_ENV_PREFIXES)}),
+            worker_runtime_env={"env_vars": worker_environment()}),
     )
     result = trainer.fit()
     records = metrics.read_records(run.path(metrics.METRICS_FILE))
@@ -115,9 +119,9 @@ def body(run: StageRun) -> dict:
 
 
 def summarize(records: list[dict], cfg: TrainConfig) -> dict:
-    from codemill.train.model import CodeGeeX
-
     import torch
+
+    from codemill.train.model import CodeGeeX
 
     with torch.device("meta"):
         model = CodeGeeX(cfg.model.build())
