@@ -78,6 +78,26 @@ def _contamination_rows(contaminated: pa.Table) -> pa.Table:
     }, schema=DUPLICATES_SCHEMA)
 
 
+def _candidate_edges(sketches, config: DedupConfig, bands: int, rows: int, band_partitions: int,
+                     n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Star edges of every LSH bucket and every exact-key group, each key set hash-shuffled by Ray Data
+    into partitions of at most `band_rows_per_partition` rows."""
+    min_matches = config.decontaminate.min_matches
+    edge_sets = []
+    if config.near.enabled:
+        edge_sets.append(
+            sketches.map_batches(sk.band_rows, fn_args=(bands, rows, band_partitions, min_matches),
+                                 batch_format="pyarrow")
+            .groupby("partition", num_partitions=band_partitions)
+            .map_groups(sk.partition_edges, fn_args=(["key"],), batch_format="numpy"))
+    exact_partitions = max(1, math.ceil(n_docs / config.band_rows_per_partition))
+    edge_sets.append(
+        sketches.map_batches(sk.exact_rows, fn_args=(exact_partitions, min_matches), batch_format="pyarrow")
+        .groupby("partition", num_partitions=exact_partitions)
+        .map_groups(sk.partition_edges, fn_args=(["exact_hi", "exact_lo"],), batch_format="numpy"))
+    return _collect_edges(edge_sets)
+
+
 def run_dedup(run: StageRun) -> dict:
     import ray.data
     from ray.data.context import ShuffleStrategy
@@ -108,20 +128,8 @@ def run_dedup(run: StageRun) -> dict:
              n_docs / max(timings["sketch_s"], 1e-9))
 
     t = time.time()
-    edge_sets = []
     band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
-    if config.near.enabled:
-        edge_sets.append(
-            sketches.map_batches(sk.band_rows, fn_args=(bands, rows, band_partitions, min_matches),
-                                 batch_format="pyarrow")
-            .groupby("partition", num_partitions=band_partitions)
-            .map_groups(sk.partition_edges, fn_args=(["key"],), batch_format="numpy"))
-    exact_partitions = max(1, math.ceil(n_docs / config.band_rows_per_partition))
-    edge_sets.append(
-        sketches.map_batches(sk.exact_rows, fn_args=(exact_partitions, min_matches), batch_format="pyarrow")
-        .groupby("partition", num_partitions=exact_partitions)
-        .map_groups(sk.partition_edges, fn_args=(["exact_hi", "exact_lo"],), batch_format="numpy"))
-    src, dst = _collect_edges(edge_sets)
+    src, dst = _candidate_edges(sketches, config, bands, rows, band_partitions, n_docs)
     timings["edges_s"] = time.time() - t
     log.info("dedup: %d candidate edges in %.1f s (%d band partitions)", len(src), timings["edges_s"], band_partitions)
 
