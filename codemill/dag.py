@@ -204,6 +204,7 @@ def run_dag(dag_path: str, out: str, address: str | None = None, only: list[str]
             overrides: dict[str, list[str]] | None = None, num_cpus: int | None = None) -> list[str]:
     """Run the DAG; returns the names of the stages that ran (complete ones are skipped)."""
     dag_file = Path(dag_path)
+    out = storage.absolute(out)
     dag = load_dag(dag_file)
     planned = plan(dag, dag_file, out, overrides)
     if only:

@@ -89,8 +89,8 @@ def stage_main(stage: str, description: str, config_model: type[BaseModel],
     args = stage_parser(stage, description, takes_input).parse_args(argv)
     try:
         config = load_config(config_model, args.config, args.overrides)
-        inputs = {"input": args.input} if takes_input else {}
-        run_stage(stage, config, args.out, body, inputs, force=args.force)
+        inputs = {"input": storage.absolute(args.input)} if takes_input else {}
+        run_stage(stage, config, storage.absolute(args.out), body, inputs, force=args.force)
     except (ConfigError, mf.MissingInputError) as exc:
         print(f"codemill {stage}: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,11 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
+def absolute(uri: str) -> str:
+    """A local path made absolute (Ray workers run in other folders); an S3 URI unchanged."""
+    return str(uri) if is_s3(uri) else str(Path(uri).expanduser().absolute())
+
+
 def s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 

@@ -23,10 +23,12 @@ log = logging.getLogger("codemill.train")
 
 STAGE = "train"
 DESCRIPTION = "Pretrain the CodeGeeX model on the tokenize stage's shards with Ray Train + DeepSpeed."
-# Passed from the driver to every worker: the compiled-extension cache, CUDA build targets, NCCL and S3.
+# Passed from the driver to every worker: the compiled-extension cache, CUDA build targets, NCCL and the
+# S3 endpoint. Never credentials: a runtime env is shown in the dashboard; nodes carry their own.
 WORKER_ENV_NAMES = ("TORCH_EXTENSIONS_DIR", "TORCH_CUDA_ARCH_LIST", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
-                    "NVSHMEM_DISABLE_NVLS", "PYTHONPATH")
-WORKER_ENV_PREFIXES = ("NCCL_", "AWS_")
+                    "NVSHMEM_DISABLE_NVLS", "PYTHONPATH", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                    "AWS_DEFAULT_REGION")
+WORKER_ENV_PREFIXES = ("NCCL_",)
 
 
 def train_worker(loop_config: dict) -> None:
