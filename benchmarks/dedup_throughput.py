@@ -208,6 +208,8 @@ class MemorySampler(threading.Thread):
                 except (OSError, ValueError, KeyError, IndexError):
                     continue
                 peak = self.peaks.setdefault(int(pid_dir.name), {"role": role, "rss": 0, "anon": 0})
+                if role == "ray worker":  # a worker is first seen as plain python, before it retitles itself
+                    peak["role"] = role
                 peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
             self.stop_event.wait(SAMPLE_INTERVAL_S)
 

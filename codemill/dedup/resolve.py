@@ -44,14 +44,13 @@ def signature_column(signatures: np.ndarray) -> pa.FixedSizeBinaryArray:
                                                 [None, pa.py_buffer(np.ascontiguousarray(signatures).tobytes())])
 
 
-def verify_edges(src_rows: np.ndarray, dst_rows: np.ndarray, signatures: np.ndarray,
-                 threshold: float) -> np.ndarray:
-    """Mask of the edges whose endpoints' signatures agree on at least `threshold` of permutations."""
-    keep = np.zeros(len(src_rows), dtype=bool)
-    for start in range(0, len(src_rows), VERIFY_CHUNK):
-        s, d = src_rows[start:start + VERIFY_CHUNK], dst_rows[start:start + VERIFY_CHUNK]
-        keep[start:start + len(s)] = estimated_jaccard(signatures[s], signatures[d]) >= threshold
-    return keep
+def pairwise_jaccard(left: np.ndarray, right: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of the row pairs (left[i], right[i]), a chunk at a time."""
+    out = np.empty(len(left))
+    for start in range(0, len(left), VERIFY_CHUNK):
+        end = start + VERIFY_CHUNK
+        out[start:end] = estimated_jaccard(signatures[left[start:end]], signatures[right[start:end]])
+    return out
 
 
 def exact_group_heads(clustered: pa.Table, component: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -72,19 +71,23 @@ def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_pe
     `members` has one row per node that appears in an edge: node, doc_id, repo_stars, path, language,
     exact_hi, exact_lo, signature. `verify_threshold` None keeps every candidate edge.
     """
-    members = members.sort_by("node")
-    nodes = members["node"].to_numpy()
     signatures = signature_matrix(members["signature"], num_perm)
-    src_rows, dst_rows = np.searchsorted(nodes, src), np.searchsorted(nodes, dst)
+    members = members.drop_columns(["signature"])  # the caller's copy of the signatures can be freed
+    nodes = members["node"].to_numpy()
+    by_node = np.argsort(nodes, kind="stable")
+    sorted_nodes = nodes[by_node]
+    # Graph ids are ranks in node order, so a component's smallest id is its smallest node.
+    src_rank, dst_rank = np.searchsorted(sorted_nodes, src), np.searchsorted(sorted_nodes, dst)
     counts = {"candidate_edges": int(len(src))}
     if verify_threshold is not None and len(src):
-        keep = verify_edges(src_rows, dst_rows, signatures, verify_threshold)
-        src_rows, dst_rows = src_rows[keep], dst_rows[keep]
-    counts["verified_edges"] = int(len(src_rows))
-    rows, component = connected_components(src_rows, dst_rows)
+        keep = pairwise_jaccard(by_node[src_rank], by_node[dst_rank], signatures) >= verify_threshold
+        src_rank, dst_rank = src_rank[keep], dst_rank[keep]
+    counts["verified_edges"] = int(len(src_rank))
+    ranks, component = connected_components(src_rank, dst_rank)
     counts["clusters"] = int(len(np.unique(component)))
-    if len(rows) == 0:
+    if len(ranks) == 0:
         return DUPLICATES_SCHEMA.empty_table(), counts
+    rows = by_node[ranks]
     clustered = members.take(rows)
     survivor = choose_survivors(clustered, component)
     hi, lo = clustered["exact_hi"].to_numpy(), clustered["exact_lo"].to_numpy()
@@ -92,12 +95,11 @@ def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_pe
     removed = np.flatnonzero(survivor != np.arange(len(rows)))
     keeper = survivor[removed]
     exact = head[removed] != removed  # a better copy with the same normalised content is in the cluster
-    similarity = np.where(exact, 1.0, estimated_jaccard(signatures[rows[removed]], signatures[rows[keeper]]))
+    similarity = np.where(exact, 1.0, pairwise_jaccard(rows[removed], rows[keeper], signatures))
     doc_ids = clustered["doc_id"]
     table = pa.table({
         "doc_id": doc_ids.take(removed),
-        # members are sorted by node, so a component's smallest row is its smallest node id
-        "cluster_id": pa.array(nodes[component[removed]], pa.int64()),
+        "cluster_id": pa.array(sorted_nodes[component[removed]], pa.int64()),
         "kept_doc_id": doc_ids.take(keeper),
         "kind": pa.array(np.where(exact, KIND_EXACT, KIND_NEAR).tolist(), pa.string()),
         "similarity": pa.array(similarity, pa.float64()),

@@ -135,9 +135,11 @@ def run_dedup(run: StageRun) -> dict:
 
     t = time.time()
     edge_nodes = np.unique(np.concatenate([src, dst]))
-    members = _collect_table(sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow"))
     verify = config.near.threshold if config.near.verify == "estimated" else None
-    duplicates, graph_counts = resolve_clusters(src, dst, members, config.near.num_perm, verify)
+    # No reference to the members table stays here, so resolve_clusters can free its signature column.
+    duplicates, graph_counts = resolve_clusters(
+        src, dst, _collect_table(sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow")),
+        config.near.num_perm, verify)
     contaminated = _collect_table(
         sketches.filter(expr=f"contamination_hits >= {min_matches}")
         .select_columns(["doc_id", "language", "contamination_hits", "contamination_ngrams", "contamination_task_id"]))
