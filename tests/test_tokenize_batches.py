@@ -38,8 +38,8 @@ def test_tokenize_documents_keeps_ids_and_records_rejects(tokenizers):
         assert row["reason"] is None and row["ids"] == tokenizer.encode(text).ids and row["n_ids"] == len(row["ids"])
         assert row["split"] == split_of(row["doc_id"], 0.2)
         assert row["gpt2_n_ids"] == len(gpt2.encode(text).ids) > row["n_ids"], "8 spaces cost GPT-2 more ids"
-    assert [r["reason"] for r in rows[40:]] == ["language without a tag: Makefile", "language without a tag: None",
-                                                 "empty content", "empty content"]
+    assert [r["reason"] for r in rows[40:]] == [batches.REJECT_NO_TAG, batches.REJECT_NO_TAG,
+                                                 batches.REJECT_EMPTY, batches.REJECT_EMPTY]
     assert all(r["ids"] == [] and r["gpt2_n_ids"] is None for r in rows[40:])
     assert batches.rejected(out).num_rows == 4 and batches.kept(out).num_rows == 40
 

@@ -99,8 +99,8 @@ def test_stage_local_output(ray_session, tmp_path):
     assert recovered_documents(out, tmp_path / "cache") == kept
 
     rejected = storage.read_table(str(tmp_path / "tokenize" / "rejected"))
-    assert sorted(rejected["reason"].to_pylist()) == ["empty content", "language without a tag: Makefile",
-                                                      "language without a tag: None"]
+    assert sorted(zip(rejected["reason"].to_pylist(), rejected["language"].to_pylist()), key=str) == [
+        ("empty content", "Python"), ("language without a tag", "Makefile"), ("language without a tag", None)]
     stats = json.loads((tmp_path / "tokenize" / "stats.json").read_text())
     assert stats["rejected"] == {"empty content": 1, "language without a tag": 2}
     assert stats["whitespace"]["sample_documents"] > 0 and stats["whitespace"]["saved_fraction"] > 0.05

@@ -58,7 +58,7 @@ def tokenize_documents(batch: pa.Table, tokenizer, gpt2, validation_fraction: fl
     reasons: list[str | None] = [None] * len(doc_ids)
     for k, (language, content) in enumerate(zip(languages, contents)):
         if language not in BY_NAME:
-            reasons[k] = f"{REJECT_NO_TAG}: {language}"
+            reasons[k] = REJECT_NO_TAG  # the row's language column says which
         elif not content:
             reasons[k] = REJECT_EMPTY
     todo = [k for k, r in enumerate(reasons) if r is None]
@@ -84,12 +84,15 @@ def tokenize_documents(batch: pa.Table, tokenizer, gpt2, validation_fraction: fl
     ], schema=TOKENIZED_SCHEMA)
 
 
+REJECTED_SCHEMA = pa.schema([("doc_id", pa.string()), ("language", pa.string()), ("reason", pa.string())])
+
+
 def kept(tokenized: pa.Table) -> pa.Table:
     return tokenized.filter(pc.is_null(tokenized["reason"]))
 
 
 def rejected(tokenized: pa.Table) -> pa.Table:
-    return tokenized.filter(pc.is_valid(tokenized["reason"])).select(["doc_id", "language", "reason"])
+    return tokenized.filter(pc.is_valid(tokenized["reason"])).select(REJECTED_SCHEMA.names)
 
 
 SUMMARY_SCHEMA = pa.schema([

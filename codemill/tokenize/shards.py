@@ -95,7 +95,8 @@ def shard_path(split: str, index: int) -> str:
 def write_shard(rows: pa.Table, out: str, split: str, index: int) -> dict:
     """Sort `rows` (of `row_schema`) by shuffle key and write them as one shard; returns its record for the
     manifest: path, rows, bytes, and rows, tokens and documents begun per language."""
-    rows = rows.select(row_schema(rows.schema.field("input_ids").type.list_size).names)
+    schema = row_schema(rows.schema.field("input_ids").type.list_size)
+    rows = rows.select(schema.names).cast(schema)  # whatever a shuffle made of the types, the file has these
     rows = rows.take(pc.sort_indices(rows["shuffle_key"])).combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, rows.schema) as writer:

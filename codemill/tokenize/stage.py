@@ -33,8 +33,8 @@ from codemill.tokenize import batches, shards
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.pack import tag_ids
 from codemill.tokenize.split import TRAIN, split_of
-from codemill.tokenize.tokenizer import EOT
 from codemill.tokenize.stats import tokenize_stats, tokens_per_language, tokens_per_language_png
+from codemill.tokenize.tokenizer import EOT
 
 STAGE = "tokenize"
 DESCRIPTION = "CodeGeeX tokenizer, language tags, packed rows of 2,049 ids in shuffled Arrow IPC shards"
@@ -144,26 +144,27 @@ def run_tokenize(run: StageRun) -> dict:
     tokenized_s = time.time() - started
 
     summary = merged_summary(_collect(tokenized.map_batches(batches.summarize_documents, batch_format="pyarrow")))
+    doc_tokens = sum(s["doc_tokens"] for s in summary)
+    log.info("tokenize: %d documents, %d tokens in %.1f s (%.0f tokens/s)", sum(s["documents"] for s in summary),
+             doc_tokens, tokenized_s, doc_tokens / max(tokenized_s, 1e-9))
     rejected = _collect(tokenized.map_batches(batches.rejected, batch_format="pyarrow"))
-    rejected = rejected if rejected is not None else pa.table(
-        {"doc_id": pa.array([], pa.string()), "language": pa.array([], pa.string()),
-         "reason": pa.array([], pa.string())})
+    rejected = rejected if rejected is not None else batches.REJECTED_SCHEMA.empty_table()
     storage.write_table(rejected, run.path(REJECTED_DIR, "part-00000.parquet"))
 
     n_shards = shard_counts(summary, tags, config)
     pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards)
+    # One shuffle partition per group: Ray's default (hundreds) costs more than the work on small corpora.
     records_ds = (tokenized.map_batches(batches.kept, batch_format="pyarrow")
-                  .groupby(["split", "language"])
+                  .groupby(["split", "language"], num_partitions=max(1, len(summary)))
                   .map_groups(batches.pack_documents, fn_args=pack_args, batch_format="pyarrow")
-                  .groupby(["split", "shard"])
+                  .groupby(["split", "shard"], num_partitions=max(1, sum(n_shards.values())))
                   .map_groups(write_shard_group, fn_args=(run.out,), batch_format="pyarrow"))
     records = [json.loads(r["record"]) for r in records_ds.take_all()] if n_shards else []
     manifest = shards.write_dataset_files(run.out, tokenizer, config.seq_len, records, config.seed,
                                           config.validation_fraction, tags)
     seconds = time.time() - started
 
-    rejected_counts = Counter(reason.split(":")[0] for reason in rejected["reason"].to_pylist())
-    stats = tokenize_stats(manifest, summary, dict(rejected_counts), seconds)
+    stats = tokenize_stats(manifest, summary, dict(Counter(rejected["reason"].to_pylist())), seconds)
     stats["throughput"]["tokenize_seconds"] = round(tokenized_s, 3)
     storage.write_json(run.path(STATS_FILE), stats)
     storage.write_bytes(run.path(FIGURE_FILE), tokens_per_language_png(tokens_per_language(manifest)))
