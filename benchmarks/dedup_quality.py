@@ -197,7 +197,7 @@ def evaluate(rows, family, made, duplicates: pa.Table) -> dict:
         entry["mean_true_jaccard"] = round(entry["mean_true_jaccard"] / entry["copies"], 3)
     high_pairs = int(high.sum())
     return {
-        "documents": n, "pairs": n * (n - 1) // 2, "pairs_sharing_a_shingle": int(len(jac)),
+        "documents": n, "pairs": n * (n - 1) // 2, "pairs_sharing_a_shingle": len(jac),
         "recall_at_0.8": {"pairs": high_pairs, "merged": int((together & high).sum()),
                           "recall": float((together & high).sum() / high_pairs) if high_pairs else None},
         "false_merge_at_0.5_all_pairs": {"pairs": low_total, "merged": low_merged, "rate": low_merged / low_total},

@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import platform
 import random
-import re
 import subprocess
 import sys
 import threading
@@ -263,7 +262,8 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/cm-dedup-bench", help="where corpora and outputs go (reused)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     machine = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
     if args.part == "corpus":
         print(make_large_corpus(Path(args.work), max(args.docs)))

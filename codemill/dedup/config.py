@@ -41,7 +41,7 @@ class NearDedupConfig(StrictModel):
     verify: Literal["estimated", "none"] = "estimated"
 
     @model_validator(mode="after")
-    def _bands_and_rows(self) -> "NearDedupConfig":
+    def _bands_and_rows(self) -> NearDedupConfig:
         if (self.bands is None) != (self.rows is None):
             raise ValueError("set both near.bands and near.rows, or neither (then they follow near.threshold)")
         if self.bands is not None and self.bands * self.rows > self.num_perm:

@@ -100,7 +100,7 @@ class BenchmarkIndex:
     n_problems: int
 
     @classmethod
-    def empty(cls, ngram: int) -> "BenchmarkIndex":
+    def empty(cls, ngram: int) -> BenchmarkIndex:
         return cls(ngram, np.zeros(0, np.int64), np.zeros(0, object), 0)
 
 

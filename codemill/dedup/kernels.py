@@ -94,7 +94,7 @@ def sha1_first_word_le(msg, length, w):
             w[i] = _rotl32(uint32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]), 1)
         a, b, c, d, e = h0, h1, h2, h3, h4
         # Four loops of 20 rounds instead of one branching loop: each unrolls and pipelines.
-        for i in range(0, 20):
+        for i in range(20):
             f = uint32((b & c) | (~b & d))
             a, b, c, d, e = uint32(_rotl32(a, 5) + f + e + uint32(0x5A827999) + w[i]), a, _rotl32(b, 30), c, d
         for i in range(20, 40):

@@ -78,13 +78,13 @@ def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_pe
     sorted_nodes = nodes[by_node]
     # Graph ids are ranks in node order, so a component's smallest id is its smallest node.
     src_rank, dst_rank = np.searchsorted(sorted_nodes, src), np.searchsorted(sorted_nodes, dst)
-    counts = {"candidate_edges": int(len(src))}
+    counts = {"candidate_edges": len(src)}
     if verify_threshold is not None and len(src):
         keep = pairwise_jaccard(by_node[src_rank], by_node[dst_rank], signatures) >= verify_threshold
         src_rank, dst_rank = src_rank[keep], dst_rank[keep]
-    counts["verified_edges"] = int(len(src_rank))
+    counts["verified_edges"] = len(src_rank)
     ranks, component = connected_components(src_rank, dst_rank)
-    counts["clusters"] = int(len(np.unique(component)))
+    counts["clusters"] = len(np.unique(component))
     if len(ranks) == 0:
         return DUPLICATES_SCHEMA.empty_table(), counts
     rows = by_node[ranks]

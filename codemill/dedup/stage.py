@@ -166,7 +166,7 @@ def run_dedup(run: StageRun) -> dict:
     stats.update({"not_deduplicated": {"count": not_deduplicated, "reason": "null doc_id or content (kept as is)"},
                   "lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
                           "num_perm": config.near.num_perm, "band_partitions": band_partitions},
-                  "graph": graph_counts, "benchmark": {"ngrams": int(len(index.hashes)), "problems": index.n_problems},
+                  "graph": graph_counts, "benchmark": {"ngrams": len(index.hashes), "problems": index.n_problems},
                   "timings": {k: round(v, 3) for k, v in timings.items()}})
     storage.write_json(run.path("stats.json"), stats)
     counts = {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, "not_deduplicated": not_deduplicated,
