@@ -3,11 +3,11 @@
 - stage: the whole tokenize stage (`codemill.tokenize.stage.run_tokenize` through the stage runner, as
   `python -m codemill.tokenize` runs it) on a local Ray cluster of --cpus CPUs: read Parquet, tokenize,
   pack, shuffle, write shards, manifest and statistics (GPT-2 counts on its 5% sample included);
-- raw: Hugging Face `tokenizers` `encode_batch` with the same CodeGeeX tokenizer on the same texts, on one
-  core (`TOKENIZERS_PARALLELISM=false`: on a shared machine, Rust's spinning thread pool measures the
+- raw: Hugging Face `tokenizers` `encode_batch` with the same CodeGeeX tokenizer on the same texts, in
+  batches of the stage's size (256 documents), on one core (`TOKENIZERS_PARALLELISM=false`: on a shared machine, Rust's spinning thread pool measures the
   neighbours, not the tokenizer) (the target: the whole stage within 15% of it per core);
 - reference: CodeGeeX's procedure, Python string replacement of space runs, then GPT-2's fast tokenizer
-  from `transformers` (batch call), on one core likewise (the target: the stage >= 1.5x it per core).
+  from `transformers`, one document at a time as CodeGeeX's `encode_code` does, on one core likewise (the target: the stage >= 1.5x it per core).
 
 Tokens per second per core = the documents' ids / CPU seconds. The machine is shared with other jobs, so
 wall time measures the neighbours as much as the code; CPU time is what each contender itself spent: the
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -90,41 +91,63 @@ def write_dedup_output(docs: list[tuple[str, str, str]], root: pathlib.Path) -> 
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
+SAMPLE_INTERVAL_S = 0.2
 
 
-def session_cpu_seconds(session: int) -> float:
-    """CPU time of every process of a session, with that of their reaped children (from /proc)."""
-    total = 0
+def session_cpu_ticks(session: int) -> dict[int, int]:
+    """utime + stime of each live process of a session (from /proc)."""
+    ticks = {}
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[3]) == session:
-            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / _TICK
+            ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
+    return ticks
 
 
 class Clock:
-    """Wall and CPU seconds of a piece of work: this process's CPU, plus a Ray cluster's if given."""
+    """Wall and CPU seconds of a piece of work: this process's CPU, plus, when given a Ray cluster's session,
+    that of every process of the cluster. Ray workers come and go and are reaped without being charged to
+    their parent, so the cluster's processes are sampled every 0.2 s and each one's last reading counts
+    (a worker's last 0.2 s before it exits can be missed: the stage's figure errs low by that much)."""
 
     def __init__(self, session: int | None = None):
         self.session = session
+        self._first: dict[int, int] = {}
+        self._last: dict[int, int] = {}
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        self._last.update(session_cpu_ticks(self.session))
+
+    def _sampler(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self._sample()
 
     def __enter__(self):
-        self.wall, self.cpu = time.perf_counter(), self._cpu()
+        if self.session:
+            self._sample()
+            self._first = dict(self._last)  # processes alive now count from here; new ones from zero
+            self._thread = threading.Thread(target=self._sampler, daemon=True)
+            self._thread.start()
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
-        self.wall, self.cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        if self.session:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+            self.cpu += sum(last - self._first.get(pid, 0) for pid, last in self._last.items()) / _TICK
 
-    def _cpu(self) -> float:
-        return time.process_time() + (session_cpu_seconds(self.session) if self.session else 0.0)
 
-
-def time_raw(tokenizer, texts: list[str]) -> tuple[Clock, int]:
+def time_raw(tokenizer, texts: list[str], batch: int) -> tuple[Clock, int]:
     with Clock() as clock:
-        n = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+        n = sum(len(e.ids) for i in range(0, len(texts), batch)
+                for e in tokenizer.encode_batch(texts[i:i + batch], add_special_tokens=False))
     return clock, n
 
 
@@ -157,6 +180,7 @@ def main() -> int:
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the in-process baselines run on one core
     from codemill.raycluster import LocalRayHead
+    from codemill.tokenize.config import TOKENIZE_BATCH_DOCS
     from codemill.tokenize.reference import reference_tokenizer
     from codemill.tokenize.tokenizer import codegeex_tokenizer
 
@@ -175,7 +199,7 @@ def main() -> int:
     os.environ.update(head.env())
     try:
         for r in range(args.rounds):
-            clock, counts["raw"] = time_raw(tokenizer, texts)
+            clock, counts["raw"] = time_raw(tokenizer, texts, TOKENIZE_BATCH_DOCS)
             results["raw"].append(clock)
             clock, counts["reference"] = time_reference(reference, texts)
             results["reference"].append(clock)

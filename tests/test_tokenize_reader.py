@@ -88,6 +88,17 @@ def test_rank_indices_cover_every_row_once_per_epoch(dataset, world_size):
         assert not np.array_equal(parts[0], r.rank_indices(0, world_size, epoch=1, seed=5)), "new order per epoch"
 
 
+def test_pickles_as_a_reference_to_the_files(dataset):
+    import pickle
+
+    out, _ = dataset
+    r = ShardReader(str(out), split=TRAIN)
+    data = pickle.dumps(r)
+    assert len(data) < 1000, "the rows are not copied into the pickle"
+    again = pickle.loads(data)
+    assert len(again) == len(r) and np.array_equal(again[7], r[7])
+
+
 def test_validation_split_and_tokenizer(dataset):
     from tokenizers import Tokenizer
 

@@ -54,6 +54,7 @@ class ShardReader:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.uri = str(uri)
         self.split = split
+        self.cache_dir = cache_dir
         manifest_bytes = shards.read_manifest_bytes(self.uri)
         self.manifest = shards.parse_manifest(manifest_bytes)
         self.manifest_hash = shards.manifest_hash(manifest_bytes)
@@ -72,6 +73,11 @@ class ShardReader:
         if self._batch_starts[-1] != self.manifest["splits"][split]["rows"]:
             raise ValueError(f"{self.uri}: the {split} shards hold {self._batch_starts[-1]} rows, "
                              f"manifest.json says {self.manifest['splits'][split]['rows']}")
+
+    def __reduce__(self):
+        # Pickled (to a Ray worker, a DataLoader process) as its arguments: the receiver maps the files
+        # itself instead of receiving a copy of every row.
+        return ShardReader, (self.uri, self.split, self.cache_dir)
 
     # -- where the files are -------------------------------------------------------------------------
     def _local_root(self, cache_dir, paths: list[str]) -> Path:

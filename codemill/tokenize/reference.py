@@ -23,5 +23,5 @@ def reference_tokenizer():
 
 
 def reference_encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    """CodeGeeX's ids for `texts`, by its procedure."""
-    return tokenizer([codegeex_whitespace_text(t) for t in texts], add_special_tokens=False)["input_ids"]
+    """CodeGeeX's ids for `texts`, by its procedure: one document at a time, as its `encode_code` does."""
+    return [tokenizer(codegeex_whitespace_text(t), add_special_tokens=False)["input_ids"] for t in texts]
