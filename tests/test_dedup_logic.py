@@ -23,7 +23,7 @@ from codemill.dedup.shingles import code_tokens, jaccard, shingles
 from codemill.dedup.survivor import choose_survivors, survivor_order
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HUMANEVAL_X = REPO_ROOT.parent / "shared" / "humaneval-x"
+HUMANEVAL_X = REPO_ROOT / "data" / "humaneval-x"  # shipped with the repository
 HUMANEVAL_FILES = sorted(str(p) for p in HUMANEVAL_X.glob("*/humaneval_*.jsonl.gz"))
 
 SAMPLES = [

@@ -18,7 +18,7 @@ from codemill.dedup.stage import main
 from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HUMANEVAL_FILES = sorted(str(p) for p in (REPO_ROOT.parent / "shared" / "humaneval-x").glob("*/humaneval_*.jsonl.gz"))
+HUMANEVAL_FILES = sorted(str(p) for p in (REPO_ROOT / "data" / "humaneval-x").glob("*/humaneval_*.jsonl.gz"))
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -51,6 +51,7 @@ def _corpus() -> tuple[list[dict], dict]:
     rows.append(_row("x/empty", "__init__.py", "", 0))  # shallower path: survives
     expect["exact"][rows[-2]["doc_id"]] = rows[-1]["doc_id"]
     rows.append(_row("x/null", "n.py", None, 0))
+    assert len(HUMANEVAL_FILES) == 5, "the shipped HumanEval-X data is missing"
     if HUMANEVAL_FILES:
         solution = dict(read_problems(HUMANEVAL_FILES, ["prompt", "canonical_solution"]))["Python/31"]
         leaked = _row("x/leak", "solutions.py", "import math\n\n" + solution + "\n\nprint(is_prime(7))\n", 3)
@@ -61,14 +62,17 @@ def _corpus() -> tuple[list[dict], dict]:
 
 @pytest.fixture()
 def filter_output(tmp_path):
+    return _write_filter_output(str(tmp_path / "filter"))
+
+
+def _write_filter_output(out: str):
     rows, expect = _corpus()
     table = pa.Table.from_pylist(rows, schema=KEPT_SCHEMA).append_column(
         "utf8_bytes", pa.array([r["size_bytes"] for r in rows], pa.int64()))  # a measurement column rides along
-    out = tmp_path / "filter"
     half = table.num_rows // 2
-    storage.write_table(table.slice(0, half), str(out / "kept" / "part-00000.parquet"))
-    storage.write_table(table.slice(half), str(out / "kept" / "part-00001.parquet"))
-    mf.write_manifest(str(out), mf.Manifest(stage="filter", status=mf.STATUS_COMPLETE, config_hash="t", config={}))
+    storage.write_table(table.slice(0, half), storage.join(out, "kept", "part-00000.parquet"))
+    storage.write_table(table.slice(half), storage.join(out, "kept", "part-00001.parquet"))
+    mf.write_manifest(out, mf.Manifest(stage="filter", status=mf.STATUS_COMPLETE, config_hash="t", config={}))
     return out, table, expect
 
 
@@ -113,3 +117,16 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
     assert manifest.status == mf.STATUS_COMPLETE and manifest.counts["docs_kept"] == kept.num_rows
     assert main(argv) == 0  # complete for this config and input: nothing to do
     assert mf.read_manifest(str(out)).timings == manifest.timings
+
+
+def test_dedup_stage_on_s3(ray_session, s3_bucket):
+    inp, table, expect = _write_filter_output(f"{s3_bucket}/run/filter")
+    out = f"{s3_bucket}/run/dedup"
+    assert main(["--input", inp, "--out", out, "--set", "docs_per_batch=7"]) == 0
+    dups = storage.read_table(storage.join(out, "duplicates"))
+    removed = set(expect["exact"]) | set(expect["near"])
+    assert set(dups.column("doc_id").to_pylist()) == removed  # no decontamination configured here
+    kept = storage.read_table(storage.join(out, "kept"))
+    assert kept.num_rows == table.num_rows - len(removed)
+    assert storage.read_json(storage.join(out, "stats.json"))["kept"] == kept.num_rows
+    assert mf.read_manifest(out).status == mf.STATUS_COMPLETE
