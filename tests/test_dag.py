@@ -115,3 +115,14 @@ def test_ray_job_submit_cli_runs_a_stage(tmp_path, ray_head):
     skipped = storage.read_table(str(out / "skipped"))
     assert set(skipped.column("reason").to_pylist()) >= {"binary"}
     assert mf.read_manifest(str(out)).counts["repos_selected"] == 2
+
+
+@pytest.mark.ray
+def test_token_auth_stays_on(tmp_path, ray_head):
+    """Without the cluster's token, the job API refuses the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    env.update({"HOME": str(tmp_path), "RAY_AUTH_MODE": "token"})  # no ~/.ray/auth_token there
+    proc = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "list", "--address", ray_head.dashboard_url],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "token" in (proc.stdout + proc.stderr).lower()
