@@ -11,9 +11,9 @@
 
 Tokens per second per core = the documents' ids / CPU seconds. The machine is shared with other jobs, so
 wall time measures the neighbours as much as the code; CPU time is what each contender itself spent: the
-baselines' process CPU time, and for the stage the CPU time of the driver plus every process of the Ray
-cluster it runs on (raylet, GCS, dashboard and workers alike: Ray's own overhead is counted against the
-stage). Wall seconds are reported beside. The three alternate for --rounds rounds; the round with the least
+baselines' process CPU time, and for the stage the CPU time of the driver and of every Ray worker and
+actor it used (their start-up included); the cluster's daemons (GCS, raylet, dashboard, agents) are
+reported apart, as `stage_cluster_daemons`. Wall seconds are reported beside. The three alternate for --rounds rounds; the round with the least
 CPU time of each is reported. The script checks that all three produce the same number of
 ids (the stage's ids are the raw ones: parity is proved by the tests). Corpus: real code files of the venv's
 site-packages in the filter's size range (1-100 KB), written as a finished dedup stage's `kept/`.
@@ -94,29 +94,39 @@ _TICK = os.sysconf("SC_CLK_TCK")
 SAMPLE_INTERVAL_S = 0.2
 
 
-def session_cpu_ticks(session: int) -> dict[int, int]:
-    """utime + stime of each live process of a session (from /proc)."""
+CLUSTER_DAEMONS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def session_cpu_ticks(session: int) -> dict[int, tuple[int, bool]]:
+    """utime + stime of each live process of a session (from /proc), and whether it is a Ray worker
+    (a task or actor process, `ray::...`) rather than one of the cluster's daemons (GCS, raylet,
+    dashboard and its agents, monitors)."""
     ticks = {}
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != session:
+                continue
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except (OSError, IndexError):
             continue
-        if int(fields[3]) == session:
-            ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
+        ticks[int(proc.name)] = (int(fields[11]) + int(fields[12]),
+                                 title.startswith("ray::") and not title.startswith(CLUSTER_DAEMONS))
     return ticks
 
 
 class Clock:
     """Wall and CPU seconds of a piece of work: this process's CPU, plus, when given a Ray cluster's session,
-    that of every process of the cluster. Ray workers come and go and are reaped without being charged to
-    their parent, so the cluster's processes are sampled every 0.2 s and each one's last reading counts
-    (a worker's last 0.2 s before it exits can be missed: the stage's figure errs low by that much)."""
+    that of the cluster's workers (`cpu`) and of its daemons (`daemon_cpu`). Ray workers come and go and are
+    reaped without being charged to their parent, so the cluster's processes are sampled every 0.2 s and
+    each one's last reading counts (a worker's last 0.2 s before it exits can be missed: the figure errs
+    low by that much)."""
 
     def __init__(self, session: int | None = None):
         self.session = session
+        self.daemon_cpu = 0.0
         self._first: dict[int, int] = {}
-        self._last: dict[int, int] = {}
+        self._last: dict[int, tuple[int, bool]] = {}
         self._stop = threading.Event()
 
     def _sample(self) -> None:
@@ -129,7 +139,7 @@ class Clock:
     def __enter__(self):
         if self.session:
             self._sample()
-            self._first = dict(self._last)  # processes alive now count from here; new ones from zero
+            self._first = {pid: ticks for pid, (ticks, _) in self._last.items()}  # new processes count from 0
             self._thread = threading.Thread(target=self._sampler, daemon=True)
             self._thread.start()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
@@ -141,7 +151,12 @@ class Clock:
             self._stop.set()
             self._thread.join()
             self._sample()
-            self.cpu += sum(last - self._first.get(pid, 0) for pid, last in self._last.items()) / _TICK
+            for pid, (ticks, is_worker) in self._last.items():
+                spent = (ticks - self._first.get(pid, 0)) / _TICK
+                if is_worker:
+                    self.cpu += spent
+                else:
+                    self.daemon_cpu += spent
 
 
 def time_raw(tokenizer, texts: list[str], batch: int) -> tuple[Clock, int]:
@@ -206,7 +221,7 @@ def main() -> int:
             clock, counts["stage"], detail = time_stage(input_uri, str(work / f"tokenize-{r}"), head.process.pid)
             results["stage"].append(clock)
             print(f"round {r}: " + ", ".join(f"{k} {v[-1].cpu:.2f} CPU s / {v[-1].wall:.2f} s" for k, v in
-                                             results.items()), flush=True)
+                                             results.items()) + f" (daemons {clock.daemon_cpu:.2f} CPU s)", flush=True)
     finally:
         import ray
 
@@ -227,6 +242,7 @@ def main() -> int:
         "wall_seconds": {k: [round(c.wall, 3) for c in v] for k, v in results.items()},
         "best": {k: {"cpu_seconds": round(c.cpu, 3), "wall_seconds": round(c.wall, 3)} for k, c in best.items()},
         "tokens_per_s_per_core": {k: round(v) for k, v in per_core.items()},
+        "stage_cluster_daemons_cpu_seconds": round(best["stage"].daemon_cpu, 3),
         "stage_vs_raw": round(per_core["stage"] / per_core["raw"], 3),
         "stage_vs_reference": round(per_core["stage"] / per_core["reference"], 3),
         "stage_tokenize_seconds": detail["stats"]["throughput"]["tokenize_seconds"],
