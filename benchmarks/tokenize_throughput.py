@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -228,6 +229,7 @@ def main() -> int:
         if ray.is_initialized():
             ray.shutdown()
         head.stop()
+        shutil.rmtree(work, ignore_errors=True)
     if len(set(counts.values())) != 1:
         raise SystemExit(f"the contenders disagree on the number of ids: {counts}")
 
