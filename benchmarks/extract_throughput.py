@@ -17,13 +17,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 from codemill.pipeline.decode import NotText, decode_text
 from codemill.pipeline.extract import ExtractLimits, extract_repo
 
@@ -73,14 +73,6 @@ def unpack_then_read(tarball: Path, scratch: Path, limits: ExtractLimits) -> set
             kept.add((path.relative_to(top).as_posix(), hashlib.sha256(data).hexdigest()))
     shutil.rmtree(target)
     return kept
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,16 +19,15 @@ import collections
 import fnmatch
 import hashlib
 import json
-import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 from codemill.languages import EXTENSION_TO_LANGUAGE
 from codemill.pipeline import pep8, rules
 from codemill.pipeline.autogen import markers_regex
@@ -167,14 +166,6 @@ def _children_cpu() -> float:
     import resource
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

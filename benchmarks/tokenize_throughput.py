@@ -30,12 +30,12 @@ import os
 import pathlib
 import platform
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -237,7 +237,7 @@ def main() -> int:
     best = {k: min(v, key=lambda c: c.cpu) for k, v in results.items()}
     per_core = {k: tokens / c.cpu for k, c in best.items()}
     report = {
-        "machine": {"cpu": _cpu_model(), "platform": platform.platform(), "load_average_after": os.getloadavg(),
+        "machine": {"cpu": cpu_model(), "platform": platform.platform(), "load_average_after": os.getloadavg(),
                     "stage_ray_cpus": args.cpus},
         "corpus": {"files": len(texts), "mb": round(mb, 1), "tokens": tokens},
         "cpu_seconds": {k: [round(c.cpu, 3) for c in v] for k, v in results.items()},
@@ -255,13 +255,6 @@ def main() -> int:
     pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":
