@@ -4,9 +4,6 @@ GitHub on loopback, tasks sharing one rate limiter (an actor), token rotation, a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -13,7 +13,6 @@ import sys
 import time
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from codemill import storage
