@@ -47,12 +47,17 @@ log = logging.getLogger("codemill.tokenize")
 
 @functools.lru_cache(maxsize=4)
 def _worker_tokenizers(tokenizer_json: str, with_gpt2: bool):
-    """The tokenizers of this worker process, built once and kept for its later tasks."""
+    """The tokenizers of this worker process, built once and kept for its later tasks. The default
+    CodeGeeX tokenizer is encoded by the faster tiktoken-based encoder (same ids; see fast_encoder)."""
     from tokenizers import Tokenizer
 
-    from codemill.tokenize.tokenizer import gpt2_tokenizer
+    from codemill.tokenize.fast_encoder import FastCodeGeeXEncoder
+    from codemill.tokenize.tokenizer import codegeex_tokenizer, gpt2_tokenizer
 
-    return Tokenizer.from_str(tokenizer_json), gpt2_tokenizer() if with_gpt2 else None
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    if tokenizer.to_str() == codegeex_tokenizer().to_str():
+        tokenizer = FastCodeGeeXEncoder()
+    return tokenizer, gpt2_tokenizer() if with_gpt2 else None
 
 
 def tokenize_task(batch: pa.Table, tokenizer_json: str, validation_fraction: float,
