@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
 from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
-from codemill.pipeline.sources.repo_info import load_metadata, size_kb_on_disk, unique_names
+from codemill.pipeline.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
 
 SOURCE_NAME = "git"
 DEFAULT_DEPTH = 1
@@ -87,12 +87,7 @@ class GitSourceConfig(StrictModel):
             seen.add(url)
         return urls
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_exists(cls, path: str | None) -> str | None:
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"metadata file {path} does not exist")
-        return path
+    _metadata_exists = field_validator("metadata")(existing_metadata_file)
 
 
 def _run_git(args: list[str], timeout_s: float, cwd: str | None = None) -> str:

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from codemill.config import StrictModel
 from codemill.pipeline.extract import ARCHIVE_SUFFIXES, is_archive
 from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
-from codemill.pipeline.sources.repo_info import load_metadata, size_kb_on_disk, unique_names
+from codemill.pipeline.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
 
 log = logging.getLogger("codemill")
 
@@ -55,12 +55,7 @@ class LocalSourceConfig(StrictModel):
                 raise ValueError(f"{path} is neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
         return paths
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_exists(cls, path: str | None) -> str | None:
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"metadata file {path} does not exist")
-        return path
+    _metadata_exists = field_validator("metadata")(existing_metadata_file)
 
 
 def repo_folder_name(path: str) -> str:

@@ -63,6 +63,13 @@ def _records(path: Path) -> list[dict]:
     raise ConfigError(f"metadata file {path}: expected a mapping of full_name -> facts, or a list of records")
 
 
+def existing_metadata_file(path: str | None) -> str | None:
+    """The `metadata` validator of the git and local sources: a named file must exist."""
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"metadata file {path} does not exist")
+    return path
+
+
 def load_metadata(path: str | None) -> dict[str, RepoMetadata]:
     """full_name -> facts; a ConfigError names the file and the entry that is wrong."""
     if not path:
