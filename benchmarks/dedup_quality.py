@@ -39,7 +39,8 @@ from codemill import manifest as mf  # noqa: E402
 from codemill import storage  # noqa: E402
 from codemill.dedup.config import JACCARD_THRESHOLD, SHINGLE_SIZE  # noqa: E402
 from codemill.dedup.shingles import TOKEN_PATTERN, shingles  # noqa: E402
-from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id  # noqa: E402
+from codemill.crawl.schema import make_doc_id  # noqa: E402
+from codemill.filter.schema import KEPT_SCHEMA  # noqa: E402
 
 SITE_PACKAGES = REPO_ROOT / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 EXTENSION_LANGUAGE = {".py": "Python", ".pyi": "Python", ".c": "C", ".h": "C", ".cpp": "C++", ".hpp": "C++",

@@ -46,7 +46,7 @@ from dedup_quality import (EXTENSION_LANGUAGE, doc_row, edit_tokens, exact_varia
 from codemill.dedup.config import MINHASH_SEED, NUM_PERM, SHINGLE_SIZE  # noqa: E402
 from codemill.dedup.minhash import permutations, signatures  # noqa: E402
 from codemill.dedup.shingles import TOKEN_PATTERN, shingles  # noqa: E402
-from codemill.pipeline.schema import KEPT_SCHEMA  # noqa: E402
+from codemill.filter.schema import KEPT_SCHEMA  # noqa: E402
 
 DOCS_PER_FILE = 50_000
 EXACT_SHARE = 0.10

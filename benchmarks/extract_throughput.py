@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from machine import cpu_model  # benchmarks/machine.py, beside this script
-from codemill.pipeline.decode import NotText, decode_text
-from codemill.pipeline.extract import ExtractLimits, extract_repo
+from codemill.crawl.decode import NotText, decode_text
+from codemill.crawl.extract import ExtractLimits, extract_repo
 
 DEFAULT_ROOT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 

@@ -29,11 +29,12 @@ import pyarrow as pa
 
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 from codemill.languages import EXTENSION_TO_LANGUAGE
-from codemill.pipeline import pep8, rules
-from codemill.pipeline.autogen import markers_regex
-from codemill.pipeline.filter_config import FilterConfig
-from codemill.pipeline.langid import language_of
-from codemill.pipeline.schema import FILES_SCHEMA, make_doc_id
+from codemill.filter import pep8
+from codemill.filter import rules
+from codemill.filter.autogen import markers_regex
+from codemill.filter.config import FilterConfig
+from codemill.filter.langid import language_of
+from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
 
 DEFAULT_ROOT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 MAX_FILE_BYTES = 1024 * 1024  # a crawl keeps no larger file; bigger ones would be data, not code

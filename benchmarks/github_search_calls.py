@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from github_fake import FakeClock, FakeGithub, make_population  # noqa: E402
 
-from codemill.pipeline.sources.github import (  # noqa: E402
+from codemill.crawl.sources.github import (  # noqa: E402
     SEARCH_RESULT_CAP, GithubSource, GithubSourceConfig, SearchSlice,
 )
 

@@ -1,6 +1,6 @@
 """Speed of the tokenize stage, side by side in one run on the same documents:
 
-- stage: the whole tokenize stage (`codemill.tokenize.stage.run_tokenize` through the stage runner, as
+- stage: the whole tokenize stage (`codemill.tokenize.stage.body` through the stage runner, as
   `python -m codemill.tokenize` runs it) on a local Ray cluster of --cpus CPUs: read Parquet, tokenize,
   pack, shuffle, write shards, manifest and statistics (GPT-2 counts on its 5% sample included);
 - raw: Hugging Face `tokenizers` `encode_batch` with the same CodeGeeX tokenizer on the same texts, in
@@ -73,7 +73,8 @@ def write_dedup_output(docs: list[tuple[str, str, str]], root: pathlib.Path) -> 
 
     from codemill import manifest as mf
     from codemill import storage
-    from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id
+    from codemill.crawl.schema import make_doc_id
+    from codemill.filter.schema import KEPT_SCHEMA
 
     rows = []
     for path, language, text in docs:
@@ -178,10 +179,10 @@ def time_reference(reference, texts: list[str]) -> tuple[Clock, int]:
 def time_stage(input_uri: str, out: str, ray_session: int) -> tuple[Clock, int, dict]:
     from codemill.runner import run_stage
     from codemill.tokenize.config import TokenizeConfig
-    from codemill.tokenize.stage import STAGE, run_tokenize
+    from codemill.tokenize.stage import body
 
     with Clock(ray_session) as clock:
-        manifest = run_stage(STAGE, TokenizeConfig(), out, run_tokenize, {"input": input_uri}, force=True)
+        manifest = run_stage("tokenize", TokenizeConfig(), out, body, {"input": input_uri}, force=True)
     stats = json.loads(pathlib.Path(out, "stats.json").read_text())
     return clock, stats["throughput"]["document_tokens"], {"counts": manifest.counts, "stats": stats}
 

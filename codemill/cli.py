@@ -7,7 +7,7 @@ import sys
 
 from codemill.stages import STAGES
 
-USAGE = "usage: codemill {dag,%s} [--help] ..." % ",".join(STAGES)
+USAGE = f"usage: codemill {{dag,{','.join(STAGES)}}} [--help] ..."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,13 +57,13 @@ class Dag(StrictModel):
     stages: list[DagStage]
 
     @model_validator(mode="after")
-    def inputs_come_first(self) -> "Dag":
+    def inputs_come_first(self) -> Dag:
         seen: set[str] = set()
         for st in self.stages:
             if st.name in seen:
                 raise ValueError(f"stage name {st.name!r} is used twice")
             spec = STAGES[st.stage]
-            if spec.takes_input and not st.input:
+            if spec.inputs and not st.input:
                 raise ValueError(f"stage {st.name!r} ({st.stage}) needs `input:` naming an earlier stage")
             if st.input and st.input not in seen:
                 raise ValueError(f"stage {st.name!r}: input {st.input!r} is not an earlier stage of this DAG "
@@ -92,7 +92,7 @@ def dag_variables(dag_path: str | Path) -> dict[str, str]:
 def _expand(value: Any, variables: dict[str, str]) -> Any:
     if isinstance(value, str):
         for name, sub in variables.items():
-            value = value.replace("${%s}" % name, sub)
+            value = value.replace("${" + name + "}", sub)
         return os.path.expandvars(value)
     if isinstance(value, list):
         return [_expand(v, variables) for v in value]

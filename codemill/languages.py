@@ -18,7 +18,8 @@ class Language:
 
 
 LANGUAGES: tuple[Language, ...] = (
-    Language("C++", "// language: C++", 45.2283, (".cpp", ".cc", ".cxx", ".c++", ".hpp", ".hh", ".hxx", ".h++", ".ipp", ".tpp", ".inl")),
+    Language("C++", "// language: C++", 45.2283,
+             (".cpp", ".cc", ".cxx", ".c++", ".hpp", ".hh", ".hxx", ".h++", ".ipp", ".tpp", ".inl")),
     Language("Python", "# language: Python", 42.3250, (".py", ".pyw", ".pyi")),
     Language("Java", "// language: Java", 25.3667, (".java",)),
     Language("JavaScript", "// language: JavaScript", 11.3165, (".js", ".mjs", ".cjs", ".jsx")),

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from codemill import __version__, storage
+from codemill.stages import MANIFEST_FILE
 
-MANIFEST_NAME = "_manifest.json"
+log = logging.getLogger("codemill")
+
+MANIFEST_NAME = MANIFEST_FILE
 STATUS_COMPLETE = "complete"
 
 
@@ -40,7 +43,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @property
@@ -55,18 +58,42 @@ def manifest_uri(out: str) -> str:
 
 
 def read_manifest(out: str) -> Manifest | None:
+    """The manifest at `out`; None when there is none, or when it is unreadable (empty, cut short, not a
+    manifest), which makes the output incomplete: its stage redoes it."""
+    manifest, problem = _load(out)
+    if problem:
+        log.warning("%s: %s; treating the output as incomplete (the stage will redo it)", manifest_uri(out), problem)
+    return manifest
+
+
+def _load(out: str) -> tuple[Manifest | None, str | None]:
     uri = manifest_uri(out)
     if not storage.exists(uri):
-        return None
-    return Manifest.from_json(storage.read_json(uri))
+        return None, None
+    try:
+        data = json.loads(storage.read_bytes(uri))
+        if not isinstance(data, dict):
+            return None, f"not a manifest (a JSON {type(data).__name__})"
+        manifest = Manifest.from_json(data)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+    if not isinstance(manifest.inputs, dict) or not isinstance(manifest.config_hash, str):
+        return None, "not a manifest (wrong field types)"
+    return manifest, None
 
 
 def require_complete(uri: str, name: str = "input") -> Manifest:
-    manifest = read_manifest(uri)
+    manifest, problem = _load(uri)
     if manifest is None or manifest.status != STATUS_COMPLETE:
+        if problem:
+            why = f"its {MANIFEST_NAME} is {problem}"
+        elif manifest is None:
+            why = f"no {MANIFEST_NAME}"
+        else:
+            why = f"its {MANIFEST_NAME} says status {manifest.status!r}"
         raise MissingInputError(
-            f"{name} {uri} has no complete {MANIFEST_NAME}: run the stage that writes it first "
-            f"(or point --input at a finished stage's output)")
+            f"{name} {uri} is not a complete stage output ({why}): run the stage that writes it first "
+            f"(or point {name} at a finished stage's output)")
     return manifest
 
 
@@ -84,7 +111,3 @@ def is_up_to_date(existing: Manifest | None, config_hash: str, inputs: dict[str,
 
 def write_manifest(out: str, manifest: Manifest) -> None:
     storage.write_json(manifest_uri(out), manifest.to_json())
-
-
-def now() -> float:
-    return time.time()

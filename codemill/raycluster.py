@@ -60,7 +60,7 @@ class LocalRayHead:
         """Variables a client process needs to use this cluster."""
         return {**auth_env(self.token_path), "RAY_ADDRESS": self.address}
 
-    def start(self) -> "LocalRayHead":
+    def start(self) -> LocalRayHead:
         # Ray's socket paths must stay short (AF_UNIX limit), so the temp dir lives under /tmp.
         self.root = Path(tempfile.mkdtemp(prefix="cm-ray-", dir="/tmp"))
         if not self.token_path.exists() or not self.token_path.read_text().strip():
@@ -134,7 +134,7 @@ class LocalRayHead:
             except (OSError, ProcessLookupError, ValueError, IndexError):
                 continue
 
-    def __enter__(self) -> "LocalRayHead":
+    def __enter__(self) -> LocalRayHead:
         return self.start()
 
     def __exit__(self, *exc) -> None:

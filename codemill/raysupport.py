@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
 
 log = logging.getLogger("codemill")
 
@@ -19,10 +24,29 @@ def ensure_ray(**kwargs):
     return ray
 
 
-def data_context(show_progress: bool = True):
-    """Ray Data's context with progress bars on (they show in the job logs and the dashboard)."""
+@contextlib.contextmanager
+def data_context(**settings: Any) -> Iterator[Any]:
+    """Ray Data's context with these settings (and progress bars on) for the datasets made and run inside
+    the block; the process's context is restored after it, so a stage never changes it for the next."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = show_progress
-    return ctx
+    settings = {"enable_progress_bars": True, **settings}
+    saved = {name: getattr(ctx, name) for name in settings}
+    for name, value in settings.items():
+        setattr(ctx, name, value)
+    try:
+        yield ctx
+    finally:
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+def collect_table(ds, schema: pa.Schema | None = None) -> pa.Table:
+    """A small dataset's rows on the driver as one table (empty, of `schema` when given, if it has none)."""
+    tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
+              for b in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.concat_tables(tables, promote_options="default")

@@ -1,23 +1,26 @@
-"""The life of one stage run, shared by every stage: parse arguments, load the config, check inputs,
-skip when already complete, run the body, write the manifest last.
+"""The life of one stage run, shared by every stage: parse the arguments the registry declares, load the
+config, check the inputs, skip when already complete, run the body, write the manifest last.
 
-A stage module calls `stage_main(...)` from its `__main__` with its config model and a body function
-`body(run: StageRun) -> dict` that does the work and returns the counts to record.
+A stage module provides only `body(run: StageRun) -> dict` (the counts to record); `codemill <stage>` and
+`python -m codemill.<stage>` both call `stage_main(<name>)`. `StageRun` is the toolkit every body uses:
+timed phases, one `stats.json`, clearing stale outputs; the runner logs the final counts once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
 from codemill import manifest as mf
-from codemill import storage
+from codemill import stages, storage
 from codemill.config import ConfigError, config_hash, load_config
 
 log = logging.getLogger("codemill")
@@ -25,22 +28,63 @@ log = logging.getLogger("codemill")
 
 @dataclass
 class StageRun:
-    """What a stage body gets: its validated config, where to write, and its inputs' manifests."""
+    """What a stage body gets: its validated config, where to write, its inputs and their manifests."""
 
     stage: str
     config: Any
     out: str
-    inputs: dict[str, str] = field(default_factory=dict)  # name -> URI
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> URI
     input_manifests: dict[str, mf.Manifest] = field(default_factory=dict)
     previous: mf.Manifest | None = None  # the manifest found at `out` before this run, if any
+    timings: dict[str, float] = field(default_factory=dict)
 
     def path(self, *parts: str) -> str:
         return storage.join(self.out, *parts)
+
+    def input_path(self, name: str, *parts: str) -> str:
+        return storage.join(self.inputs[name], *parts)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the body; its seconds go to the manifest's timings and to stats.json."""
+        started = time.time()
+        try:
+            yield
+        finally:
+            self.timings[f"{name}_s"] = round(time.time() - started, 3)
+            log.info("%s: %s done in %.1f s", self.stage, name, self.timings[f"{name}_s"])
+
+    def clear(self, *names: str) -> None:
+        """Remove what an earlier run left under these output names (folders or files)."""
+        for name in names:
+            uri = self.path(name)
+            storage.delete_dir(uri)
+            storage.delete_file(uri)
+
+    def write_stats(self, stats: dict) -> None:
+        """The stage's `stats.json`, with the phase timings so far."""
+        storage.write_json(self.path(stages.STATS_FILE), {**stats, "timings": dict(self.timings)})
+
+
+class InputError(ValueError):
+    """An input that cannot be used as given (e.g. the output lies inside it)."""
+
+
+def check_paths(out: str, inputs: dict[str, str]) -> None:
+    """Refuse an output that is an input or lies inside one: clearing it would delete the input."""
+    for name, uri in inputs.items():
+        if storage.is_within(out, uri):
+            raise InputError(f"--out {out} is inside --{name} {uri}: a stage clears its output before it writes, "
+                             f"which would delete its input; choose an output outside the input")
+        if storage.is_within(uri, out):
+            raise InputError(f"--{name} {uri} is inside --out {out}: a stage clears its output before it writes, "
+                             f"which would delete its input; choose an output outside the input")
 
 
 def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun], dict],
               inputs: dict[str, str] | None = None, force: bool = False) -> mf.Manifest:
     inputs = {k: v for k, v in (inputs or {}).items() if v}
+    check_paths(out, inputs)
     input_manifests = {name: mf.require_complete(uri, f"--{name}") for name, uri in inputs.items()}
     records = {name: mf.input_record(inputs[name], m) for name, m in input_manifests.items()}
     chash = config_hash(config)
@@ -48,7 +92,7 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
     if not force and mf.is_up_to_date(existing, chash, records):
         log.info("%s: %s is complete for this config and input; nothing to do", stage, out)
         return existing
-    if existing is not None:
+    if existing is not None or storage.exists(mf.manifest_uri(out)):
         # The old manifest no longer describes what is there; remove it before touching the data.
         storage.delete_file(mf.manifest_uri(out))
     storage.makedirs(out)
@@ -56,42 +100,58 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
     started = time.time()
     counts = body(run) or {}
     finished = time.time()
+    _check_outputs(stage, out)
     manifest = mf.Manifest(
         stage=stage, status=mf.STATUS_COMPLETE, config_hash=chash, config=config.model_dump(mode="json"),
         inputs=records, counts=counts,
-        timings={"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3)})
+        timings={"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3),
+                 **run.timings})
     mf.write_manifest(out, manifest)
     log.info("%s: complete in %.1f s: %s", stage, finished - started, counts)
     return manifest
 
 
-def stage_parser(stage: str, description: str, takes_input: bool) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"codemill {stage}", description=description)
+def _check_outputs(stage: str, out: str) -> None:
+    """Every name a stage writes is declared in the registry (readers import those names from it)."""
+    spec = stages.STAGES.get(stage)
+    if spec is None:
+        return
+    declared = set(spec.outputs) | {stages.MANIFEST_FILE}
+    written = {name for name in storage.list_names(out)}
+    undeclared = sorted(written - declared)
+    if undeclared:
+        raise RuntimeError(f"stage {stage} wrote {undeclared} under {out}, which codemill/stages.py does not "
+                           f"declare as its outputs ({sorted(declared)}): declare them there")
+
+
+def stage_parser(spec: stages.StageSpec) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"codemill {spec.name}", description=spec.summary)
     p.add_argument("--config", help="stage config YAML (defaults are the paper's values)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set source.max_repos=10 (repeatable)")
     p.add_argument("--out", required=True, help="output URI: a local folder or s3://bucket/prefix")
-    if takes_input:
-        p.add_argument("--input", required=True, help="the previous stage's output URI")
+    for inp in spec.inputs:
+        p.add_argument(inp.flag, dest=f"input_{inp.name}", required=inp.required, help=inp.help)
     p.add_argument("--force", action="store_true", help="run even if the output is already complete")
     return p
 
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+                        datefmt="%H:%M:%S", stream=sys.stderr)
 
 
-def stage_main(stage: str, description: str, config_model: type[BaseModel],
-               body: Callable[[StageRun], dict], argv: list[str] | None = None,
-               takes_input: bool = True) -> int:
+def stage_main(name: str, argv: list[str] | None = None) -> int:
+    """`codemill <name> ...` / `python -m codemill.<name> ...`: one stage run in this process."""
     setup_logging()
-    args = stage_parser(stage, description, takes_input).parse_args(argv)
+    spec = stages.get(name)
+    args = stage_parser(spec).parse_args(argv)
     try:
-        config = load_config(config_model, args.config, args.overrides)
-        inputs = {"input": storage.absolute(args.input)} if takes_input else {}
-        run_stage(stage, config, storage.absolute(args.out), body, inputs, force=args.force)
-    except (ConfigError, mf.MissingInputError) as exc:
-        print(f"codemill {stage}: {exc}", file=sys.stderr)
+        config = load_config(spec.load_config_model(), args.config, args.overrides)
+        inputs = {inp.name: storage.absolute(getattr(args, f"input_{inp.name}"))
+                  for inp in spec.inputs if getattr(args, f"input_{inp.name}")}
+        run_stage(spec.name, config, storage.absolute(args.out), spec.load_body(), inputs, force=args.force)
+    except (ConfigError, mf.MissingInputError, InputError) as exc:
+        print(f"codemill {name}: {exc}", file=sys.stderr)
         return 2
     return 0

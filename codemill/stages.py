@@ -1,4 +1,10 @@
-"""The registry of stages: the module that runs each (`python -m ...`) and its config model.
+"""The registry: the single statement of every stage.
+
+A stage is named here with the module `python -m` runs, its body and config model, the inputs it reads
+(named: `--<name>` on the command line, `inputs: {<name>: <stage>}` in a DAG), the outputs it writes (the
+folder and file names its readers import from here), whether it is a long-running service, and the
+resources its Ray job driver asks for. `codemill <stage>`, its `--help`, `python -m codemill.<stage>`,
+`codemill dag show` and the DAG checks are all derived from these entries.
 
 Imports are by name and lazy, so listing stages or validating one config never imports the others'
 heavy dependencies (torch, deepspeed).
@@ -7,24 +13,89 @@ heavy dependencies (torch, deepspeed).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
+
+# Files every stage writes beside its outputs.
+MANIFEST_FILE = "_manifest.json"
+STATS_FILE = "stats.json"
+
+# Output names, imported by the stages that read them.
+CRAWL_FILES = "files"          # Parquet, codemill.crawl.schema.FILES_SCHEMA
+CRAWL_REPOS = "repos"          # one Parquet per finished repository: the completion markers
+CRAWL_SKIPPED = "skipped"      # what was not kept, with the reason
+FILTER_KEPT = "kept"           # Parquet, codemill.filter.schema.KEPT_SCHEMA
+FILTER_REJECTED = "rejected"
+FILTER_FIGURE = "language_mix.png"
+DEDUP_KEPT = "kept"            # Parquet, the filter's KEPT_SCHEMA
+DEDUP_DUPLICATES = "duplicates"
+TOKENIZE_SHARDS = "shards"     # Arrow IPC shards (codemill.tokenize.shards)
+TOKENIZE_DATASET = "manifest.json"
+TOKENIZE_TOKENIZER = "tokenizer.json"
+TOKENIZE_REJECTED = "rejected"
+TOKENIZE_FIGURE = "tokens_per_language.png"
+TRAIN_EXPORT = "export"        # model.safetensors + config.json + tokenizer.json (codemill.train.export)
+TRAIN_CHECKPOINTS = "ray_train"
+TRAIN_TENSORBOARD = "tensorboard"
+TRAIN_METRICS = "metrics.jsonl"
+TRAIN_FIGURE = "loss_curve.png"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named input of a stage."""
+
+    name: str                 # `--<name>` and the key of a DAG stage's `inputs:`
+    help: str
+    stages: tuple[str, ...]   # the stages whose output it reads (checked in DAGs)
+    folder: str = ""          # the part of that output it reads, when a DAG wires it (train's export/)
+    required: bool = True
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a stage's Ray job driver asks for; the work itself runs in tasks and workers it starts."""
+
+    entrypoint_num_cpus: float = 0.0
+    entrypoint_num_gpus: float = 0.0
 
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    module: str         # what `python -m <module>` runs (and `ray job submit -- python -m <module>`)
-    main: str           # "module:function", main(argv) -> exit code
-    config_model: str   # "module:Class"
-    takes_input: bool
+    module: str               # `python -m <module>` (and `ray job submit -- python -m <module>`)
     summary: str
+    config_model: str         # "module:Class"
+    body: str                 # "module:function": body(run: StageRun) -> counts
+    inputs: tuple[InputSpec, ...] = ()
+    outputs: tuple[str, ...] = ()
+    long_running: bool = False  # a service (serve): started, not awaited to a terminal status
+    resources: Resources = Resources()
+    main: str | None = None   # "module:function" for a stage with its own command line (serve)
 
-    def load_main(self) -> Callable[[list[str] | None], int]:
-        return _load(self.main)
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"stage {self.name} has no input {name!r}; its inputs: {[i.name for i in self.inputs]}")
+
+    def load_body(self) -> Callable[[Any], dict]:
+        return _load(self.body)
 
     def load_config_model(self):
         return _load(self.config_model)
+
+    def load_main(self) -> Callable[[list[str] | None], int]:
+        if self.main:
+            return _load(self.main)
+        from codemill.runner import stage_main
+
+        return lambda argv=None: stage_main(self.name, argv)
 
 
 def _load(ref: str):
@@ -32,18 +103,38 @@ def _load(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _input(stage: str, what: str) -> InputSpec:
+    return InputSpec("input", f"the {stage} stage's output URI ({what})", (stage,))
+
+
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
-    StageSpec("crawl", "codemill.pipeline.crawl", "codemill.pipeline.crawl:main",
-              "codemill.pipeline.crawl_config:CrawlConfig", False,
-              "fetch repositories (GitHub API, git URLs, local folders/archives) into files/"),
-    StageSpec("filter", "codemill.pipeline.filter", "codemill.pipeline.filter:main",
-              "codemill.pipeline.filter_config:FilterConfig", True,
-              "drop files by line length, alphabet ratio, size, auto-generation; identify languages"),
-    StageSpec("dedup", "codemill.dedup", "codemill.dedup.stage:main", "codemill.dedup.config:DedupConfig", True,
-              "remove exact and MinHash near duplicates, and benchmark contamination"),
-    StageSpec("tokenize", "codemill.tokenize", "codemill.tokenize.stage:main",
-              "codemill.tokenize.config:TokenizeConfig", True,
-              "CodeGeeX tokenizer, language tags, packed Arrow shards"),
-    StageSpec("train", "codemill.train", "codemill.train.stage:main", "codemill.train.config:TrainConfig", True,
-              "pretrain the CodeGeeX model with Ray Train + DeepSpeed"),
+    StageSpec("crawl", "codemill.crawl",
+              "fetch repositories (GitHub API, git URLs, local folders/archives) into files/",
+              "codemill.crawl.config:CrawlConfig", "codemill.crawl.stage:body",
+              outputs=(CRAWL_FILES, CRAWL_REPOS, CRAWL_SKIPPED, STATS_FILE)),
+    StageSpec("filter", "codemill.filter",
+              "drop files by line length, alphabet ratio, size, auto-generation; identify languages",
+              "codemill.filter.config:FilterConfig", "codemill.filter.stage:body",
+              inputs=(_input("crawl", "its files/"),),
+              outputs=(FILTER_KEPT, FILTER_REJECTED, STATS_FILE, FILTER_FIGURE)),
+    StageSpec("dedup", "codemill.dedup", "remove exact and MinHash near duplicates, and benchmark contamination",
+              "codemill.dedup.config:DedupConfig", "codemill.dedup.stage:body",
+              inputs=(_input("filter", "its kept/"),),
+              outputs=(DEDUP_KEPT, DEDUP_DUPLICATES, STATS_FILE)),
+    StageSpec("tokenize", "codemill.tokenize", "CodeGeeX tokenizer, language tags, packed Arrow shards",
+              "codemill.tokenize.config:TokenizeConfig", "codemill.tokenize.stage:body",
+              inputs=(_input("dedup", "its kept/"),),
+              outputs=(TOKENIZE_SHARDS, TOKENIZE_DATASET, TOKENIZE_TOKENIZER, TOKENIZE_REJECTED, STATS_FILE,
+                       TOKENIZE_FIGURE)),
+    StageSpec("train", "codemill.train", "pretrain the CodeGeeX model with Ray Train + DeepSpeed",
+              "codemill.train.config:TrainConfig", "codemill.train.stage:body",
+              inputs=(_input("tokenize", "its shards/"),),
+              outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE)),
 )}
+
+
+def get(name: str) -> StageSpec:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}") from None

@@ -12,8 +12,9 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -37,6 +38,17 @@ def join(uri: str, *parts: str) -> str:
 def absolute(uri: str) -> str:
     """A local path made absolute (Ray workers run in other folders); an S3 URI unchanged."""
     return str(uri) if is_s3(uri) else str(Path(uri).expanduser().absolute())
+
+
+def is_within(uri: str, root: str) -> bool:
+    """Whether `uri` is `root` or lies under it (after making local paths absolute and normalised)."""
+    if is_s3(uri) != is_s3(root):
+        return False
+    if is_s3(uri):
+        a, b = posixpath.normpath(uri[len(S3_SCHEME):]), posixpath.normpath(root[len(S3_SCHEME):])
+        return a == b or a.startswith(b.rstrip("/") + "/")
+    a, b = os.path.realpath(absolute(uri)), os.path.realpath(absolute(root))
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
 
 
 def s3_endpoint() -> str | None:
@@ -116,6 +128,15 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return [S3_SCHEME + p if is_s3(uri) else p for p in found]
 
 
+def list_names(uri: str) -> list[str]:
+    """The names directly under `uri` (files and folders), sorted; [] when it does not exist."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos)
+
+
 def delete_dir(uri: str) -> None:
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -149,7 +170,8 @@ def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | N
     return pa.concat_tables(tables, promote_options="default")
 
 
-def iter_parquet_batches(uri: str, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+def iter_parquet_batches(uri: str, columns: list[str] | None = None,
+                         batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
     fs, _ = filesystem(uri)
     for f in list_files(uri, ".parquet"):
         with fs.open_input_file(filesystem(f)[1]) as handle:

@@ -18,6 +18,9 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}") >/dev/null
 fi
 
+# Toolchains for evaluation (sandbox, compilers, test libraries): installed only when missing.
+bash scripts/setup-eval.sh
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; then
   exit 0
 fi

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from codemill.pipeline import textstats
-from codemill.pipeline.autogen import HEAD_CHARS, MINIFIED_LINE_CHARS, autogen_signals
+from codemill.filter import textstats
+from codemill.filter.autogen import HEAD_CHARS, MINIFIED_LINE_CHARS, autogen_signals
 
 BODY = "def f(x):\n    return x + 1\n" * 60
 

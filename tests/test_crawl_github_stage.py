@@ -32,7 +32,7 @@ def submit(ray_head, cfg: Path, out: Path, wait: bool = True):
 
     client = JobSubmissionClient(ray_head.dashboard_url)
     job = client.submit_job(
-        entrypoint=f"python -m codemill.pipeline.crawl --config {cfg} --out {out}",
+        entrypoint=f"python -m codemill.crawl --config {cfg} --out {out}",
         # Test tokens only: on a real cluster the nodes carry them (runtime env vars show in the dashboard).
         runtime_env={"env_vars": {"GITHUB_TOKENS": f"{TOKEN_A},{TOKEN_B}"}})
     if wait:

@@ -15,8 +15,8 @@ import pytest
 from codemill import manifest as mf
 from codemill import storage
 from codemill.config import build_config
-from codemill.pipeline import crawl
-from codemill.pipeline.crawl_config import CrawlConfig
+from codemill.crawl import stage as crawl
+from codemill.crawl.config import CrawlConfig
 from codemill.runner import run_stage
 
 pytestmark = pytest.mark.ray
@@ -82,7 +82,7 @@ def test_resume_after_kill_fetches_only_what_is_missing(tmp_path, ray_head):
     out = tmp_path / "out"
     cfg = tmp_path / "crawl.yaml"
     cfg.write_text(f"source: {{type: local, paths: ['{corpus}'], expand_children: true}}\nmax_in_flight: 1\n")
-    cmd = [sys.executable, "-m", "codemill.pipeline.crawl", "--config", str(cfg), "--out", str(out)]
+    cmd = [sys.executable, "-m", "codemill.crawl", "--config", str(cfg), "--out", str(out)]
     env = {**os.environ, **ray_head.env()}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
@@ -115,8 +115,8 @@ def test_crawl_writes_to_s3(tmp_path, ray_session, s3_bucket):
 
 def test_exclusion_list_forms(tmp_path):
     """The Pile / CodeParrot lists come as names or URLs, with comments; any spelling matches."""
-    from codemill.pipeline.selection import SelectionConfig, load_exclusions, rejection_reason
-    from codemill.pipeline.sources.base import RepoRef
+    from codemill.crawl.selection import SelectionConfig, load_exclusions, rejection_reason
+    from codemill.crawl.sources.base import RepoRef
 
     listing = tmp_path / "pile_and_codeparrot.txt"
     listing.write_text("# repositories already in The Pile\nOWNER/One\n\nhttps://github.com/owner/two.git\n"

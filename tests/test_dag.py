@@ -99,7 +99,7 @@ def test_dag_runs_stages_as_jobs_and_resumes(tmp_path, ray_head):
 
 @pytest.mark.ray
 def test_ray_job_submit_cli_runs_a_stage(tmp_path, ray_head):
-    """What users type: `ray job submit -- python -m codemill.pipeline.crawl ...` against a real head."""
+    """What users type: `ray job submit -- python -m codemill.crawl ...` against a real head."""
     corpus = make_corpus(tmp_path / "corpus")
     cfg = tmp_path / "crawl.yaml"
     cfg.write_text(f"source: {{type: local, paths: ['{corpus}'], expand_children: true}}\n")
@@ -107,7 +107,7 @@ def test_ray_job_submit_cli_runs_a_stage(tmp_path, ray_head):
     ray_bin = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, **ray_head.env()}
     proc = subprocess.run([ray_bin, "job", "submit", "--address", ray_head.dashboard_url, "--",
-                           "python", "-m", "codemill.pipeline.crawl", "--config", str(cfg), "--out", str(out)],
+                           "python", "-m", "codemill.crawl", "--config", str(cfg), "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = storage.read_table(str(out / "files"))

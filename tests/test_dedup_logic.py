@@ -14,7 +14,8 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
 from codemill.dedup.components import connected_components
-from codemill.dedup.decontam import build_index, find_contamination, load_index, read_problems
+from codemill.dedup.decontam import build_index, find_contamination, load_index
+from codemill.humaneval import read_problems
 from codemill.dedup.lsh import band_keys, optimal_bands_rows, star_edges
 from codemill.dedup.minhash import estimated_jaccard, permutations, signatures
 from codemill.dedup.normalize import exact_key, normalize

@@ -13,9 +13,10 @@ import pytest
 
 from codemill import manifest as mf
 from codemill import storage
-from codemill.dedup.decontam import read_problems
+from codemill.humaneval import read_problems
 from codemill.dedup.stage import main
-from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id
+from codemill.crawl.schema import make_doc_id
+from codemill.filter.schema import KEPT_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HUMANEVAL_FILES = sorted(str(p) for p in (REPO_ROOT / "data" / "humaneval-x").glob("*/humaneval_*.jsonl.gz"))

@@ -16,12 +16,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from codemill.pipeline.decode import NotText, decode_text, looks_binary
-from codemill.pipeline.extract import (
+from codemill.crawl.decode import NotText, decode_text, looks_binary
+from codemill.crawl.extract import (
     ExtractLimits, RepoFile, SkippedFile, extract_repo, files_table, iter_repo_files, skipped_table,
 )
-from codemill.pipeline.repo_language import bytes_by_extension, bytes_by_language, main_language
-from codemill.pipeline.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
+from codemill.crawl.repo_language import bytes_by_extension, bytes_by_language, main_language
+from codemill.crawl.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
 
 PY_SOURCE = b"def add(a, b):\n    return a + b\n"
 LATIN1_TEXT = "# Größe und Maße: café\nx = 1\n"

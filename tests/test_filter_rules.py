@@ -8,9 +8,10 @@ import pyarrow as pa
 import pytest
 
 from codemill.config import ConfigError, build_config
-from codemill.pipeline import rules, textstats
-from codemill.pipeline.filter_config import FilterConfig
-from codemill.pipeline.schema import FILES_SCHEMA
+from codemill.filter import rules
+from codemill.filter import textstats
+from codemill.filter.config import FilterConfig
+from codemill.crawl.schema import FILES_SCHEMA
 
 CONFIG = FilterConfig()
 

@@ -12,12 +12,15 @@ import pytest
 from codemill import manifest as mf
 from codemill import storage
 from codemill.config import StrictModel, build_config
-from codemill.pipeline import filter as filter_stage
-from codemill.pipeline import filter_stats, pep8, rules
-from codemill.pipeline.filter_config import FilterConfig
-from codemill.pipeline.schema import FILES_SCHEMA, KEPT_SCHEMA, REJECTED_SCHEMA, make_doc_id
-from codemill.pipeline.stats_plot import language_mix_png
-from codemill.runner import run_stage
+from codemill.filter import stage as filter_stage
+from codemill.filter import stats as filter_stats
+from codemill.filter import pep8
+from codemill.filter import rules
+from codemill.filter.config import FilterConfig
+from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
+from codemill.filter.schema import KEPT_SCHEMA, REJECTED_SCHEMA
+from codemill.plots import language_mix_png
+from codemill.runner import run_stage, stage_main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -194,7 +197,7 @@ def test_stage_on_ray_s3_with_nothing_kept(ray_session, s3_bucket):
 
 
 def test_cli_refuses_a_bad_config_before_any_work(tmp_path, capsys):
-    rc = filter_stage.main(["--input", str(tmp_path / "crawl"), "--out", str(tmp_path / "filter"),
+    rc = stage_main("filter", ["--input", str(tmp_path / "crawl"), "--out", str(tmp_path / "filter"),
                             "--set", "min_alpha_ratio=2"])
     assert rc == 2 and "min_alpha_ratio" in capsys.readouterr().err
     assert not (tmp_path / "filter").exists()

@@ -103,6 +103,6 @@ def test_runner_skips_complete_and_reruns_on_change(tmp_path, where, request):
 
 
 def test_missing_input_is_a_clear_error(tmp_path, capsys):
-    rc = stage_main("down", "demo", Demo, _body([]), ["--out", str(tmp_path / "o"), "--input", str(tmp_path / "nope")])
+    rc = stage_main("dedup", ["--out", str(tmp_path / "o"), "--input", str(tmp_path / "nope")])
     assert rc == 2
-    assert "has no complete _manifest.json" in capsys.readouterr().err
+    assert "is not a complete stage output (no _manifest.json)" in capsys.readouterr().err

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from codemill.pipeline.sources.base import FetchError, RepoRef
-from codemill.pipeline.sources.github import (
+from codemill.crawl.sources.base import FetchError, RepoRef
+from codemill.crawl.sources.github import (
     SEARCH_RESULT_CAP, GithubSource, GithubSourceConfig, SearchSlice,
 )
-from codemill.pipeline.sources.github_client import ApiError, Tokens
-from codemill.pipeline.sources.ratelimit import (
+from codemill.crawl.sources.github_client import ApiError, Tokens
+from codemill.crawl.sources.ratelimit import (
     RESET_MARGIN_S, SECONDARY_LIMIT_WAIT_S, Backoff, Grant, RateHeaders, RateLimiter, classify_response,
 )
 from github_fake import (
@@ -388,7 +388,7 @@ def test_a_body_cut_short_is_downloaded_again(population, clock, tokens_env, tmp
 
 
 def test_hostile_tarballs_download_intact_and_extract_safely(clock, tokens_env, tmp_path):
-    from codemill.pipeline import extract
+    from codemill.crawl import extract
 
     tokens_env(SECRET_A)
     repos = [hostile_repo(kind, i) for i, kind in enumerate(HOSTILE_KINDS)]

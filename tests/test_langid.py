@@ -8,9 +8,9 @@ import pytest
 
 from codemill.config import build_config
 from codemill.languages import AMBIGUOUS_EXTENSIONS, EXTENSION_TO_LANGUAGE, LANGUAGE_NAMES
-from codemill.pipeline import rules
-from codemill.pipeline.filter_config import FilterConfig
-from codemill.pipeline.langid import identify_languages, language_of
+from codemill.filter import rules
+from codemill.filter.config import FilterConfig
+from codemill.filter.langid import identify_languages, language_of
 
 ALL = LANGUAGE_NAMES
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from codemill.config import ConfigError, build_config
-from codemill.pipeline.extract import RepoFile, extract_repo
-from codemill.pipeline.sources.base import FetchError
-from codemill.pipeline.sources.git import GitSource, GitSourceConfig, redact, repo_name_from_url
-from codemill.pipeline.sources.local import LocalSource, LocalSourceConfig, repo_folder_name
-from codemill.pipeline.sources.repo_info import load_metadata, unique_names
+from codemill.crawl.extract import RepoFile, extract_repo
+from codemill.crawl.sources.base import FetchError
+from codemill.crawl.sources.git import GitSource, GitSourceConfig, redact, repo_name_from_url
+from codemill.crawl.sources.local import LocalSource, LocalSourceConfig, repo_folder_name
+from codemill.crawl.sources.repo_info import load_metadata, unique_names
 
 MODULE = b"def answer():\n    return 42\n"
 

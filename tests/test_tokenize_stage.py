@@ -14,7 +14,8 @@ import pytest
 
 from codemill import manifest as mf
 from codemill import storage
-from codemill.pipeline.schema import KEPT_SCHEMA, make_doc_id
+from codemill.crawl.schema import make_doc_id
+from codemill.filter.schema import KEPT_SCHEMA
 from codemill.tokenize.reader import ShardReader
 from codemill.tokenize.split import TRAIN, VALIDATION
 from codemill.tokenize.tokenizer import codegeex_tokenizer, decode

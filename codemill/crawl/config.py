@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from codemill.config import StrictModel
-from codemill.pipeline.extract import ExtractLimits
-from codemill.pipeline.selection import SelectionConfig
-from codemill.pipeline.sources import SourceConfig
+from codemill.crawl.extract import ExtractLimits
+from codemill.crawl.selection import SelectionConfig
+from codemill.crawl.sources import SourceConfig
 
 
 class CrawlConfig(StrictModel):

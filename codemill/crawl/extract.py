@@ -18,7 +18,7 @@ central directory) and folders file by file. Every member that is not kept is re
   all of its regular files count, excluded ones included; a folder walk never enters excluded folders.
 - `duplicate_path`: an archive holding the same path twice keeps the first.
 - `path_encoding`: a name that is not valid UTF-8 (recorded with the odd bytes escaped, `\\udce9`).
-- `binary`, `decode`: see `codemill.pipeline.decode`.
+- `binary`, `decode`: see `codemill.crawl.decode`.
 - `encrypted`, `read_error`, `archive_error`: a member that cannot be read, or an archive that is
   corrupt from that member on (the files read before it are kept; the record names the last member
   read, or "" when the archive or folder cannot be opened at all).
@@ -39,16 +39,17 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
-from codemill.pipeline.decode import NotText, decode_text
-from codemill.pipeline.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
+from codemill.crawl.decode import NotText, decode_text
+from codemill.crawl.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
 
 MiB = 1024 * 1024
 # A bit above the filter's 100 KB maximum (SPEC §1), so the filter records its own size rejections

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from codemill import storage
-from codemill.pipeline import extract
-from codemill.pipeline.repo_language import bytes_by_extension, main_language
-from codemill.pipeline.schema import FILES_SCHEMA, REPOS_SCHEMA, SKIPPED_SCHEMA
-from codemill.pipeline.selection import SelectionConfig, rejection_reason
-from codemill.pipeline.sources.base import FetchError, RepoRef, RepoSource
+from codemill.crawl import extract
+from codemill.crawl.repo_language import bytes_by_extension, main_language
+from codemill.crawl.schema import FILES_SCHEMA, REPOS_SCHEMA, SKIPPED_SCHEMA
+from codemill.crawl.selection import SelectionConfig, rejection_reason
+from codemill.crawl.sources.base import FetchError, RepoRef, RepoSource
+from codemill.stages import CRAWL_FILES, CRAWL_REPOS, CRAWL_SKIPPED
 
 
 def repo_key(full_name: str) -> str:
@@ -63,10 +64,10 @@ def crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, lim
     repository cannot stop a crawl of millions."""
     try:
         return _crawl_repo(ref, source, selection, limits, out)
-    except Exception as exc:  # noqa: BLE001 - recorded with its type and message, and retried by the next run
+    except Exception as exc:
         reason = f"error: {type(exc).__name__}: {exc}"
         storage.write_table(skipped_table([(ref.full_name, "", reason)]),
-                            storage.join(out, "skipped", f"{repo_key(ref.full_name)}.parquet"))
+                            storage.join(out, CRAWL_SKIPPED, f"{repo_key(ref.full_name)}.parquet"))
         return RepoResult(ref.full_name, selected=False, reason=reason, failed=True)
 
 
@@ -80,7 +81,8 @@ def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, li
         except FetchError as exc:
             # No completion marker: a later run tries this repository again.
             result.failed, result.selected, result.reason = True, False, f"fetch: {exc}"
-            storage.write_table(skipped_table([(ref.full_name, "", result.reason)]), storage.join(out, "skipped", f"{key}.parquet"))
+            storage.write_table(skipped_table([(ref.full_name, "", result.reason)]),
+                                storage.join(out, CRAWL_SKIPPED, f"{key}.parquet"))
             return result
         files, skips = [], []
         for item in extract.iter_repo_files(fetched.path, ref.full_name, limits):
@@ -101,9 +103,9 @@ def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, li
     result.n_bytes = sum(f.size_bytes for f in files)
     if files:
         table = extract.files_table(files, repo_stars=fetched_ref.stars, repo_language=language)
-        storage.write_table(table.cast(FILES_SCHEMA), storage.join(out, "files", f"{key}.parquet"))
+        storage.write_table(table.cast(FILES_SCHEMA), storage.join(out, CRAWL_FILES, f"{key}.parquet"))
     if skips:
-        storage.write_table(skipped_table(skips), storage.join(out, "skipped", f"{key}.parquet"))
+        storage.write_table(skipped_table(skips), storage.join(out, CRAWL_SKIPPED, f"{key}.parquet"))
     storage.write_table(repos_row(fetched_ref, fetched.commit, result, size_kb, language),
-                        storage.join(out, "repos", f"{key}.parquet"))
+                        storage.join(out, CRAWL_REPOS, f"{key}.parquet"))
     return result

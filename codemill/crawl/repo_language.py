@@ -12,10 +12,10 @@ header-only library counts as C. Ties go to the language listed first in `codemi
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+from codemill.crawl.extract import RepoFile
 from codemill.languages import AMBIGUOUS_EXTENSIONS, EXTENSION_TO_LANGUAGE, LANGUAGE_NAMES, normalize_language
-from codemill.pipeline.extract import RepoFile
 
 _ORDER = {name: i for i, name in enumerate(LANGUAGE_NAMES)}
 

@@ -1,5 +1,4 @@
-"""The Parquet schemas of the crawl and filter outputs, and the document id that follows a file
-from crawl to tokenize."""
+"""The Parquet schemas of the crawl's outputs, and the document id that follows a file from crawl to tokenize."""
 
 from __future__ import annotations
 
@@ -24,19 +23,6 @@ FILES_SCHEMA = pa.schema([
 ])
 
 SKIPPED_SCHEMA = pa.schema([("repo", pa.string()), ("path", pa.string()), ("reason", pa.string())])
-
-# filter/kept: every files/ column plus the language identified (codemill.pipeline.langid).
-KEPT_SCHEMA = FILES_SCHEMA.append(pa.field("language", pa.string()))
-
-# filter/rejected: which file, the first rule it failed, and the values the rules measured
-# (codemill.pipeline.rules; utf8_bytes is the size the size rule judged).
-REJECTED_SCHEMA = pa.schema([
-    ("doc_id", pa.string()), ("repo", pa.string()), ("path", pa.string()), ("ext", pa.string()),
-    ("language", pa.string()), ("reason", pa.string()), ("utf8_bytes", pa.int64()),
-    ("avg_line_length", pa.float64()), ("alpha_ratio", pa.float64()), ("max_line_length", pa.int64()),
-    ("autogen", pa.string()),
-])
-
 
 def make_doc_id(repo: str, path: str, sha256: str) -> str:
     """Stable across runs and hosts: the same file of the same repository always gets the same id."""

@@ -10,7 +10,7 @@ import re
 
 from codemill import storage
 from codemill.config import StrictModel
-from codemill.pipeline.sources.base import RepoRef
+from codemill.crawl.sources.base import RepoRef
 
 MIN_STARS = 1
 MAX_REPO_SIZE_KB = 10 * 1024  # GitHub's `size` is in KB: 10 MB

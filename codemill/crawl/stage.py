@@ -1,4 +1,4 @@
-"""The crawl stage on Ray: `codemill crawl --config crawl.yaml --out URI` (or `python -m codemill.pipeline.crawl`).
+"""The crawl stage on Ray: `codemill crawl --config crawl.yaml --out URI` (or `python -m codemill.crawl`).
 
 The driver enumerates candidate repositories (metadata only), drops those the selection rules or the
 exclusion list refuse, skips those a previous run finished, and spreads the rest over the cluster as Ray
@@ -9,21 +9,21 @@ share one rate limiter, hosted in a Ray actor.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import Counter
 
 import pyarrow.compute as pc
 
 from codemill import storage
-from codemill.pipeline.crawl_config import CrawlConfig
-from codemill.pipeline.crawl_repo import RepoResult, crawl_repo, repo_key, skipped_table
-from codemill.pipeline.schema import REPOS_SCHEMA, SKIPPED_SCHEMA
-from codemill.pipeline.selection import load_exclusions, rejection_reason
-from codemill.pipeline.sources import make_source
-from codemill.pipeline.sources.ratelimit import Grant, RateHeaders, RateLimiter
+from codemill.crawl.config import CrawlConfig
+from codemill.crawl.repo import RepoResult, crawl_repo, repo_key, skipped_table
+from codemill.crawl.schema import REPOS_SCHEMA, SKIPPED_SCHEMA
+from codemill.crawl.selection import load_exclusions, rejection_reason
+from codemill.crawl.sources import make_source
+from codemill.crawl.sources.ratelimit import Grant, RateHeaders, RateLimiter
 from codemill.raysupport import ensure_ray
-from codemill.runner import StageRun, stage_main
+from codemill.runner import StageRun
+from codemill.stages import CRAWL_REPOS, CRAWL_SKIPPED, STATS_FILE
 
 log = logging.getLogger("codemill.crawl")
 
@@ -49,7 +49,7 @@ class SharedRateLimiter:
 
 
 def _crawl_task(ref_dict: dict, config_json: dict, out: str, limiter) -> RepoResult:
-    from codemill.pipeline.sources.base import RepoRef
+    from codemill.crawl.sources.base import RepoRef
 
     cfg = CrawlConfig.model_validate(config_json)
     source = make_source(cfg.source, limiter=limiter)
@@ -70,7 +70,8 @@ def _publish_metrics(result: RepoResult) -> None:
 
 
 def done_keys(out: str) -> set[str]:
-    return {f.rsplit("/", 1)[-1].removesuffix(".parquet") for f in storage.list_files(storage.join(out, "repos"), ".parquet")}
+    return {f.rsplit("/", 1)[-1].removesuffix(".parquet")
+            for f in storage.list_files(storage.join(out, CRAWL_REPOS), ".parquet")}
 
 
 def body(run: StageRun) -> dict:
@@ -102,7 +103,7 @@ def body(run: StageRun) -> dict:
             break
         todo.append(ref)
     # Refusals are recomputed by every run, so one file holds them and each run replaces it.
-    storage.write_table(skipped_table(refused), run.path("skipped", "_selection.parquet"))
+    storage.write_table(skipped_table(refused), run.path(CRAWL_SKIPPED, "_selection.parquet"))
     log.info("crawl: %d repositories listed, %d refused by selection, %d already done, %d to fetch",
              listed, len(refused), resumed, len(todo))
 
@@ -132,9 +133,9 @@ def body(run: StageRun) -> dict:
 def summarize(out: str, listed: int, refused: int, resumed: int, results: list[RepoResult],
               source_stats: dict | None = None) -> dict:
     """Counts for the manifest and stats.json, read back from the output so resumed runs count everything."""
-    repos = storage.read_table(storage.join(out, "repos"), schema=REPOS_SCHEMA)
+    repos = storage.read_table(storage.join(out, CRAWL_REPOS), schema=REPOS_SCHEMA)
     selected = repos.filter(pc.field("selected"))
-    skipped = storage.read_table(storage.join(out, "skipped"), columns=["reason"], schema=SKIPPED_SCHEMA)
+    skipped = storage.read_table(storage.join(out, CRAWL_SKIPPED), columns=["reason"], schema=SKIPPED_SCHEMA)
     reasons = Counter(_reason_family(r) for r in skipped.column("reason").to_pylist())
     by_language = Counter(x or "unknown" for x in selected.column("main_language").to_pylist())
     stats = {
@@ -146,7 +147,7 @@ def summarize(out: str, listed: int, refused: int, resumed: int, results: list[R
         "skipped_by_reason": dict(reasons), "repos_by_main_language": dict(by_language),
         "source": dict(source_stats or {}),  # e.g. GitHub search calls, slices, unreachable results
     }
-    storage.write_json(storage.join(out, "stats.json"), stats)
+    storage.write_json(storage.join(out, STATS_FILE), stats)
     failed = [r for r in results if r.failed]
     if failed:
         log.warning("crawl: %d repositories could not be fetched (see skipped/; rerun to retry them): %s",
@@ -157,12 +158,3 @@ def summarize(out: str, listed: int, refused: int, resumed: int, results: list[R
 def _reason_family(reason: str) -> str:
     """`fetch: HTTP 404 ...` -> `fetch`, so stats group reasons, while skipped/ keeps the full text."""
     return reason.split(":", 1)[0]
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("crawl", "fetch repositories into files/ (GitHub API, git URLs, local folders/archives)",
-                      CrawlConfig, body, argv, takes_input=False)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

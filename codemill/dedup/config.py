@@ -45,7 +45,8 @@ class NearDedupConfig(StrictModel):
         if (self.bands is None) != (self.rows is None):
             raise ValueError("set both near.bands and near.rows, or neither (then they follow near.threshold)")
         if self.bands is not None and self.bands * self.rows > self.num_perm:
-            raise ValueError(f"near.bands x near.rows = {self.bands * self.rows} exceeds near.num_perm = {self.num_perm}")
+            raise ValueError(f"near.bands x near.rows = {self.bands * self.rows} exceeds "
+                             f"near.num_perm = {self.num_perm}")
         return self
 
 

@@ -10,16 +10,14 @@ once (task ids "CPP/12" and "Java/12" are problem 12).
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from numba import njit
 
 from codemill.dedup.kernels import mix64, token_hash, tokenize, utf8_buffers
+from codemill.humaneval import problem_number, read_problems
 
 _NGRAM_MULTIPLIER = 0x2545F4914F6CDD1D  # odd: the polynomial over token hashes stays a bijection per step
 
@@ -102,26 +100,6 @@ class BenchmarkIndex:
     @classmethod
     def empty(cls, ngram: int) -> BenchmarkIndex:
         return cls(ngram, np.zeros(0, np.int64), np.zeros(0, object), 0)
-
-
-def problem_number(task_id: str) -> str:
-    """'CPP/12' -> '12': the same problem in every language."""
-    return task_id.rsplit("/", 1)[-1]
-
-
-def read_problems(paths: list[str], fields: list[str]) -> list[tuple[str, str]]:
-    """(task_id, text) of every record of the given JSON Lines files (.gz or plain)."""
-    problems = []
-    for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(Path(path), "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                task_id = str(record.get("task_id", f"{Path(path).name}:{line_no}"))
-                problems.append((task_id, "\n".join(str(record.get(k) or "") for k in fields)))
-    return problems
 
 
 def build_index(problems: list[tuple[str, str]], ngram: int, boilerplate_min_problems: int) -> BenchmarkIndex:

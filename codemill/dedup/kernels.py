@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit, uint32
 
+from codemill.hashing import mix64_kernel
+
 MASK32 = 0xFFFFFFFF
 _FNV_OFFSET = 0x4F0B5E1A0C8A7D31  # any fixed odd start value; token hashes only need to be consistent
 _FNV_PRIME = 0x100000001B3
@@ -84,7 +86,8 @@ def sha1_first_word_le(msg, length, w):
     bits = length * 8
     for i in range(8):
         msg[total - 1 - i] = (bits >> (8 * i)) & 0xFF
-    h0, h1, h2, h3, h4 = uint32(0x67452301), uint32(0xEFCDAB89), uint32(0x98BADCFE), uint32(0x10325476), uint32(0xC3D2E1F0)
+    h0, h1, h2 = uint32(0x67452301), uint32(0xEFCDAB89), uint32(0x98BADCFE)
+    h3, h4 = uint32(0x10325476), uint32(0xC3D2E1F0)
     for block in range(0, total, 64):
         for i in range(16):
             p = block + 4 * i
@@ -122,13 +125,8 @@ def fmix32(h):
 
 @njit(cache=True, inline="always")
 def mix64(h):
-    """splitmix64's finalizer (wrapping int64 arithmetic): spreads every input bit over all output bits."""
-    h ^= (h >> 30) & 0x3FFFFFFFF
-    h *= -4658895280553007687  # 0xBF58476D1CE4E5B9 as int64
-    h ^= (h >> 27) & 0x1FFFFFFFFF
-    h *= -7723592293110705685  # 0x94D049BB133111EB as int64
-    h ^= (h >> 31) & 0x1FFFFFFFF
-    return h
+    """codemill.hashing's SplitMix64 finaliser on an int64 (the same bits as uint64)."""
+    return np.int64(mix64_kernel(np.uint64(h)))
 
 
 @njit(cache=True)

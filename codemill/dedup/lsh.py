@@ -14,9 +14,9 @@ import functools
 import numpy as np
 from scipy.integrate import quad
 
+from codemill.hashing import mix64
+
 _GOLDEN64 = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def _false_positive_area(threshold: float, bands: int, rows: int) -> float:
@@ -42,15 +42,6 @@ def optimal_bands_rows(threshold: float, num_perm: int, false_positive_weight: f
     return best
 
 
-def _mix64(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on a uint64 array (numpy wraps arrays silently, mod 2^64)."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * _MIX1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _MIX2
-    return h ^ (h >> np.uint64(31))
-
-
 def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """uint64 keys [n_docs, bands]: key (i, j) hashes band j of document i, with j mixed in so that
     equal rows in different bands never share a bucket."""
@@ -60,7 +51,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
         for j in range(bands):
             h = np.full(n_docs, np.uint64(j + 1) * _GOLDEN64, dtype=np.uint64)
             for value in signatures[:, j * rows:(j + 1) * rows].T:
-                h = _mix64(h ^ value.astype(np.uint64))
+                h = mix64(h ^ value.astype(np.uint64))
             keys[:, j] = h
     return keys
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -25,12 +24,10 @@ from codemill.dedup.lsh import optimal_bands_rows, unique_edges
 from codemill.dedup.minhash import permutations
 from codemill.dedup.resolve import DUPLICATES_SCHEMA, KIND_CONTAMINATION, resolve_clusters
 from codemill.dedup.stats import dedup_stats
-from codemill.runner import StageRun, stage_main
+from codemill.runner import StageRun
+from codemill.stages import DEDUP_DUPLICATES, DEDUP_KEPT, FILTER_KEPT
 
 log = logging.getLogger("codemill.dedup")
-
-STAGE = "dedup"
-DESCRIPTION = "Remove exact and near-duplicate documents (MinHash LSH) and benchmark-contaminated ones."
 
 
 def bands_and_rows(config: DedupConfig) -> tuple[int, int]:
@@ -56,15 +53,6 @@ def _collect_edges(edge_datasets) -> tuple[np.ndarray, np.ndarray]:
     if not src_parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return unique_edges(np.concatenate(src_parts), np.concatenate(dst_parts))
-
-
-def _collect_table(ds, schema: pa.Schema | None = None) -> pa.Table:
-    tables = [pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b
-              for b in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
-    tables = [t for t in tables if t.num_rows]
-    if not tables:
-        return schema.empty_table() if schema is not None else pa.table({})
-    return pa.concat_tables(tables, promote_options="default")
 
 
 def _contamination_rows(contaminated: pa.Table) -> pa.Table:
@@ -98,17 +86,23 @@ def _candidate_edges(sketches, config: DedupConfig, bands: int, rows: int, band_
     return _collect_edges(edge_sets)
 
 
-def run_dedup(run: StageRun) -> dict:
-    import ray.data
+def body(run: StageRun) -> dict:
     from ray.data.context import ShuffleStrategy
 
     from codemill.raysupport import data_context, ensure_ray
 
+    ensure_ray()
+    with data_context(shuffle_strategy=ShuffleStrategy.HASH_SHUFFLE):
+        return _dedup(run)
+
+
+def _dedup(run: StageRun) -> dict:
+    import ray.data
+    from ray.data.expressions import col
+
+    from codemill.raysupport import collect_table
+
     config: DedupConfig = run.config
-    ray = ensure_ray()
-    data_context().shuffle_strategy = ShuffleStrategy.HASH_SHUFFLE
-    timings: dict[str, float] = {}
-    started = time.time()
 
     bands, rows = bands_and_rows(config)
     perm_a, perm_b = permutations(config.near.num_perm, config.near.seed)
@@ -118,62 +112,57 @@ def run_dedup(run: StageRun) -> dict:
     log.info("dedup: %d bands x %d rows (threshold %.2f, %d permutations); %d benchmark n-grams from %d problems",
              bands, rows, config.near.threshold, config.near.num_perm, len(index.hashes), index.n_problems)
 
-    in_fs, in_path = storage.filesystem(storage.join(run.inputs["input"], "kept"))
+    in_fs, in_path = storage.filesystem(run.input_path("input", FILTER_KEPT))
     docs = ray.data.read_parquet(in_path, filesystem=in_fs)
-    sketches = docs.map_batches(sk.sketch_batch, fn_args=(params,), batch_format="pyarrow",
-                                batch_size=config.docs_per_batch).materialize()
-    n_docs = sketches.count()
-    timings["sketch_s"] = time.time() - started
-    log.info("dedup: sketched %d documents in %.1f s (%.0f docs/s)", n_docs, timings["sketch_s"],
-             n_docs / max(timings["sketch_s"], 1e-9))
+    with run.phase("sketch"):
+        sketches = docs.map_batches(sk.sketch_batch, fn_args=(params,), batch_format="pyarrow",
+                                    batch_size=config.docs_per_batch).materialize()
+        n_docs = sketches.count()
 
-    t = time.time()
-    band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
-    src, dst = _candidate_edges(sketches, config, bands, rows, band_partitions, n_docs)
-    timings["edges_s"] = time.time() - t
-    log.info("dedup: %d candidate edges in %.1f s (%d band partitions)", len(src), timings["edges_s"], band_partitions)
+    with run.phase("edges"):
+        band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
+        src, dst = _candidate_edges(sketches, config, bands, rows, band_partitions, n_docs)
+    log.info("dedup: %d documents, %d candidate edges (%d band partitions)", n_docs, len(src), band_partitions)
 
-    t = time.time()
-    edge_nodes = np.unique(np.concatenate([src, dst]))
-    verify = config.near.threshold if config.near.verify == "estimated" else None
-    # No reference to the members table stays here, so resolve_clusters can free its signature column.
-    duplicates, graph_counts = resolve_clusters(
-        src, dst, _collect_table(sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow")),
-        config.near.num_perm, verify)
-    contaminated = _collect_table(
-        sketches.filter(expr=f"contamination_hits >= {min_matches}")
-        .select_columns(["doc_id", "language", "contamination_hits", "contamination_ngrams", "contamination_task_id"]))
-    if contaminated.num_rows:
-        duplicates = pa.concat_tables([duplicates, _contamination_rows(contaminated)])
-    timings["clusters_s"] = time.time() - t
+    with run.phase("clusters"):
+        edge_nodes = np.unique(np.concatenate([src, dst]))
+        verify = config.near.threshold if config.near.verify == "estimated" else None
+        # No reference to the members table stays here, so resolve_clusters can free its signature column.
+        members = sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow")
+        duplicates, graph_counts = resolve_clusters(src, dst, collect_table(members), config.near.num_perm, verify)
+        del members
+        contaminated = collect_table(
+            sketches.filter(expr=col("contamination_hits") >= min_matches)
+            .select_columns(["doc_id", "language", "contamination_hits", "contamination_ngrams",
+                             "contamination_task_id"]))
+        duplicates = removal_table(duplicates, contaminated)
 
-    t = time.time()
-    per_language = sk.merge_language_summaries(
-        _collect_table(sketches.map_batches(sk.language_summary, batch_format="pyarrow"), sk.LANGUAGE_SUMMARY_SCHEMA))
-    not_deduplicated = int(pc.sum(per_language["not_deduplicated"]).as_py() or 0)
-    storage.delete_dir(run.path("duplicates"))
-    storage.write_table(duplicates, run.path("duplicates", "part-00000.parquet"))
-    kept_uri = run.path("kept")
-    storage.delete_dir(kept_uri)
-    out_fs, out_path = storage.filesystem(kept_uri)
-    removed = duplicates["doc_id"].combine_chunks()
-    docs.map_batches(sk.drop_removed, fn_args=(removed,), batch_format="pyarrow") \
-        .write_parquet(out_path, filesystem=out_fs, compression=storage.PARQUET_COMPRESSION)
-    timings["write_s"] = time.time() - t
-    timings["total_s"] = time.time() - started
+    with run.phase("write"):
+        per_language = sk.merge_language_summaries(
+            collect_table(sketches.map_batches(sk.language_summary, batch_format="pyarrow"),
+                          sk.LANGUAGE_SUMMARY_SCHEMA))
+        not_deduplicated = int(pc.sum(per_language["not_deduplicated"]).as_py() or 0)
+        run.clear(DEDUP_DUPLICATES, DEDUP_KEPT)
+        storage.write_table(duplicates, run.path(DEDUP_DUPLICATES, "part-00000.parquet"))
+        out_fs, out_path = storage.filesystem(run.path(DEDUP_KEPT))
+        removed = duplicates["doc_id"].combine_chunks()
+        docs.map_batches(sk.drop_removed, fn_args=(removed,), batch_format="pyarrow") \
+            .write_parquet(out_path, filesystem=out_fs, compression=storage.PARQUET_COMPRESSION)
 
     stats = dedup_stats(per_language, duplicates, n_docs)
     stats.update({"not_deduplicated": {"count": not_deduplicated, "reason": "null doc_id or content (kept as is)"},
                   "lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
                           "num_perm": config.near.num_perm, "band_partitions": band_partitions},
-                  "graph": graph_counts, "benchmark": {"ngrams": len(index.hashes), "problems": index.n_problems},
-                  "timings": {k: round(v, 3) for k, v in timings.items()}})
-    storage.write_json(run.path("stats.json"), stats)
-    counts = {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, "not_deduplicated": not_deduplicated,
-              **{f"removed_{kind}": n for kind, n in stats["removed_by_kind"].items()}, **graph_counts}
-    log.info("dedup: %s", counts)
-    return counts
+                  "graph": graph_counts, "benchmark": {"ngrams": len(index.hashes), "problems": index.n_problems}})
+    run.write_stats(stats)
+    return {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, "not_deduplicated": not_deduplicated,
+            **{f"removed_{kind}": n for kind, n in stats["removed_by_kind"].items()}, **graph_counts}
 
 
-def main(argv: list[str] | None = None) -> int:
-    return stage_main(STAGE, DESCRIPTION, DedupConfig, run_dedup, argv)
+def removal_table(duplicates: pa.Table, contaminated: pa.Table) -> pa.Table:
+    """One row per removed document: a contaminated document is removed for that reason, even when it is
+    also a duplicate (so no document is counted twice)."""
+    if not contaminated.num_rows:
+        return duplicates
+    also_duplicate = pc.is_in(duplicates["doc_id"], value_set=contaminated["doc_id"].combine_chunks())
+    return pa.concat_tables([duplicates.filter(pc.invert(also_duplicate)), _contamination_rows(contaminated)])

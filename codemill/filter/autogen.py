@@ -21,13 +21,13 @@ Both the patterns and the thresholds are defaults of `FilterConfig.autogen`.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codemill.pipeline.textstats import TextStats
+from codemill.filter.textstats import TextStats
 
 HEAD_CHARS = 2000
 MINIFIED_LINE_CHARS = 1000

@@ -8,8 +8,8 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from codemill.config import StrictModel
+from codemill.filter import autogen, rules
 from codemill.languages import LANGUAGE_NAMES
-from codemill.pipeline import autogen, rules
 
 # Python's own line limit (PEP 8 "Limit all lines to a maximum of 79 characters"); ruff's and black's default is 88.
 PEP8_LINE_LENGTH = 79
@@ -38,7 +38,8 @@ class AutogenConfig(StrictModel):
                 re.compile(marker)
                 pc.match_substring_regex(pa.array([""]), autogen.markers_regex([marker]))
             except (re.error, pa.ArrowInvalid) as exc:
-                raise ValueError(f"marker {marker!r} is not a regular expression both RE2 and Python read: {exc}")
+                raise ValueError(f"marker {marker!r} is not a regular expression both RE2 and Python read: {exc}") \
+                    from None
         return markers
 
 
@@ -64,7 +65,7 @@ class FilterConfig(StrictModel):
         return languages
 
     @model_validator(mode="after")
-    def _size_bounds_ordered(self) -> "FilterConfig":
+    def _size_bounds_ordered(self) -> FilterConfig:
         if self.min_size_bytes > self.max_size_bytes:
             raise ValueError(f"min_size_bytes ({self.min_size_bytes}) is above max_size_bytes ({self.max_size_bytes})")
         return self

@@ -14,7 +14,7 @@ Suffixes are compared lower-cased; the repository language is read in the paper'
 
 from __future__ import annotations
 
-from typing import Collection, Iterable
+from collections.abc import Collection, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -81,7 +81,7 @@ def format_source(source: str, line_length: int, is_stub: bool = False) -> tuple
 
 
 def format_python(decided: pa.Table, line_length: int) -> pa.Table:
-    """Reformat the kept Python files of a decided batch (see `codemill.pipeline.rules.decide`) and add
+    """Reformat the kept Python files of a decided batch (see `codemill.filter.rules.decide`) and add
     the `pep8` status column."""
     todo = pc.and_(pc.is_null(decided.column("reason")), pc.equal(decided.column("language"), PYTHON))
     todo = pc.fill_null(todo, False).to_numpy(zero_copy_only=False)

@@ -1,11 +1,11 @@
 """The file filter of SPEC §1 as score + keep on whole Arrow batches: every measurement is kept as a column,
 and each file gets the first rule it fails, in this order, as its `reason` (null = kept):
 
-1. `language`: no language of the configured list (see `codemill.pipeline.langid`).
+1. `language`: no language of the configured list (see `codemill.filter.langid`).
 2. `avg_line_length`: characters per line, averaged, above `max_avg_line_length` (100). The average is
    (characters that are not "\\n") / (number of lines); a final "\\n" ends the last line and does not
-   start an empty one, "\\r" counts as a character (see `codemill.pipeline.textstats`). Exactly 100 is kept.
-3. `autogen`: automatically generated, by name, marker or minified content (see `codemill.pipeline.autogen`).
+   start an empty one, "\\r" counts as a character (see `codemill.filter.textstats`). Exactly 100 is kept.
+3. `autogen`: automatically generated, by name, marker or minified content (see `codemill.filter.autogen`).
 4. `alpha_ratio`: alphabetic characters / all characters (newlines and spaces included) below
    `min_alpha_ratio` (0.40); a character is alphabetic when Python's `str.isalpha()` says so, so Unicode
    letters count. Exactly 0.40 is kept; an empty file has ratio 0.
@@ -25,12 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codemill.pipeline import textstats
-from codemill.pipeline.autogen import autogen_signals
-from codemill.pipeline.langid import identify_languages
+from codemill.filter import textstats
+from codemill.filter.autogen import autogen_signals
+from codemill.filter.langid import identify_languages
 
 if TYPE_CHECKING:
-    from codemill.pipeline.filter_config import FilterConfig
+    from codemill.filter.config import FilterConfig
 
 MAX_AVG_LINE_LENGTH = 100.0
 MIN_ALPHA_RATIO = 0.40
@@ -46,7 +46,7 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
-def score(batch: pa.Table, config: "FilterConfig") -> pa.Table:
+def score(batch: pa.Table, config: FilterConfig) -> pa.Table:
     """The measured values of every file of `batch` (a table with the files/ columns)."""
     stats = textstats.measure(batch.column("content"))
     avg_line_length = np.divide(stats.line_chars, stats.lines, out=np.zeros(len(stats.lines)),
@@ -62,7 +62,7 @@ def score(batch: pa.Table, config: "FilterConfig") -> pa.Table:
                     schema=SCORE_SCHEMA)
 
 
-def failures(scores: pa.Table, config: "FilterConfig") -> dict[str, np.ndarray]:
+def failures(scores: pa.Table, config: FilterConfig) -> dict[str, np.ndarray]:
     """For each rule (in `REASONS` order), which files fail it."""
     size = scores.column("utf8_bytes").to_numpy()
     return {
@@ -81,7 +81,7 @@ def first_reason(failed: dict[str, np.ndarray]) -> pa.Array:
     return pa.array(np.array((None,) + REASONS, dtype=object)[index], pa.string())
 
 
-def decide(batch: pa.Table, config: "FilterConfig") -> pa.Table:
+def decide(batch: pa.Table, config: FilterConfig) -> pa.Table:
     """`batch` plus the measured values and `reason` (null = kept)."""
     scores = score(batch, config)
     reason = first_reason(failures(scores, config))

@@ -1,12 +1,12 @@
-"""The filter stage (`codemill filter`, `python -m codemill.pipeline.filter`): the crawl's `files/` through
-the file rules and language identification of SPEC §1 (`codemill.pipeline.rules`), then PEP 8 formatting
-of the kept Python files (`codemill.pipeline.pep8`), on Ray Data.
+"""The filter stage (`codemill filter`, `python -m codemill.filter`): the crawl's `files/` through
+the file rules and language identification of SPEC §1 (`codemill.filter.rules`), then PEP 8 formatting
+of the kept Python files (`codemill.filter.pep8`), on Ray Data.
 
 Writes under `--out`:
 - `kept/`: Parquet (zstd), KEPT_SCHEMA: every files/ column plus `language`;
 - `rejected/`: Parquet (zstd), REJECTED_SCHEMA: doc_id, repo, path, ext, language, the first failed rule
   as `reason`, and the measured values;
-- `stats.json` (see `codemill.pipeline.filter_stats`) and `language_mix.png`.
+- `stats.json` (see `codemill.filter.stats`) and `language_mix.png`.
 Every input file is in exactly one of kept/ and rejected/. kept/ and rejected/ are emptied first, so a
 rerun never leaves parts of an earlier run behind.
 
@@ -19,26 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from codemill import storage
-from codemill.pipeline import filter_stats, pep8, rules
-from codemill.pipeline.filter_config import FilterConfig
-from codemill.pipeline.schema import KEPT_SCHEMA, REJECTED_SCHEMA
-from codemill.pipeline.stats_plot import language_mix_png
-from codemill.runner import StageRun, stage_main
+from codemill.filter import pep8, rules
+from codemill.filter import stats as filter_stats
+from codemill.filter.config import FilterConfig
+from codemill.filter.schema import KEPT_SCHEMA, REJECTED_SCHEMA
+from codemill.plots import language_mix_png
+from codemill.runner import StageRun
+from codemill.stages import CRAWL_FILES, FILTER_FIGURE, FILTER_KEPT, FILTER_REJECTED
 
 log = logging.getLogger("codemill.filter")
 
-STAGE = "filter"
-KEPT_DIR = "kept"
-REJECTED_DIR = "rejected"
-STATS_NAME = "stats.json"
-FIGURE_NAME = "language_mix.png"
 EMPTY_PART = "part-empty.parquet"
 
 
@@ -84,21 +80,20 @@ def body(run: StageRun) -> dict:
 
     config: FilterConfig = run.config
     ensure_ray()
-    data_context()
     import ray.data
 
     started = time.time()
-    files_uri = storage.join(run.inputs["input"], "files")
-    kept_uri, rejected_uri = run.path(KEPT_DIR), run.path(REJECTED_DIR)
-    for uri in (kept_uri, rejected_uri):
-        storage.delete_dir(uri)
+    files_uri = run.input_path("input", CRAWL_FILES)
+    kept_uri, rejected_uri = run.path(FILTER_KEPT), run.path(FILTER_REJECTED)
+    run.clear(FILTER_KEPT, FILTER_REJECTED)
 
     if storage.list_files(files_uri, ".parquet"):
         fs, path = storage.filesystem(files_uri)
-        per_batch = (ray.data.read_parquet(path, filesystem=fs)
-                     .map_batches(filter_and_write, batch_format="pyarrow", batch_size=config.batch_rows,
-                                  fn_kwargs={"config": config, "kept_uri": kept_uri, "rejected_uri": rejected_uri}))
-        stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))
+        with data_context():
+            per_batch = (ray.data.read_parquet(path, filesystem=fs)
+                         .map_batches(filter_and_write, batch_format="pyarrow", batch_size=config.batch_rows,
+                                      fn_kwargs={"config": config, "kept_uri": kept_uri, "rejected_uri": rejected_uri}))
+            stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))
         for uri, schema in ((kept_uri, KEPT_SCHEMA), (rejected_uri, REJECTED_SCHEMA)):
             if not storage.list_files(uri, ".parquet"):  # readers of an empty result still find its columns
                 storage.write_table(schema.empty_table(), storage.join(uri, EMPTY_PART))
@@ -108,13 +103,11 @@ def body(run: StageRun) -> dict:
         storage.write_table(REJECTED_SCHEMA.empty_table(), storage.join(rejected_uri, EMPTY_PART))
         stats = filter_stats.summarize([])
 
-    storage.write_json(run.path(STATS_NAME), stats)
-    storage.write_bytes(run.path(FIGURE_NAME), language_mix_png(filter_stats.kept_bytes_by_language(stats)))
+    run.write_stats(stats)
+    storage.write_bytes(run.path(FILTER_FIGURE), language_mix_png(filter_stats.kept_bytes_by_language(stats)))
     seconds = max(time.time() - started, 1e-9)
-    log.info("filter: %d files (%.1f MB) in %.1f s, %.2f MB/s: kept %d, rejected %d %s",
-             stats["files"]["input"], stats["bytes"]["input"] / 1e6, seconds, stats["bytes"]["input"] / 1e6 / seconds,
-             stats["files"]["kept"], stats["files"]["rejected"],
-             {r: v["files"] for r, v in stats["by_reason"].items() if v["files"]})
+    log.info("filter: %.1f MB in %.1f s, %.2f MB/s", stats["bytes"]["input"] / 1e6, seconds,
+             stats["bytes"]["input"] / 1e6 / seconds)
     return {
         "input_files": stats["files"]["input"], "kept_files": stats["files"]["kept"],
         "rejected_files": stats["files"]["rejected"], "input_bytes": stats["bytes"]["input"],
@@ -122,12 +115,3 @@ def body(run: StageRun) -> dict:
         "rejected_by_reason": {r: v["files"] for r, v in stats["by_reason"].items()},
         "pep8": {s: v["files"] for s, v in stats["pep8"].items()},
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main(STAGE, "Drop files by SPEC §1's rules, identify languages, format Python to PEP 8.",
-                      FilterConfig, body, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,14 +12,14 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from codemill.pipeline import rules
-from codemill.pipeline.autogen import SIGNALS
-from codemill.pipeline.pep8 import STATUSES
+from codemill.filter import rules
+from codemill.filter.autogen import SIGNALS
+from codemill.filter.pep8 import STATUSES
 
 KEPT = "kept"
 STATS_SCHEMA = pa.schema([("kind", pa.string()), ("key", pa.string()), ("language", pa.string()),

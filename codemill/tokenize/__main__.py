@@ -1,8 +1,8 @@
-"""`python -m codemill.tokenize --input <dedup output> --out <URI>` (what `ray job submit` runs)."""
+"""`python -m codemill.tokenize` (what `ray job submit` runs): the same as `codemill tokenize`."""
 
 import sys
 
-from codemill.tokenize.stage import main
+from codemill.runner import stage_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_main("tokenize"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +60,8 @@ def pack_stream(docs: Sequence[np.ndarray], doc_ids: Sequence[str], language: st
     last_row = (starts[1:] - 1) // width
     per_doc = last_row - first_row + 1
     piece_doc = np.repeat(np.arange(len(docs)), per_doc)
-    piece_row = np.repeat(first_row, per_doc) + (np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc))
+    within_doc = np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+    piece_row = np.repeat(first_row, per_doc) + within_doc
     row_begin = piece_row * width
     piece_start = len(tag) + np.maximum(starts[piece_doc], row_begin) - row_begin
     offsets = np.concatenate([[0], np.cumsum(np.bincount(piece_row, minlength=n_rows))]).astype(np.int32)

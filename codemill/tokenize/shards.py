@@ -37,11 +37,12 @@ import pyarrow.compute as pc
 
 from codemill import storage
 from codemill.languages import LANGUAGE_NAMES
+from codemill.stages import TOKENIZE_DATASET, TOKENIZE_SHARDS, TOKENIZE_TOKENIZER
 
-SHARDS_DIR = "shards"
+SHARDS_DIR = TOKENIZE_SHARDS
 SHARD_SUFFIX = ".arrow"
-TOKENIZER_FILE = "tokenizer.json"
-MANIFEST_FILE = "manifest.json"
+TOKENIZER_FILE = TOKENIZE_TOKENIZER
+MANIFEST_FILE = TOKENIZE_DATASET
 FORMAT = "codemill-token-shards"
 FORMAT_VERSION = 1
 SHARD_BYTES = 256 * 2**20  # target size of one shard

@@ -7,6 +7,8 @@ import hashlib
 
 import numpy as np
 
+from codemill.hashing import splitmix64
+
 TRAIN = "train"
 VALIDATION = "validation"
 SPLITS = (TRAIN, VALIDATION)
@@ -31,17 +33,7 @@ def in_stats_sample(doc_id: str, fraction: float) -> bool:
     return _hash64(f"{_STATS_SAMPLE_SALT}\x00{doc_id}") / _HASH_SPACE < fraction
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """A bijective mixer of uint64 (Steele et al.'s SplitMix64 finaliser): consecutive inputs give
-    independent-looking outputs."""
-    with np.errstate(over="ignore"):
-        x = x + _U64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
 def shuffle_keys(seed: int, split: str, language: str, n_rows: int) -> np.ndarray:
     """One uint64 key per row of a language's stream; sorting all rows by key is the global shuffle."""
     stream = _U64(_hash64(f"{seed}\x00{split}\x00{language}"))
-    return _splitmix64(np.arange(n_rows, dtype=_U64) ^ stream)
+    return splitmix64(np.arange(n_rows, dtype=_U64) ^ stream)

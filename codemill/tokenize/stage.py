@@ -22,25 +22,20 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 
 from codemill import storage
 from codemill.languages import BY_NAME, LANGUAGE_NAMES
-from codemill.runner import StageRun, stage_main
+from codemill.runner import StageRun
+from codemill.stages import DEDUP_KEPT, TOKENIZE_FIGURE, TOKENIZE_REJECTED
 from codemill.tokenize import batches, shards
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.pack import tag_ids
 from codemill.tokenize.split import TRAIN, split_of
 from codemill.tokenize.stats import tokenize_stats, tokens_per_language, tokens_per_language_png
 from codemill.tokenize.tokenizer import EOT
-
-STAGE = "tokenize"
-DESCRIPTION = "CodeGeeX tokenizer, language tags, packed rows of 2,049 ids in shuffled Arrow IPC shards"
-REJECTED_DIR = "rejected"
-STATS_FILE = "stats.json"
-FIGURE_FILE = "tokens_per_language.png"
 
 log = logging.getLogger("codemill.tokenize")
 
@@ -100,17 +95,9 @@ def build_tokenizer(config: TokenizeConfig, kept_uri: str):
     return train_codegeex_style_tokenizer(training_texts(kept_uri, config), train.vocab_size, train.min_frequency)
 
 
-def _collect(ds) -> pa.Table | None:
-    """A small dataset's rows on the driver (None when it has none)."""
-    import ray
-
-    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
-    return pa.concat_tables(tables) if tables else None
-
-
-def merged_summary(table: pa.Table | None) -> list[dict]:
+def merged_summary(table: pa.Table) -> list[dict]:
     """Per-batch counts summed per (split, language)."""
-    if table is None:
+    if not table.num_rows:
         return []
     keys = ["split", "language"]
     sums = [name for name in batches.SUMMARY_SCHEMA.names if name not in keys]
@@ -127,25 +114,30 @@ def shard_counts(summary: list[dict], tags: dict[str, list[int]], config: Tokeni
     return {split: shards.shard_count(n, config.seq_len, config.shard_bytes) for split, n in rows.items()}
 
 
-def run_tokenize(run: StageRun) -> dict:
+def body(run: StageRun) -> dict:
     from ray.data.context import ShuffleStrategy
 
     from codemill.raysupport import data_context, ensure_ray
 
-    config: TokenizeConfig = run.config
-    ray = ensure_ray()
-    context = data_context()
+    ensure_ray()
     # The shuffles move a few large blocks between few groups: the task-based sort shuffle reuses the
     # workers already started, where the default starts aggregator actors (measured: 7.5 s against 1.4 s
     # for 20 MB of code, benchmarks/tokenize_throughput.py).
-    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    with data_context(shuffle_strategy=ShuffleStrategy.SORT_SHUFFLE_PULL_BASED):
+        return _tokenize(run)
+
+
+def _tokenize(run: StageRun) -> dict:
+    import ray
+
+    from codemill.raysupport import collect_table
+
+    config: TokenizeConfig = run.config
     started = time.time()
-    kept_uri = storage.join(run.inputs["input"], "kept")
+    kept_uri = run.input_path("input", DEDUP_KEPT)
     tokenizer = build_tokenizer(config, kept_uri)
     tags = {language: tag_ids(tokenizer, language).tolist() for language in LANGUAGE_NAMES}
-    for stale in (shards.SHARDS_DIR, REJECTED_DIR):
-        storage.delete_dir(run.path(stale))
-    storage.delete_file(run.path(shards.MANIFEST_FILE))
+    run.clear(shards.SHARDS_DIR, TOKENIZE_REJECTED, shards.MANIFEST_FILE)
 
     in_fs, in_path = storage.filesystem(kept_uri)
     docs = ray.data.read_parquet(in_path, filesystem=in_fs).select_columns(batches.INPUT_COLUMNS)
@@ -154,13 +146,13 @@ def run_tokenize(run: StageRun) -> dict:
         batch_size=config.batch_docs, batch_format="pyarrow", num_cpus=1).materialize()
     tokenized_s = time.time() - started
 
-    summary = merged_summary(_collect(tokenized.map_batches(batches.summarize_documents, batch_format="pyarrow")))
+    summary = merged_summary(collect_table(tokenized.map_batches(batches.summarize_documents, batch_format="pyarrow"),
+                                           batches.SUMMARY_SCHEMA))
     doc_tokens = sum(s["doc_tokens"] for s in summary)
     log.info("tokenize: %d documents, %d tokens in %.1f s (%.0f tokens/s)", sum(s["documents"] for s in summary),
              doc_tokens, tokenized_s, doc_tokens / max(tokenized_s, 1e-9))
-    rejected = _collect(tokenized.map_batches(batches.rejected, batch_format="pyarrow"))
-    rejected = rejected if rejected is not None else batches.REJECTED_SCHEMA.empty_table()
-    storage.write_table(rejected, run.path(REJECTED_DIR, "part-00000.parquet"))
+    rejected = collect_table(tokenized.map_batches(batches.rejected, batch_format="pyarrow"), batches.REJECTED_SCHEMA)
+    storage.write_table(rejected, run.path(TOKENIZE_REJECTED, "part-00000.parquet"))
 
     n_shards = shard_counts(summary, tags, config)
     pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards)
@@ -177,16 +169,11 @@ def run_tokenize(run: StageRun) -> dict:
 
     stats = tokenize_stats(manifest, summary, dict(Counter(rejected["reason"].to_pylist())), seconds)
     stats["throughput"]["tokenize_seconds"] = round(tokenized_s, 3)
-    storage.write_json(run.path(STATS_FILE), stats)
-    storage.write_bytes(run.path(FIGURE_FILE), tokens_per_language_png(tokens_per_language(manifest)))
+    run.write_stats(stats)
+    storage.write_bytes(run.path(TOKENIZE_FIGURE), tokens_per_language_png(tokens_per_language(manifest)))
     counts = {f"{split}_{key}": manifest["splits"][split][key]
               for split in manifest["splits"] for key in ("rows", "tokens", "documents")}
     counts.update({"rejected": rejected.num_rows, "shards": len(records),
                    "tokenizer_sha256": manifest["tokenizer"]["sha256"],
                    "whitespace_saved_fraction": stats["whitespace"]["saved_fraction"]})
-    log.info("tokenize: %s", counts)
     return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main(STAGE, DESCRIPTION, TokenizeConfig, run_tokenize, argv)

@@ -3,11 +3,8 @@ against plain GPT-2 on this corpus."""
 
 from __future__ import annotations
 
-import io
-
-from codemill.languages import LANGUAGE_NAMES, corpus_share
-
-FIGURE_DPI = 120
+from codemill.languages import corpus_share
+from codemill.plots import language_share_png
 
 
 def whitespace_savings(summary: list[dict]) -> dict:
@@ -50,32 +47,8 @@ def tokens_per_language(manifest: dict) -> dict[str, int]:
 
 
 def tokens_per_language_png(tokens: dict[str, int], title: str = "Tokens per language") -> bytes:
-    """Horizontal bars: each language's share of this run's tokens (labelled with the share and the count),
-    with CodeGeeX's share of its corpus as markers for comparison (SPEC §2), largest first."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on workers or CI
-    import matplotlib.pyplot as plt
-
-    total = sum(tokens.values())
-    names = sorted(LANGUAGE_NAMES, key=lambda n: (-tokens.get(n, 0), -corpus_share(n)))
-    shares = [100.0 * tokens.get(n, 0) / total if total else 0.0 for n in names]
-    rows = list(range(len(names)))[::-1]
-    fig, ax = plt.subplots(figsize=(8, 7.5))
-    bars = ax.barh(rows, shares, color="#3b75af", label=f"this run (% of {total / 1e6:,.2f}M tokens)")
-    ax.scatter([100.0 * corpus_share(n) for n in names], rows, marker="D", s=18, color="#d1495b", zorder=3,
-               label="CodeGeeX corpus (% of 158.7B tokens)")
-    for bar, share, name in zip(bars, shares, names):
-        if share > 0:
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                    f" {share:.1f}% ({tokens[name] / 1e6:,.2f}M)", va="center", fontsize=7)
-    ax.set_yticks(rows, names, fontsize=8)
-    ax.set_xlabel("share of tokens (%)")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
-    plt.close(fig)
-    return buffer.getvalue()
+    """Each language's share of this run's tokens (labelled with the share and the count) beside CodeGeeX's
+    share of its corpus (SPEC §2)."""
+    return language_share_png(tokens, title, "this run (% of {total:,} tokens)",
+                              "CodeGeeX corpus (% of 158.7B tokens)",
+                              lambda name, share: f" {share:.1f}% ({tokens[name] / 1e6:,.2f}M)")

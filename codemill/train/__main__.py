@@ -1,5 +1,8 @@
+"""`python -m codemill.train` (what `ray job submit` runs): the same as `codemill train`."""
+
 import sys
 
-from codemill.train.stage import main
+from codemill.runner import stage_main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(stage_main("train"))

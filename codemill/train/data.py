@@ -25,7 +25,8 @@ class Batch:
 def make_batch(reader, indices: np.ndarray, seq_length: int) -> Batch:
     """Rows `indices`, cropped to `seq_length` + 1 ids (the stored rows hold 2,049)."""
     if seq_length + 1 > reader.seq_len:
-        raise ValueError(f"seq_length {seq_length} needs rows of {seq_length + 1} ids; the shards hold {reader.seq_len}")
+        raise ValueError(f"seq_length {seq_length} needs rows of {seq_length + 1} ids; "
+                         f"the shards hold {reader.seq_len}")
     rows = np.asarray(reader.rows(indices))[:, : seq_length + 1].astype(np.int64)
     tokens, labels = rows[:, :-1], rows[:, 1:].copy()
     positions = np.arange(seq_length)

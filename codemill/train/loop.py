@@ -6,6 +6,7 @@ checkpoint to resume from, and a `report(metrics, checkpoint_dir)` callable.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import torch
 
 from codemill import storage
 from codemill.languages import LANGUAGE_NAMES
+from codemill.stages import TRAIN_EXPORT, TRAIN_TENSORBOARD
 from codemill.train import checkpoint, export, flops, metrics
 from codemill.train.config import TrainConfig
 from codemill.train.data import Batch, RankRows, make_batch, validation_rows
@@ -26,6 +28,7 @@ from codemill.train.schedule import learning_rate
 log = logging.getLogger("codemill.train")
 
 FAULT_MARKER = "_fault_injected"
+TEMP_PREFIX = "cm-train-"  # of this loop's local folders (checkpoints before upload, TensorBoard)
 Report = Callable[[dict, "str | None"], None]
 
 
@@ -43,7 +46,7 @@ class RunPaths:
 
     @property
     def export(self) -> str:
-        return storage.join(self.out, "export")
+        return storage.join(self.out, TRAIN_EXPORT)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -91,7 +94,8 @@ class Trainer:
         self.step = 0
         self.resumes = 0  # how often this run restarted from a checkpoint (worker failure or rerun)
         self.records: list[dict] = []
-        self.tensorboard = (metrics.TensorBoardLog(tempfile.mkdtemp(prefix="cm-tb-"), storage.join(paths.out, "tensorboard"))
+        self.tensorboard = (metrics.TensorBoardLog(tempfile.mkdtemp(prefix=TEMP_PREFIX + "tb-"),
+                                                   storage.join(paths.out, TRAIN_TENSORBOARD))
                             if self.is_chief else None)
 
     @staticmethod
@@ -116,7 +120,7 @@ class Trainer:
                  *self.rows.position(self.step))
 
     def _save(self) -> str:
-        directory = tempfile.mkdtemp(prefix=f"cm-ckpt-{self.step}-r{self.rank.rank}-")
+        directory = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}ckpt-{self.step}-r{self.rank.rank}-")
         epoch, offset = self.rows.position(self.step)
         state = {"step": self.step, "epoch": epoch, "row_offset": offset, "seed": self.cfg.seed,
                  "world_size": self.rank.world_size, "resumes": self.resumes}
@@ -243,6 +247,8 @@ class Trainer:
             if directory and self.is_chief:
                 self._publish()
             self.report(new[-1], directory)
+            if directory:  # uploaded by report(): the local copy would fill the temp area over a long run
+                shutil.rmtree(directory, ignore_errors=True)
             if self.is_chief:
                 log.info("step %d: %s", self.step, {k: round(v, 4) if isinstance(v, float) else v
                                                     for k, v in new[-1].items() if "/" not in k})
@@ -258,6 +264,7 @@ class Trainer:
             export.write_export(state, self.engine.module.config, self.train_reader.tokenizer_path,
                                 self.paths.export, extra={"step": self.step, "seq_length": self.seq_length})
             self._publish()
+            self.tensorboard.close()
 
 
 def _number(value) -> float | None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import shutil
 
 from codemill import storage
+from codemill.plots import png_bytes, pyplot
+from codemill.stages import TRAIN_FIGURE, TRAIN_METRICS
 
-METRICS_FILE = "metrics.jsonl"
-LOSS_CURVE_FILE = "loss_curve.png"
+METRICS_FILE = TRAIN_METRICS
+LOSS_CURVE_FILE = TRAIN_FIGURE
 
 
 def to_jsonl(records: list[dict]) -> bytes:
@@ -39,6 +41,12 @@ class TensorBoardLog:
             if key != "step" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, step)
 
+    def close(self) -> None:
+        """Flush, mirror, and remove the local folder."""
+        self.sync()
+        self.writer.close()
+        shutil.rmtree(self.local_dir, ignore_errors=True)
+
     def sync(self) -> None:
         self.writer.flush()
         for name in os.listdir(self.local_dir):
@@ -48,12 +56,7 @@ class TensorBoardLog:
 
 def loss_curve_png(records: list[dict], title: str) -> bytes:
     """Training loss per step and validation loss per evaluation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if train:
@@ -65,8 +68,4 @@ def loss_curve_png(records: list[dict], title: str) -> bytes:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -15,14 +15,12 @@ import os
 
 from codemill import storage
 from codemill.config import ConfigError, config_hash
-from codemill.runner import StageRun, stage_main
+from codemill.runner import StageRun
+from codemill.stages import TRAIN_CHECKPOINTS
 from codemill.train import metrics
 from codemill.train.config import TrainConfig
 
 log = logging.getLogger("codemill.train")
-
-STAGE = "train"
-DESCRIPTION = "Pretrain the CodeGeeX model on the tokenize stage's shards with Ray Train + DeepSpeed."
 # Passed from the driver to every worker: the compiled-extension cache, CUDA build targets, NCCL and the
 # S3 endpoint. Never credentials: a runtime env is shown in the dashboard; nodes carry their own.
 WORKER_ENV_NAMES = ("TORCH_EXTENSIONS_DIR", "TORCH_CUDA_ARCH_LIST", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
@@ -49,7 +47,7 @@ def train_worker(loop_config: dict) -> None:
 
     def report(values: dict, checkpoint_dir: str | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(values, checkpoint=ckpt)
+        ray.train.report(values, checkpoint=ckpt, delete_local_checkpoint_after_upload=True)
 
     trainer = Trainer(cfg, RunPaths(loop_config["input"], loop_config["out"]),
                       Rank(context.get_world_rank(), context.get_world_size(), device), report)
@@ -67,7 +65,7 @@ def worker_environment() -> dict[str, str]:
 
 def _storage(cfg: TrainConfig, out: str):
     """RunConfig's (storage_path, storage_filesystem): S3 through the same pyarrow filesystem as codemill."""
-    uri = cfg.run.storage_path or storage.join(out, "ray_train")
+    uri = cfg.run.storage_path or storage.join(out, TRAIN_CHECKPOINTS)
     if storage.is_s3(uri):
         fs, path = storage.filesystem(uri)
         return path, fs
@@ -83,6 +81,15 @@ def check_resources(ray, cfg: TrainConfig) -> None:
                           f"(with deepspeed.precision=fp32 or bf16) to train on CPUs")
 
 
+def require_train_v2() -> None:
+    """The loop uses Ray Train V2's API (Ray 2.60's default); a process that turned it off cannot run it."""
+    from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
+
+    if not is_v2_enabled():
+        raise ConfigError(f"the train stage needs Ray Train V2, which {V2_ENABLED_ENV_VAR}=0 turns off in this "
+                          f"process: unset {V2_ENABLED_ENV_VAR} (V2 is Ray 2.60's default)")
+
+
 def body(run: StageRun) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -90,6 +97,7 @@ def body(run: StageRun) -> dict:
     from codemill.raysupport import ensure_ray
 
     cfg: TrainConfig = run.config
+    require_train_v2()
     ray = ensure_ray()
     check_resources(ray, cfg)
     storage_path, storage_fs = _storage(cfg, run.out)
@@ -110,13 +118,14 @@ def body(run: StageRun) -> dict:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
             worker_runtime_env={"env_vars": worker_environment()}),
     )
-    result = trainer.fit()
+    with run.phase("fit"):
+        result = trainer.fit()
     records = metrics.read_records(run.path(metrics.METRICS_FILE))
     storage.write_bytes(run.path(metrics.LOSS_CURVE_FILE),
                         metrics.loss_curve_png(records, f"CodeGeeX {cfg.model.preset}: loss"))
     stats = summarize(records, cfg)
     stats["checkpoint"] = result.checkpoint.path if result.checkpoint else None
-    storage.write_json(run.path("stats.json"), stats)
+    run.write_stats(stats)
     return {k: v for k, v in stats.items() if k != "checkpoint"}
 
 
@@ -144,7 +153,3 @@ def summarize(records: list[dict], cfg: TrainConfig) -> dict:
         "workers": cfg.scaling.num_workers,
     }
 
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    return stage_main(STAGE, DESCRIPTION, TrainConfig, body, argv)

@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Field
 
-from codemill.pipeline.sources.base import RepoSource
-from codemill.pipeline.sources.git import GitSource, GitSourceConfig
-from codemill.pipeline.sources.github import GithubSource, GithubSourceConfig
-from codemill.pipeline.sources.local import LocalSource, LocalSourceConfig
+from codemill.crawl.sources.base import RepoSource
+from codemill.crawl.sources.git import GitSource, GitSourceConfig
+from codemill.crawl.sources.github import GithubSource, GithubSourceConfig
+from codemill.crawl.sources.local import LocalSource, LocalSourceConfig
 
-SourceConfig = Annotated[Union[GithubSourceConfig, GitSourceConfig, LocalSourceConfig], Field(discriminator="type")]
+SourceConfig = Annotated[GithubSourceConfig | GitSourceConfig | LocalSourceConfig, Field(discriminator="type")]
 
 
 def make_source(config: GithubSourceConfig | GitSourceConfig | LocalSourceConfig, limiter=None) -> RepoSource:

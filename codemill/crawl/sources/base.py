@@ -2,13 +2,14 @@
 
 A source enumerates `RepoRef`s on the driver (cheap: metadata only) and fetches one repository at a time
 on a worker into a local folder or archive (`FetchedRepo`). Extraction into files is the same for all
-sources (`codemill.pipeline.extract`).
+sources (`codemill.crawl.extract`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 
 @dataclass

@@ -20,14 +20,15 @@ import re
 import shutil
 import signal
 import subprocess
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
-from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
-from codemill.pipeline.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
+from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
+from codemill.crawl.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
 
 SOURCE_NAME = "git"
 DEFAULT_DEPTH = 1

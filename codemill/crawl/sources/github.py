@@ -16,18 +16,19 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 
 from codemill.config import StrictModel
+from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
+from codemill.crawl.sources.github_client import ApiError, GithubClient, Tokens
+from codemill.crawl.sources.ratelimit import CORE, SEARCH, Backoff, Limiter, RateLimiter
 from codemill.languages import normalize_language
-from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
-from codemill.pipeline.sources.github_client import ApiError, GithubClient, Tokens
-from codemill.pipeline.sources.ratelimit import CORE, SEARCH, Backoff, Limiter, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class GithubSourceConfig(StrictModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _created_order(self) -> "GithubSourceConfig":
+    def _created_order(self) -> GithubSourceConfig:
         if self.created_until is not None and self.created_until < self.created_from:
             raise ValueError(f"created_until {self.created_until} is before created_from {self.created_from}")
         return self
@@ -119,7 +120,7 @@ class SearchSlice:
     def spans_days(self) -> bool:
         return self.created[1] - self.created[0] >= ONE_DAY
 
-    def split(self) -> tuple["SearchSlice", "SearchSlice"] | None:
+    def split(self) -> tuple[SearchSlice, SearchSlice] | None:
         """Two slices that together hold exactly this one's repositories, or None when it cannot be cut.
         Creation days go first (most even), then stars, then size, then seconds within the day."""
         lo, hi = self.created

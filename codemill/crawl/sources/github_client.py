@@ -16,11 +16,15 @@ import random
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from codemill.pipeline.sources.ratelimit import (
-    Backoff, Limiter, classify_response, parse_rate_headers,
+from codemill.crawl.sources.ratelimit import (
+    Backoff,
+    Limiter,
+    classify_response,
+    parse_rate_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,7 @@ class Tokens:
         self._secrets = tuple(dict.fromkeys(s for s in secrets if s))
 
     @classmethod
-    def from_env(cls, names: Iterable[str]) -> "Tokens":
+    def from_env(cls, names: Iterable[str]) -> Tokens:
         """Each variable holds one token or several, comma-separated; duplicates count once."""
         found: list[str] = []
         for name in names:

@@ -19,14 +19,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
-from codemill.pipeline.extract import ARCHIVE_SUFFIXES, is_archive
-from codemill.pipeline.sources.base import FetchedRepo, FetchError, RepoRef
-from codemill.pipeline.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
+from codemill.crawl.extract import ARCHIVE_SUFFIXES, is_archive
+from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
+from codemill.crawl.sources.repo_info import existing_metadata_file, load_metadata, size_kb_on_disk, unique_names
 
 log = logging.getLogger("codemill")
 

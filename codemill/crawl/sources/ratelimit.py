@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 CORE = "core"
 SEARCH = "search"

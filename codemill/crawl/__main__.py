@@ -1,0 +1,8 @@
+"""`python -m codemill.crawl` (what `ray job submit` runs): the same as `codemill crawl`."""
+
+import sys
+
+from codemill.runner import stage_main
+
+if __name__ == "__main__":
+    sys.exit(stage_main("crawl"))

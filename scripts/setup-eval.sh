@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Evaluation toolchains (bubblewrap sandbox, Go + testify, Boost, OpenSSL, js-md5, Chromium for the report
+# test): installed only when missing, so a second run does nothing. `apt-get update` runs at most once, and
+# only when a package is missing. js-md5 goes into the project-local `.cache/node_modules` (gitignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+missing=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+have_cmd bwrap || missing+=(bubblewrap)
+have_cmd go || missing+=(golang-go)
+have_pkg golang-github-stretchr-testify-dev || missing+=(golang-github-stretchr-testify-dev)
+[ -f /usr/include/boost/version.hpp ] || missing+=(libboost-dev)
+[ -f /usr/include/openssl/md5.h ] || missing+=(libssl-dev)
+have_cmd g++ || missing+=(g++)
+have_cmd javac || missing+=(default-jdk-headless)
+have_cmd node || missing+=(nodejs)
+have_cmd npm || missing+=(npm)
+have_cmd chromium || missing+=(chromium)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-eval: installing ${missing[*]}"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}") >/dev/null
+fi
+
+# js-md5 for JavaScript/162, offline at evaluation time.
+if [ ! -f "$ROOT/.cache/node_modules/js-md5/package.json" ]; then
+  echo "setup-eval: installing js-md5 into .cache/node_modules"
+  mkdir -p "$ROOT/.cache"
+  npm install --silent --no-audit --no-fund --prefix "$ROOT/.cache" js-md5 >/dev/null
+fi
