@@ -1,0 +1,97 @@
+"""The serve stage's YAML, validated: which exports to serve, how (dtype, replicas, GPUs) and the limits
+every request is checked against. Defaults follow SPEC §5/§7 and what Ray Serve and vLLM users expect."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from codemill.config import StrictModel
+from codemill.train.model import MAX_SEQ_LENGTH
+
+DEFAULT_MODEL_NAME = "codemill"
+DEFAULT_PORT = 8000
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MAX_BATCH_SIZE = 64      # sequences decoded together (one KV-cache slot each)
+DEFAULT_MAX_QUEUE = 256          # requests waiting for a slot before new ones get 503
+DEFAULT_MAX_N = 16               # OpenAI's `n`, per request
+DEFAULT_MAX_NUM_BEAMS = 8
+DEFAULT_MAX_PREFILL_TOKENS = 8_192  # prompt tokens prefilled in one step (bounds one step's latency)
+DEFAULT_MAX_ONGOING_REQUESTS = 256  # per replica: Serve's router queues or refuses above this
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # CUDA-graph batch sizes of the decode step
+DEFAULT_LENGTH_BUCKETS = (256, 512, 1_024, 2_048)          # KV lengths the graphed decode step attends over
+
+Dtype = Literal["fp32", "bf16", "fp16", "int8"]
+
+
+class AutoscalingSection(StrictModel):
+    """Ray Serve's replica bounds; with min == max the deployment has a fixed replica count."""
+
+    min_replicas: int = Field(1, ge=0, le=1024)
+    max_replicas: int = Field(1, ge=1, le=1024)
+    target_ongoing_requests: float = Field(32.0, gt=0, description="per replica, what autoscaling aims at")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSection:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
+        return self
+
+
+class ModelSection(StrictModel):
+    """One export served as one Serve deployment; the request's `model` field picks it by `name`."""
+
+    name: str = Field(DEFAULT_MODEL_NAME, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")
+    input: str | None = Field(None, description="export URI (folder or s3://); `--input` fills the first model's")
+    dtype: Dtype = "bf16"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the replica has a GPU")
+    replicas: int | None = Field(None, ge=1, le=1024, description="fixed replica count; null: use autoscaling")
+    autoscaling: AutoscalingSection = AutoscalingSection()
+    gpus_per_replica: float = Field(0.0, ge=0, le=8)
+    cpus_per_replica: float = Field(1.0, ge=0, le=256)
+    max_ongoing_requests: int = Field(DEFAULT_MAX_ONGOING_REQUESTS, ge=1, le=100_000)
+    cuda_graphs: bool = Field(True, description="capture the decode step per batch bucket (GPU only)")
+
+
+class ServeConfig(StrictModel):
+    models: list[ModelSection] = Field(default_factory=lambda: [ModelSection()], min_length=1)
+    host: str = DEFAULT_HOST
+    port: int = Field(DEFAULT_PORT, ge=1, le=65_535)
+    route_prefix: str = Field("/", pattern=r"^/")
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=1_024)
+    max_queue: int = Field(DEFAULT_MAX_QUEUE, ge=0, le=100_000)
+    max_n: int = Field(DEFAULT_MAX_N, ge=1, le=256)
+    max_num_beams: int = Field(DEFAULT_MAX_NUM_BEAMS, ge=1, le=256)
+    max_prefill_tokens: int = Field(DEFAULT_MAX_PREFILL_TOKENS, ge=1, le=1_000_000)
+    context_length: int = Field(MAX_SEQ_LENGTH, ge=8, le=MAX_SEQ_LENGTH,
+                                description="prompt + max_tokens must fit (SPEC §5: 2,048 positions)")
+    default_max_tokens: int = Field(16, ge=1, le=MAX_SEQ_LENGTH, description="OpenAI's default for max_tokens")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="NAME of the environment variable holding the API key")
+    batch_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_BUCKETS), min_length=1)
+    length_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTH_BUCKETS), min_length=1)
+    health_timeout_s: float = Field(600.0, gt=0, description="how long `codemill serve` waits for /healthz")
+
+    @field_validator("batch_buckets", "length_buckets")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v) or sorted(set(v)) != v:
+            raise ValueError("buckets must be positive and strictly increasing")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if self.max_n > self.max_batch_size or self.max_num_beams > self.max_batch_size:
+            raise ValueError(f"max_n={self.max_n} and max_num_beams={self.max_num_beams} must fit in "
+                             f"max_batch_size={self.max_batch_size} (one KV-cache slot per sequence)")
+        return self
+
+    def model(self, name: str) -> ModelSection:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)

@@ -1,0 +1,178 @@
+"""The CodeGeeX forward pass for generation: the weights of `codemill.train.model` rearranged as plain
+tensors, with a static KV cache of one slot per running sequence, for every layer including the top query
+layer (SPEC §5: its keys/values come from the normalised stack output, its query is the query embedding of
+the position). Two entry points:
+
+- `prefill`: prompts of different lengths padded on the right and run together with causal attention (a
+  real token never attends to the padding after it); each row's keys/values go into its cache slot.
+- `decode`: one new token for slots 0..B-1, each at its own position, attending over its cache up to a
+  fixed length bucket with a mask. Fixed shapes, no host synchronisation: `graphs.GraphedDecode` captures
+  it as CUDA graphs.
+
+The numerics are the training model's: LayerNorm in FP32, attention through `scaled_dot_product_attention`
+(FP32 softmax accumulation), tied output embedding. Ray-free.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from codemill.serve.quant import DenseLinear, Int8Linear, make_linear
+from codemill.train.model import FAST_GELU_SLOPE, ModelConfig
+
+
+class _Norm:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, eps: float, device: torch.device):
+        self.weight, self.bias, self.eps = weight.to(device, torch.float32), bias.to(device, torch.float32), eps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), self.weight.shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+    def nbytes(self) -> int:
+        return 2 * self.weight.numel() * 4
+
+
+class _Layer:
+    """One transformer layer's weights (the top query layer has `query` + `kv` instead of `qkv`)."""
+
+    def __init__(self, state: dict, prefix: str, cfg: ModelConfig, dtype, device, int8: bool, top: bool):
+        def lin(name: str) -> DenseLinear | Int8Linear:
+            weight, bias = state[f"{prefix}.{name}.weight"], state.get(f"{prefix}.{name}.bias")
+            return make_linear(weight, bias, dtype, device, int8)
+
+        def norm(name: str) -> _Norm:
+            return _Norm(state[f"{prefix}.{name}.weight"], state[f"{prefix}.{name}.bias"], cfg.layernorm_eps, device)
+
+        self.input_norm, self.post_attention_norm = norm("input_norm"), norm("post_attention_norm")
+        if top:
+            self.query, self.kv = lin("attention.query"), lin("attention.key_value")
+        else:
+            self.qkv = lin("attention.qkv")
+        self.dense, self.up, self.down = lin("attention.dense"), lin("mlp.up"), lin("mlp.down")
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(self.post_attention_norm(x))
+        return x + self.down(h * torch.sigmoid(FAST_GELU_SLOPE * h))
+
+    def nbytes(self) -> int:
+        parts = [self.input_norm, self.post_attention_norm, self.dense, self.up, self.down]
+        parts += [self.query, self.kv] if hasattr(self, "query") else [self.qkv]
+        return sum(p.nbytes() for p in parts)
+
+
+class Decoder:
+    def __init__(self, cfg: ModelConfig, state: dict[str, torch.Tensor], device: torch.device | str,
+                 dtype: torch.dtype, int8: bool = False, max_slots: int = 8, max_length: int | None = None):
+        self.cfg, self.device, self.dtype, self.int8 = cfg, torch.device(device), dtype, int8
+        self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.max_length = min(max_length or cfg.max_seq_length, cfg.max_seq_length)
+        dev = self.device
+        self.word_embedding = state["word_embedding.weight"].to(dev, dtype).contiguous()
+        self.position_embedding = state["position_embedding.weight"].to(dev, dtype)
+        self.query_embedding = state["query_embedding.weight"].to(dev, dtype)
+        self.blocks = [_Layer(state, f"blocks.{i}", cfg, dtype, dev, int8, top=False)
+                       for i in range(cfg.num_layers - 1)]
+        self.final_norm = _Norm(state["final_norm.weight"], state["final_norm.bias"], cfg.layernorm_eps, dev)
+        self.top = _Layer(state, "top_query", cfg, dtype, dev, int8, top=True)
+        self.max_slots = max_slots
+        shape = (cfg.num_layers, max_slots, cfg.num_heads, self.max_length, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=dtype, device=dev)
+        self.v_cache = torch.zeros(shape, dtype=dtype, device=dev)
+
+    # ---------------------------------------------------------------- sizes
+    def weight_bytes(self) -> int:
+        embeddings = sum(t.numel() * t.element_size()
+                         for t in (self.word_embedding, self.position_embedding, self.query_embedding))
+        return embeddings + self.final_norm.nbytes() + self.top.nbytes() + sum(b.nbytes() for b in self.blocks)
+
+    def cache_bytes(self) -> int:
+        return 2 * self.k_cache.numel() * self.k_cache.element_size()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    # ---------------------------------------------------------------- prefill
+    def _split_heads(self, t: torch.Tensor, parts: int) -> torch.Tensor:
+        b, s, _ = t.shape
+        return t.view(b, s, parts, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def _merge_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, h, s, d = t.shape
+        return t.transpose(1, 2).reshape(b, s, h * d)
+
+    @torch.inference_mode()
+    def prefill(self, tokens: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor,
+                all_logits: bool = False) -> torch.Tensor:
+        """tokens [b, s] right-padded, lengths [b], slots [b] (all on the device) -> logits at each row's last
+        prompt position [b, vocab], or at every position [b, s, vocab] with `all_logits`."""
+        b, s = tokens.shape
+        positions = torch.arange(s, device=self.device)
+        x = self.word_embedding[tokens] + self.position_embedding[positions]
+        for i, layer in enumerate(self.blocks):
+            q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
+            self.k_cache[i][slots, :, :s] = k
+            self.v_cache[i][slots, :, :s] = v
+            x = x + layer.dense(self._merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
+            x = layer.mlp(x)
+        return self._prefill_head(x, positions, lengths, slots, all_logits)
+
+    def _prefill_head(self, x, positions, lengths, slots, all_logits: bool) -> torch.Tensor:
+        top, layer = self.top, len(self.blocks)
+        x = self.final_norm(x)
+        k, v = self._split_heads(top.kv(top.input_norm(x)), 2)
+        self.k_cache[layer][slots, :, :x.shape[1]] = k
+        self.v_cache[layer][slots, :, :x.shape[1]] = v
+        if all_logits:
+            q = self._split_heads(top.query(self.query_embedding[positions]).expand(x.shape[0], -1, -1), 1)[0]
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # Only the last prompt position's output is needed: its query attends to the whole prompt.
+            last = lengths - 1
+            x = x[torch.arange(x.shape[0], device=self.device), last][:, None]
+            q = self._split_heads(top.query(self.query_embedding[last])[:, None], 1)[0]
+            mask = (positions[None, :] <= last[:, None])[:, None, None, :]
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = top.mlp(x + top.dense(self._merge_heads(attn)))
+        logits = F.linear(x, self.word_embedding)
+        return logits if all_logits else logits[:, 0]
+
+    # ---------------------------------------------------------------- decode
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_length: int) -> torch.Tensor:
+        """One token for each of slots 0..B-1: tokens [B] at positions [B] -> logits [B, vocab]. Attends over
+        the first `kv_length` cache positions (a bucket ≥ every position + 1), masking those past each row's."""
+        bsz = tokens.shape[0]
+        rows = torch.arange(bsz, device=self.device)
+        mask = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        x = (self.word_embedding[tokens] + self.position_embedding[positions])[:, None]
+        for i, layer in enumerate(self.blocks):
+            q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
+            x = x + layer.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length))
+            x = layer.mlp(x)
+        top, i = self.top, len(self.blocks)
+        x = self.final_norm(x)
+        k, v = self._split_heads(top.kv(top.input_norm(x)), 2)
+        q = self._split_heads(top.query(self.query_embedding[positions])[:, None], 1)[0]
+        x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length)))
+        return F.linear(x[:, 0], self.word_embedding)
+
+    def _attend_cached(self, layer, rows, positions, q, k, v, mask, bsz: int, kv_length: int) -> torch.Tensor:
+        kc, vc = self.k_cache[layer], self.v_cache[layer]
+        kc[rows, :, positions] = k[:, :, 0]
+        vc[rows, :, positions] = v[:, :, 0]
+        out = F.scaled_dot_product_attention(q, kc[:bsz, :, :kv_length], vc[:bsz, :, :kv_length], attn_mask=mask)
+        return self._merge_heads(out)
+
+    # ---------------------------------------------------------------- slots
+    @torch.inference_mode()
+    def copy_slots(self, src: list[int], dst: list[int], length: int) -> None:
+        """Copy the first `length` cache positions of slots `src` into slots `dst` (n samples sharing one
+        prefill, a beam taking its parent's history, compaction)."""
+        if not src:
+            return
+        s = torch.tensor(src, device=self.device)
+        d = torch.tensor(dst, device=self.device)
+        self.k_cache[:, d, :, :length] = self.k_cache[:, s, :, :length]
+        self.v_cache[:, d, :, :length] = self.v_cache[:, s, :, :length]

@@ -1,0 +1,115 @@
+"""Choosing the next token for a batch of rows, each with its own settings and random stream.
+
+Every row's randomness comes from a counter-based generator keyed by (its seed, its step): the noise for
+vocabulary entry j is a hash of (seed, step, j). A row's draw therefore depends on nothing else in the
+batch, the same seed gives the same output whatever runs beside it, and the whole batch samples in a few
+vectorised kernels (no per-row generator calls). Sampling uses the exponential race: argmax(p_j / E_j) with
+E_j ~ Exp(1) picks j with probability p_j (the same trick vLLM's sampler uses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B1
+_FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # MurmurHash3's 32-bit finaliser constants
+MAX_LOGPROBS = 5                           # OpenAI's completions API allows 0..5 top logprobs
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x < 2^32 in int64, without overflowing 63 bits: split c into 16-bit halves."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & MASK32
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    x = x ^ (x >> 16)
+    x = _mul32(x, _FMIX1)
+    x = x ^ (x >> 13)
+    x = _mul32(x, _FMIX2)
+    return x ^ (x >> 16)
+
+
+def row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """[B] 64-bit seeds and [B] steps -> [B] 32-bit keys, one per (seed, step)."""
+    s_lo, s_hi = seeds & MASK32, (seeds >> 32) & MASK32
+    return _fmix32(_fmix32(_fmix32(s_lo) ^ s_hi) ^ _mul32(steps & MASK32, _GOLDEN))
+
+
+def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B] keys -> [B, vocab] floats in (0, 1), a pure function of (key, column)."""
+    cols = _mul32(torch.arange(vocab, device=keys.device, dtype=torch.int64), _GOLDEN)
+    bits = _fmix32((cols[None, :] ^ keys[:, None]) & MASK32) >> 8  # 24 bits: what a float32 holds exactly
+    return (bits.to(torch.float32) + 0.5) / float(1 << 24)
+
+
+@dataclass(frozen=True)
+class RowParams:
+    temperature: float = 1.0    # 0 = greedy
+    top_k: int = 0              # 0 = off
+    top_p: float = 1.0
+    seed: int = 0
+    logprobs: int | None = None  # how many top logprobs to return (None: no logprobs)
+
+
+@dataclass
+class Choice:
+    tokens: torch.Tensor                 # [B] chosen ids (on the CPU)
+    logprobs: torch.Tensor | None        # [B] their log-probabilities under the model, or None
+    top_ids: torch.Tensor | None         # [B, k] the k most likely ids
+    top_logprobs: torch.Tensor | None    # [B, k]
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Set to -inf what top-k (0 = off) and top-p (nucleus, 1 = off) exclude, row by row; the most likely
+    token always stays."""
+    vocab = logits.shape[-1]
+    if bool((top_k > 0).any()):
+        k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).clamp(max=vocab)
+        kth = torch.sort(logits, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if bool((top_p < 1).any()):
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens strictly more likely
+        drop_sorted = before >= top_p[:, None]
+        drop_sorted[:, 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], valid_vocab: int) -> Choice:
+    """logits [B, vocab] (any float dtype) -> the next token of each row. Logprobs are the model's
+    (log-softmax of the raw logits over the whole vocabulary, as the training loss computes them); the
+    choice never picks the padding rows of the embedding (ids ≥ valid_vocab)."""
+    device = logits.device
+    logits = logits.float()
+    raw = logits
+    if valid_vocab < logits.shape[-1]:
+        logits = logits.clone()
+        logits[:, valid_vocab:] = float("-inf")
+    temps = torch.tensor([p.temperature for p in params], device=device)
+    greedy = temps == 0
+    chosen = logits.argmax(dim=-1)
+    if not bool(greedy.all()):
+        scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+        scaled = filter_logits(scaled, torch.tensor([p.top_k for p in params], device=device),
+                               torch.tensor([p.top_p for p in params], device=device))
+        probs = torch.softmax(scaled, dim=-1)
+        keys = row_keys(torch.tensor([p.seed & ((1 << 63) - 1) for p in params], device=device),
+                        torch.tensor(steps, device=device))
+        race = probs / -torch.log(uniform_noise(keys, logits.shape[-1]))
+        chosen = torch.where(greedy, chosen, race.argmax(dim=-1))
+    want = max((p.logprobs for p in params if p.logprobs is not None), default=None)
+    if want is None:
+        return Choice(chosen.cpu(), None, None, None)
+    logprobs = torch.log_softmax(raw, dim=-1)
+    top = torch.topk(logprobs, k=max(want, 1), dim=-1)
+    picked = logprobs.gather(1, chosen[:, None])[:, 0]
+    packed = torch.cat([chosen[:, None].float(), picked[:, None], top.indices.float(), top.values], dim=1).cpu()
+    k = max(want, 1)
+    return Choice(packed[:, 0].long(), packed[:, 1], packed[:, 2:2 + k].long(), packed[:, 2 + k:])
