@@ -91,6 +91,7 @@ class RequestOutput:
     finished: bool = False
     prompt_logprobs: list[TokenLogprob] | None = None
     metrics: RequestMetrics | None = None
+    error: str | None = None     # the engine failed this request (the server keeps running)
 
 
 Emit = Callable[[RequestOutput], None]
@@ -209,6 +210,18 @@ class Engine:
     def run_until_done(self) -> None:
         while self.has_work():
             self.step()
+
+    def fail_all(self, message: str) -> None:
+        """After a step raised: end every request with an error and free every slot, so later requests start
+        from a clean state."""
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for req in self._running + waiting:
+            req.emit(RequestOutput(req.id, [], True, error=message))
+        for req in self._running:
+            self._release(req)
+        self._running = []
+        self._slots = [None] * len(self._slots)
 
     def _apply_aborts(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ def random_model(config: ModelConfig, seed: int = 0, init_std: float | None = No
     model = CodeGeeX(config).eval()
     if init_std is not None:
         with torch.no_grad():
-            for name, p in model.named_parameters():
+            for p in model.parameters():
                 if p.dim() > 1:
                     p.normal_(std=init_std)
     return model

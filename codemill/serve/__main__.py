@@ -1,0 +1,5 @@
+import sys
+
+from codemill.serve.stage import main
+
+sys.exit(main())

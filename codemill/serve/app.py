@@ -1,0 +1,232 @@
+"""The Ray Serve application: one `ModelServer` deployment per served export (replicas, GPUs, concurrency
+and autoscaling from the config) behind one `Router` ingress that speaks HTTP: OpenAI's
+`POST /v1/completions`, `GET /v1/models`, and `GET /healthz`. The router checks the API key, picks the
+model by the request's `model` field, and streams what the model replica yields; all generation logic is
+in the Ray-free engine and `openai_api`.
+
+`build(args)` is the application builder for `serve run` / `serve deploy` (import path
+`codemill.serve.app:build`, see infra/serve/codemill.yaml); `codemill serve` uses `application(config)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+
+from codemill.config import ConfigError, build_config, read_yaml
+from codemill.serve.config import ModelSection, ServeConfig
+from codemill.serve.openai_api import APIError
+
+log = logging.getLogger("codemill.serve")
+HEALTH_TIMEOUT_S = 5.0
+
+api = FastAPI(title="codemill", docs_url=None, redoc_url=None)
+
+
+def _error(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(APIError(status, message, type_, param, code).body(), status_code=status)
+
+
+@serve.deployment
+class ModelServer:
+    """One export, loaded into one engine per replica."""
+
+    def __init__(self, model: dict, config: dict):
+        from codemill.runner import setup_logging
+        from codemill.serve.async_engine import AsyncEngine
+        from codemill.serve.loader import load_engine
+        from codemill.serve.metrics import ReplicaMetrics
+        from codemill.serve.openai_api import CompletionService, Limits
+
+        setup_logging()
+        cfg, m = ServeConfig.model_validate(config), ModelSection.model_validate(model)
+        self.name = m.name
+        self.metrics = ReplicaMetrics(m.name)
+        loaded = load_engine(m.input, m.dtype, m.device, max_batch_size=cfg.max_batch_size,
+                             context_length=cfg.context_length, max_queue=cfg.max_queue,
+                             max_prefill_tokens=cfg.max_prefill_tokens, batch_buckets=cfg.batch_buckets,
+                             length_buckets=cfg.length_buckets, cuda_graphs=m.cuda_graphs,
+                             on_step=self.metrics.on_step)
+        self.memory = loaded.memory
+        limits = Limits(cfg.max_n, cfg.max_num_beams, loaded.context_length, cfg.default_max_tokens,
+                        loaded.tokenizer.get_vocab_size())
+        self.service = CompletionService(AsyncEngine(loaded.engine), loaded.tokenizer, m.name, limits,
+                                         on_finished=self.metrics.on_finished)
+
+    def ready(self) -> dict:
+        return {"model": self.name, "memory": self.memory}
+
+    async def completions(self, body: dict):
+        """Yields {"status", "body"} once (a response or an error), or for a stream {"status": 200} then
+        {"chunk"} items; the last item carries "replica_s", the seconds spent here."""
+        started = time.perf_counter()
+        try:
+            if body.get("stream") is True:
+                chunks = await self.service.stream(body)
+                yield {"status": 200}
+                try:
+                    async for chunk in chunks:
+                        yield {"chunk": chunk}
+                except APIError as exc:  # after the headers: the error goes in the stream
+                    yield {"chunk": exc.body()}
+                yield {"end": True, "replica_s": time.perf_counter() - started}
+            else:
+                body_out = await self.service.complete(body)
+                yield {"status": 200, "body": body_out, "replica_s": time.perf_counter() - started}
+        except APIError as exc:
+            yield {"status": exc.status, "body": exc.body(), "replica_s": time.perf_counter() - started}
+        except Exception:
+            log.exception("completion failed")
+            yield {"status": 500, "body": APIError(500, "internal error", "server_error").body(),
+                   "replica_s": time.perf_counter() - started}
+
+
+@serve.deployment(max_ongoing_requests=10_000)
+@serve.ingress(api)
+class Router:
+    def __init__(self, models: dict, api_key_sha256: str | None, created: int):
+        from codemill.serve.metrics import RouterMetrics
+
+        self.models = models  # name -> DeploymentHandle
+        self.key_digest = api_key_sha256
+        self.created = created
+        self.metrics = RouterMetrics()
+
+    def _authorised(self, request: Request) -> bool:
+        if self.key_digest is None:
+            return True
+        header = request.headers.get("authorization", "")
+        key = header[7:] if header.lower().startswith("bearer ") else ""
+        return hmac.compare_digest(hashlib.sha256(key.encode()).hexdigest(), self.key_digest)
+
+    @api.get("/healthz")
+    async def healthz(self) -> Response:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in self.models.values())),
+                                   HEALTH_TIMEOUT_S)
+        except Exception:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "models": sorted(self.models)})
+
+    @api.get("/v1/models")
+    async def list_models(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return _error(401, "invalid or missing API key", "invalid_request_error", None, "invalid_api_key")
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "codemill"} for name in self.models]})
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        started = time.perf_counter()
+        model, response, replica_s = "-", None, None
+        try:
+            if not self._authorised(request):
+                response = _error(401, "invalid or missing API key", "invalid_request_error", None, "invalid_api_key")
+                return response
+            try:
+                body = json.loads(await request.body())
+            except (ValueError, UnicodeDecodeError):
+                response = _error(400, "the body is not valid JSON", "invalid_request_error")
+                return response
+            if not isinstance(body, dict):
+                response = _error(400, "the request body must be a JSON object", "invalid_request_error")
+                return response
+            model = body.get("model") or (next(iter(self.models)) if len(self.models) == 1 else None)
+            if model not in self.models:
+                response = _error(404, f"the model {body.get('model')!r} does not exist; see /v1/models",
+                                  "invalid_request_error", "model", "model_not_found")
+                model = "-"
+                return response
+            response, replica_s = await self._forward(model, body, started)
+            return response
+        finally:
+            if not isinstance(response, StreamingResponse):
+                status = response.status_code if response is not None else 500
+                self.metrics.record(model, status, time.perf_counter() - started, replica_s)
+
+    async def _forward(self, model: str, body: dict, started: float) -> tuple[Response, float | None]:
+        from ray.serve.exceptions import BackPressureError
+
+        stream = self.models[model].options(stream=True).completions.remote(body)
+        try:
+            first = await stream.__anext__()
+        except BackPressureError:
+            return _error(503, "the model's queue is full; retry later", "server_overloaded", None, "queue_full"), None
+        except Exception as exc:
+            log.warning("model %s unavailable: %s", model, type(exc).__name__)
+            return _error(503, f"the model {model!r} is not available right now; retry later", "server_error",
+                          None, "model_unavailable"), None
+        if "body" in first:  # a whole response or an error; otherwise a stream follows
+            return JSONResponse(first["body"], status_code=first["status"]), first.get("replica_s")
+
+        async def events():
+            replica_s = None
+            try:
+                async for item in stream:
+                    if "chunk" in item:
+                        yield f"data: {json.dumps(item['chunk'], separators=(',', ':'))}\n\n"
+                    replica_s = item.get("replica_s", replica_s)
+                yield "data: [DONE]\n\n"
+            except Exception as exc:  # the replica died mid-stream: say so in the stream, then end it
+                log.warning("stream from %s broke: %s", model, type(exc).__name__)
+                err = APIError(503, "the model replica failed during the request", "server_error").body()
+                yield f"data: {json.dumps(err)}\n\n"
+            finally:
+                self.metrics.record(model, 200, time.perf_counter() - started, replica_s)
+
+        return StreamingResponse(events(), media_type="text/event-stream"), None
+
+
+def _deployment_name(model: str) -> str:
+    return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
+
+
+def application(cfg: ServeConfig):
+    """The Serve application for a validated config (every model must have its `input`)."""
+    missing = [m.name for m in cfg.models if not m.input]
+    if missing:
+        raise ConfigError(f"models {missing} have no input: give --input EXPORT_URI or models[].input")
+    digest = None
+    if cfg.api_key_env:
+        key = os.environ.get(cfg.api_key_env)
+        if not key:
+            raise ConfigError(f"api_key_env={cfg.api_key_env}, but that environment variable is empty or unset")
+        # Only a digest travels to the router (deployment arguments show in the dashboard; the key must not).
+        digest = hashlib.sha256(key.encode()).hexdigest()
+    handles = {}
+    config = cfg.model_dump(mode="json")
+    for m in cfg.models:
+        options = {"name": _deployment_name(m.name), "max_ongoing_requests": m.max_ongoing_requests,
+                   "max_queued_requests": cfg.max_queue,
+                   "ray_actor_options": {"num_cpus": m.cpus_per_replica, "num_gpus": m.gpus_per_replica}}
+        if m.replicas is not None:
+            options["num_replicas"] = m.replicas
+        else:
+            a = m.autoscaling
+            options["autoscaling_config"] = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                                             "target_ongoing_requests": a.target_ongoing_requests}
+        handles[m.name] = ModelServer.options(**options).bind(m.model_dump(mode="json"), config)
+    return Router.options(ray_actor_options={"num_cpus": 0}).bind(handles, digest, int(time.time()))
+
+
+def build(args: dict):
+    """`serve run codemill.serve.app:build input=EXPORT [config=serve.yaml] [set=k=v,...]`, or the
+    `args` of an application in a Serve config file."""
+    data = read_yaml(args["config"]) if args.get("config") else {}
+    overrides = [s for s in str(args.get("set", "")).split(",") if s] if isinstance(args.get("set"), str) \
+        else list(args.get("set") or [])
+    cfg = build_config(ServeConfig, data, overrides, source=str(args.get("config") or "<serve args>"))
+    if args.get("input"):
+        first = cfg.models[0].model_copy(update={"input": str(args["input"])})
+        cfg = cfg.model_copy(update={"models": [first, *cfg.models[1:]]})
+    return application(cfg)

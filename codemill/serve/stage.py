@@ -1,0 +1,126 @@
+"""`codemill serve` / `python -m codemill.serve`: deploy the Serve application for an export on a Ray cluster
+(RAY_ADDRESS / --address, or a local Ray started here), print the URL once /healthz answers 200, and stay in
+the foreground until Ctrl-C or SIGTERM, then delete the application (and stop Serve if this process started
+Ray). Long-running: it writes no manifest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from codemill.config import ConfigError, load_config
+from codemill.serve.config import DEFAULT_HOST, DEFAULT_PORT, ServeConfig
+
+log = logging.getLogger("codemill.serve")
+
+STAGE = "serve"
+APP_NAME = "codemill"
+DESCRIPTION = "Serve exports over an OpenAI-compatible HTTP API with Ray Serve."
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="codemill serve", description=DESCRIPTION)
+    p.add_argument("--input", help="export URI (the train stage's export/): local folder or s3://; "
+                                   "fills models[0].input")
+    p.add_argument("--config", help="serve config YAML (models, limits, api_key_env, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set max_batch_size=32 (repeatable)")
+    p.add_argument("--host", help=f"HTTP host (default: the config's, {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, help=f"HTTP port (default: the config's, {DEFAULT_PORT})")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> ServeConfig:
+    overrides = list(args.overrides)
+    if args.host:
+        overrides.append(f"host={args.host}")
+    if args.port is not None:
+        overrides.append(f"port={args.port}")
+    cfg = load_config(ServeConfig, args.config, overrides)
+    if args.input:
+        from codemill import storage
+
+        first = cfg.models[0].model_copy(update={"input": storage.absolute(args.input)})
+        cfg = ServeConfig.model_validate({**cfg.model_dump(), "models": [first.model_dump(), *[
+            m.model_dump() for m in cfg.models[1:]]]})
+    if not all(m.input for m in cfg.models):
+        raise ConfigError("no export to serve: give --input EXPORT_URI (or models[].input in the config)")
+    return cfg
+
+
+def wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.time() > deadline:
+            raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def deploy(cfg: ServeConfig, address: str | None = None) -> str:
+    """Start (or reuse) Serve's HTTP proxy and deploy the application; returns its base URL once healthy."""
+    import ray
+    from ray import serve
+
+    from codemill.serve.app import application
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(application(cfg), name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
+    url = f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+    wait_healthy(url, cfg.health_timeout_s)
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    from codemill.runner import setup_logging
+
+    setup_logging()
+    args = parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as exc:
+        print(f"codemill serve: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    import ray
+    from ray import serve
+
+    started_ray = not (args.address or os.environ.get("RAY_ADDRESS"))
+    try:
+        url = deploy(cfg, args.address)
+    except (ConfigError, TimeoutError) as exc:
+        print(f"codemill serve: {exc}", file=sys.stderr)
+        _shutdown(serve, ray, started_ray)
+        return 2
+    print(f"codemill serve: {', '.join(m.name for m in cfg.models)} at {url}/v1 (Ctrl-C to stop)", flush=True)
+    stop.wait()
+    log.info("stopping")
+    _shutdown(serve, ray, started_ray)
+    return 0
+
+
+def _shutdown(serve, ray, started_ray: bool) -> None:
+    try:
+        serve.delete(APP_NAME)
+        if started_ray:
+            serve.shutdown()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
