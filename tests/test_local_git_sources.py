@@ -15,10 +15,11 @@ import pytest
 
 from codemill.config import ConfigError, build_config
 from codemill.crawl.extract import RepoFile, extract_repo
-from codemill.crawl.sources.base import FetchError
-from codemill.crawl.sources.git import GitSource, GitSourceConfig, redact, repo_name_from_url
+from codemill.crawl.sources.base import FetchError, RepoRef
+from codemill.crawl.sources.git import GitSource, GitSourceConfig, repo_name_from_url
 from codemill.crawl.sources.local import LocalSource, LocalSourceConfig, repo_folder_name
 from codemill.crawl.sources.repo_info import load_metadata, unique_names
+from codemill.secrets import redact_url
 
 MODULE = b"def answer():\n    return 42\n"
 
@@ -223,7 +224,7 @@ def test_credentials_never_reach_names_or_reasons(tmp_path):
         source.fetch(ref, str(tmp_path))
     assert "git clone failed" in str(exc.value) and "s3cr3t" not in str(exc.value)
     redacted = f"fatal: unable to access 'https://***@127.0.0.1:{port}/octo/private.git/'"
-    assert redact(f"fatal: unable to access '{url}/'") == redacted
+    assert redact_url(f"fatal: unable to access '{url}/'") == redacted
 
 
 def test_git_clone_timeout(tmp_path):
@@ -272,8 +273,40 @@ def test_duplicate_names_are_disambiguated(upstream, tmp_path):
     (["ext::sh%-c%touch%/tmp/pwned"], "ext:: transport"),
     (["https://x/a b"], "whitespace"),
     (["https://host/"], "path is empty"),
+    (["https://host/...git"], r"the name '\.\.' has an empty, '\.' or '\.\.' part"),
+    (["https://host/o/..git"], r"the name 'o/\.' has"),
+    (["https://host/o/a\\b"], "backslash"),
+    (["ssh://me:pw@host/o/r.git"], "only passed safely"),
     ([], "urls"),
 ])
 def test_bad_urls_are_refused_before_work(urls, message):
     with pytest.raises(ConfigError, match=message):
         git_config(urls=urls)
+
+
+def test_a_url_naming_dot_dot_never_removes_the_work_folders_parent(tmp_path):
+    """`https://host/...git` named the repository `..`, and the clean-up of a retried clone removed the
+    parent of the task's work folder. Names are refused; work folders are named by the repository key."""
+    parent = tmp_path / "tmp"
+    workdir = parent / "codemill-crawl-task"
+    workdir.mkdir(parents=True)
+    sentinel = write(parent / "other-task" / "keep.txt", b"another task's file\n")
+    source = GitSource(git_config(urls=[(tmp_path / "missing").as_uri()]))
+    for name in ("..", "o/..", "."):
+        with pytest.raises(FetchError, match="git clone failed"):
+            source.fetch(RepoRef(name, "git", (tmp_path / "missing").as_uri()), str(workdir))
+        assert sentinel.read_bytes() == b"another task's file\n" and workdir.is_dir()
+
+
+def test_removal_is_refused_outside_the_task_folder(tmp_path):
+    from codemill.crawl.keys import remove_inside
+
+    inside = write(tmp_path / "work" / "k" / "x.py").parent
+    outside = write(tmp_path / "elsewhere" / "y.py").parent
+    (tmp_path / "work" / "link").symlink_to(outside)
+    for victim in (tmp_path / "work" / "..", tmp_path / "work", tmp_path / "work" / "link"):
+        with pytest.raises(ValueError, match="refusing to remove"):
+            remove_inside(str(victim), str(tmp_path / "work"))
+    assert (outside / "y.py").exists()
+    remove_inside(str(inside), str(tmp_path / "work"))
+    assert not inside.exists()

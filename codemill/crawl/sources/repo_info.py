@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError
 from codemill.config import ConfigError, StrictModel, format_validation_error
 
 KIB = 1024
+_CSV_INT_FIELDS = ("stars", "size_kb")
 # Git's own storage is not the repository's content; GitHub's `size` is not comparable to it either.
 SIZE_IGNORED_DIRS = frozenset({".git"})
 
@@ -46,7 +47,9 @@ def _records(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
-        return [{k: v for k, v in row.items() if v not in ("", None)} for row in rows]
+        # CSV has only strings; the counts are typed here, as YAML and JSON type them (config is strict).
+        return [{k: int(v) if k in _CSV_INT_FIELDS and v.strip().isdigit() else v
+                 for k, v in row.items() if v not in ("", None)} for row in rows]
     try:
         data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
