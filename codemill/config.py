@@ -7,6 +7,7 @@ the key, the offending value and what would be accepted, before any work starts.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from codemill.secrets import redact_url
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -22,10 +25,16 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message says where and how to fix it."""
 
 
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors (a typo must not silently use a default)."""
+# A loaded YAML document may hold at most this many values once its aliases are expanded: a few hundred
+# bytes of nested aliases ("billion laughs") would otherwise expand to gigabytes when the config is copied.
+MAX_YAML_VALUES = 100_000
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors (a typo must not silently use a default), and
+    values are not coerced across types (`true` is no int, "3" is no number); lists may stand for tuples."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -38,8 +47,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: the key before '=' is empty")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from exc
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int past Python's 4,300-digit limit
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise ConfigError(f"--set {shown!r}: the value cannot be read as YAML ({str(exc)[:200]})") from None
+    _check_size(value, f"--set {key}")
     return parts, value
 
 
@@ -63,11 +74,28 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(storage.read_bytes(str(path)).decode()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: undecodable bytes, an int of 5,000 digits
+        raise ConfigError(f"{path}: not valid YAML: {str(exc)[:500]}") from None
+    _check_size(data, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_VALUES values, counting without expanding."""
+    budget = MAX_YAML_VALUES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{source}: more than {MAX_YAML_VALUES:,} values once YAML aliases are expanded; "
+                              f"a config is never that large (an alias bomb?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -75,7 +103,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        shown = redact_url(json.dumps(value, default=str)) if not isinstance(value, (dict, BaseModel)) else "{...}"
         if len(shown) > 120:
             shown = shown[:117] + "..."
         if err["type"] == "extra_forbidden":
@@ -88,7 +116,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 def build_config(model: type[T], data: dict | None = None, overrides: list[str] | None = None,
                  source: str = "<config>") -> T:
     """Validate `data` (already merged from YAML) plus overrides into `model`."""
-    data = json.loads(json.dumps(data or {}))  # deep copy, plain types only
+    data = copy.deepcopy(data or {})
     for text in overrides or []:
         parts, value = parse_override(text)
         apply_override(data, parts, value)

@@ -21,6 +21,10 @@ log = logging.getLogger("codemill")
 
 MANIFEST_NAME = MANIFEST_FILE
 STATUS_COMPLETE = "complete"
+# Complete, but some items failed for reasons a retry may fix (a repository that could not be fetched):
+# downstream stages may use it, and a plain rerun of the stage retries the failed items.
+STATUS_COMPLETE_WITH_FAILURES = "complete_with_failures"
+USABLE = (STATUS_COMPLETE, STATUS_COMPLETE_WITH_FAILURES)
 
 
 class MissingInputError(RuntimeError):
@@ -82,9 +86,20 @@ def _load(out: str) -> tuple[Manifest | None, str | None]:
     return manifest, None
 
 
+def is_usable(manifest: Manifest) -> bool:
+    return manifest.status in USABLE
+
+
 def require_complete(uri: str, name: str = "input") -> Manifest:
+    """The manifest of the stage output at `uri`, or of the stage output `uri` is a declared part of (a train
+    stage's export/); MissingInputError when that output is not complete."""
     manifest, problem = _load(uri)
-    if manifest is None or manifest.status != STATUS_COMPLETE:
+    if manifest is None and not problem:
+        parent, part = storage.parent(uri)
+        owner, owner_problem = _load(parent) if parent else (None, None)
+        if owner is not None and part in _declared_outputs(owner.stage):
+            manifest, problem = owner, owner_problem
+    if manifest is None or not is_usable(manifest):
         if problem:
             why = f"its {MANIFEST_NAME} is {problem}"
         elif manifest is None:
@@ -101,12 +116,33 @@ def input_record(uri: str, manifest: Manifest) -> dict[str, str]:
     return {"uri": str(uri), "stage": manifest.stage, "fingerprint": manifest.fingerprint}
 
 
-def is_up_to_date(existing: Manifest | None, config_hash: str, inputs: dict[str, dict[str, str]]) -> bool:
-    if existing is None or existing.status != STATUS_COMPLETE or existing.config_hash != config_hash:
-        return False
-    theirs = {k: v["fingerprint"] for k, v in existing.inputs.items()}
+def _declared_outputs(stage: str) -> tuple[str, ...]:
+    from codemill.stages import STAGES
+
+    spec = STAGES.get(stage)
+    return spec.outputs if spec else ()
+
+
+def why_stale(existing: Manifest | None, config_hash: str, inputs: dict[str, dict[str, str]]) -> tuple[bool, str]:
+    """(must run, why) for an output whose manifest is `existing`, given the config and inputs of now."""
+    if existing is None:
+        return True, "no complete output yet"
+    if existing.status == STATUS_COMPLETE_WITH_FAILURES:
+        return True, "its last run had failures to retry"
+    if existing.status != STATUS_COMPLETE:
+        return True, f"its output says status {existing.status!r}"
+    if existing.config_hash != config_hash:
+        return True, "config changed"
+    theirs = {k: v.get("fingerprint") for k, v in existing.inputs.items()}
     ours = {k: v["fingerprint"] for k, v in inputs.items()}
-    return theirs == ours
+    if theirs != ours:
+        changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        return True, f"input changed ({', '.join(changed)})"
+    return False, "complete for this config and input"
+
+
+def is_up_to_date(existing: Manifest | None, config_hash: str, inputs: dict[str, dict[str, str]]) -> bool:
+    return not why_stale(existing, config_hash, inputs)[0]
 
 
 def write_manifest(out: str, manifest: Manifest) -> None:

@@ -33,6 +33,24 @@ def auth_env(token_path: str | Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
 
 
+def ensure_token_file(path: Path) -> None:
+    """A token file readable by its owner only: created 0600 atomically (never briefly world-readable), an
+    existing one tightened, its folder 0700 when codemill creates it or it is ~/.ray."""
+    path = Path(path)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    elif path.parent == Path.home() / ".ray":
+        path.parent.chmod(0o700)
+    if path.exists() and path.read_text().strip():
+        path.chmod(0o600)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    os.replace(tmp, path)
+
+
 @dataclass
 class LocalRayHead:
     num_cpus: int | None = None
@@ -56,6 +74,10 @@ class LocalRayHead:
         assert self.root is not None
         return Path(self.token_file) if self.token_file else self.root / "auth_token"
 
+    def auth_headers(self) -> dict[str, str]:
+        """HTTP headers that authenticate to this head's dashboard and job API."""
+        return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
+
     def env(self) -> dict[str, str]:
         """Variables a client process needs to use this cluster."""
         return {**auth_env(self.token_path), "RAY_ADDRESS": self.address}
@@ -63,10 +85,7 @@ class LocalRayHead:
     def start(self) -> LocalRayHead:
         # Ray's socket paths must stay short (AF_UNIX limit), so the temp dir lives under /tmp.
         self.root = Path(tempfile.mkdtemp(prefix="cm-ray-", dir="/tmp"))
-        if not self.token_path.exists() or not self.token_path.read_text().strip():
-            self.token_path.parent.mkdir(parents=True, exist_ok=True)
-            self.token_path.write_text(secrets.token_hex(32))
-            self.token_path.chmod(0o600)
+        ensure_token_file(self.token_path)
         ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         if ray_bin is None:
             raise RuntimeError("the `ray` command is not installed in this environment (pip install 'ray[default]')")

@@ -22,8 +22,13 @@ from pydantic import BaseModel
 from codemill import manifest as mf
 from codemill import stages, storage
 from codemill.config import ConfigError, config_hash, load_config
+from codemill.secrets import redact_config
 
 log = logging.getLogger("codemill")
+
+# Counts a body returns for items that failed in a way a rerun may fix; any above 0 makes the output
+# complete-with-failures, which downstream stages may use and a plain rerun retries.
+RETRYABLE_FAILURE_COUNTS = ("repos_failed",)
 
 
 @dataclass
@@ -89,9 +94,11 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
     records = {name: mf.input_record(inputs[name], m) for name, m in input_manifests.items()}
     chash = config_hash(config)
     existing = mf.read_manifest(out)
-    if not force and mf.is_up_to_date(existing, chash, records):
-        log.info("%s: %s is complete for this config and input; nothing to do", stage, out)
+    must_run, why = (True, "forced") if force else mf.why_stale(existing, chash, records)
+    if not must_run:
+        log.info("%s: %s is %s; nothing to do", stage, out, why)
         return existing
+    log.info("%s: runs (%s)", stage, why)
     if existing is not None or storage.exists(mf.manifest_uri(out)):
         # The old manifest no longer describes what is there; remove it before touching the data.
         storage.delete_file(mf.manifest_uri(out))
@@ -101,8 +108,10 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
     counts = body(run) or {}
     finished = time.time()
     _check_outputs(stage, out)
+    failures = sum(int(counts.get(key) or 0) for key in RETRYABLE_FAILURE_COUNTS)
     manifest = mf.Manifest(
-        stage=stage, status=mf.STATUS_COMPLETE, config_hash=chash, config=config.model_dump(mode="json"),
+        stage=stage, status=mf.STATUS_COMPLETE_WITH_FAILURES if failures else mf.STATUS_COMPLETE,
+        config_hash=chash, config=redact_config(config.model_dump(mode="json")),
         inputs=records, counts=counts,
         timings={"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3),
                  **run.timings})
@@ -131,7 +140,7 @@ def stage_parser(spec: stages.StageSpec) -> argparse.ArgumentParser:
                    help="override one config key, e.g. --set source.max_repos=10 (repeatable)")
     p.add_argument("--out", required=True, help="output URI: a local folder or s3://bucket/prefix")
     for inp in spec.inputs:
-        p.add_argument(inp.flag, dest=f"input_{inp.name}", required=inp.required, help=inp.help)
+        p.add_argument(inp.flag, dest=f"input_{inp.name}", required=inp.required, metavar="URI", help=inp.help)
     p.add_argument("--force", action="store_true", help="run even if the output is already complete")
     return p
 

@@ -40,6 +40,16 @@ def absolute(uri: str) -> str:
     return str(uri) if is_s3(uri) else str(Path(uri).expanduser().absolute())
 
 
+def parent(uri: str) -> tuple[str, str]:
+    """(the folder that holds `uri`, its name); ("", "") at a root."""
+    uri = str(uri).rstrip("/")
+    if is_s3(uri):
+        head, _, name = uri[len(S3_SCHEME):].rpartition("/")
+        return (S3_SCHEME + head, name) if head else ("", "")
+    head, name = os.path.split(uri)
+    return (head, name) if name and head != uri else ("", "")
+
+
 def is_within(uri: str, root: str) -> bool:
     """Whether `uri` is `root` or lies under it (after making local paths absolute and normalised)."""
     if is_s3(uri) != is_s3(root):

@@ -62,10 +62,33 @@ def test_bad_stage_name_is_refused(tmp_path):
         load_dag(p)
 
 
-def test_input_must_be_an_earlier_stage(tmp_path):
+def test_a_cycle_is_refused_and_named():
+    from codemill.dag import DagStage, topological_order
+
+    stages = [DagStage(name="a", stage="dedup", input="b"), DagStage(name="b", stage="dedup", input="a")]
+    with pytest.raises(ValueError, match="a cycle: a -> b -> a"):
+        topological_order(stages)
+
+
+def test_stages_run_in_graph_order_whatever_the_file_order(tmp_path):
     p = tmp_path / "d.yaml"
-    p.write_text("name: t\nstages:\n  - {name: f, stage: filter, input: c}\n  - {name: c, stage: crawl}\n")
-    with pytest.raises(ConfigError, match="not an earlier stage"):
+    p.write_text("name: t\nstages:\n  - {name: f, stage: filter, input: c}\n"
+                 "  - {name: c, stage: crawl, config: {source: {type: local, paths: [/tmp]}}}\n")
+    assert [ps.name for ps in plan(load_dag(p), p, str(tmp_path / "out"))] == ["c", "f"]
+
+
+@pytest.mark.parametrize(("stages", "message"), [
+    ("  - {name: f, stage: filter, input: nope}\n", "names 'nope', which is not a stage of this DAG"),
+    ("  - {name: c, stage: crawl}\n  - {name: d, stage: dedup, input: c}\n",
+     "input 'input' reads a filter stage's output, but 'c' is a crawl stage"),
+    ("  - {name: c, stage: crawl}\n  - {name: f, stage: filter, inputs: {model: c}}\n",
+     "unknown input 'model'; filter takes \\['input'\\]"),
+    ("  - {name: f, stage: filter}\n", "needs input 'input'"),
+])
+def test_bad_wiring_is_refused_with_the_fix(tmp_path, stages, message):
+    p = tmp_path / "d.yaml"
+    p.write_text("name: t\nstages:\n" + stages)
+    with pytest.raises(ConfigError, match=message):
         load_dag(p)
 
 

@@ -14,7 +14,7 @@ import pytest
 from codemill import manifest as mf
 from codemill import storage
 from codemill.humaneval import read_problems
-from codemill.dedup.stage import main
+from codemill.runner import stage_main
 from codemill.crawl.schema import make_doc_id
 from codemill.filter.schema import KEPT_SCHEMA
 
@@ -123,7 +123,7 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
 def test_dedup_stage_on_s3(ray_session, s3_bucket):
     inp, table, expect = _write_filter_output(f"{s3_bucket}/run/filter")
     out = f"{s3_bucket}/run/dedup"
-    assert main(["--input", inp, "--out", out, "--set", "docs_per_batch=7"]) == 0
+    assert stage_main("dedup", ["--input", inp, "--out", out, "--set", "docs_per_batch=7"]) == 0
     dups = storage.read_table(storage.join(out, "duplicates"))
     removed = set(expect["exact"]) | set(expect["near"])
     assert set(dups.column("doc_id").to_pylist()) == removed  # no decontamination configured here

@@ -80,9 +80,9 @@ def recovered_documents(out: str, cache) -> dict[str, str]:
 
 
 def run_stage(input_uri: str, out: str, *extra: str) -> int:
-    from codemill.tokenize.stage import main
+    from codemill.runner import stage_main
 
-    return main(["--input", input_uri, "--out", out, *SETTINGS, *extra])
+    return stage_main("tokenize", ["--input", input_uri, "--out", out, *SETTINGS, *extra])
 
 
 def test_stage_local_output(ray_session, tmp_path):

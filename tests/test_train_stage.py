@@ -50,12 +50,12 @@ def shards(tmp_path_factory):
 
 
 def run_train(shards: str, out: str, **extra) -> int:
-    from codemill.train.stage import main
+    from codemill.runner import stage_main
 
     argv = ["--input", shards, "--out", out]
     for key, value in {**SETTINGS, **extra}.items():
         argv += ["--set", f"{key}={value}"]
-    return main(argv)
+    return stage_main("train", argv)
 
 
 def losses(out: str) -> dict[int, float]:

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from codemill.config import StrictModel
 from codemill.train import schedule
-from codemill.train.model import DROPOUT, MAX_SEQ_LENGTH, PRESETS, ModelConfig
+from codemill.train.model_config import DROPOUT, MAX_SEQ_LENGTH, PRESETS, ModelConfig
 
 PAPER_GLOBAL_BATCH = 3_072      # sequences per optimizer step
 PAPER_MICRO_BATCH = 16          # sequences per device per forward/backward

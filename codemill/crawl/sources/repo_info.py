@@ -24,7 +24,7 @@ import stat
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from codemill.config import ConfigError, StrictModel, format_validation_error
 
@@ -35,6 +35,9 @@ SIZE_IGNORED_DIRS = frozenset({".git"})
 
 
 class RepoMetadata(StrictModel):
+    # CSV cells are text: numbers are read from their digits here (and only here).
+    model_config = ConfigDict(strict=False)
+
     stars: int | None = Field(None, ge=0)
     size_kb: int | None = Field(None, ge=0)
     license: str | None = None
