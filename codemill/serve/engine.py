@@ -293,7 +293,7 @@ class Engine:
         logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)
         ids = torch.tensor(req.prompt[1:], device=logprobs.device)
         chosen = logprobs.gather(1, ids[:, None])[:, 0].cpu().tolist()
-        top = torch.topk(logprobs, k, dim=-1)
+        top = torch.topk(logprobs[:, :self.valid_vocab], k, dim=-1)
         top_ids, top_vals = top.indices.cpu().tolist(), top.values.cpu().tolist()
         out = [TokenLogprob(req.prompt[0], None, [])]
         for i, tok in enumerate(req.prompt[1:]):

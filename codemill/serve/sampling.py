@@ -108,7 +108,7 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
     if want is None:
         return Choice(chosen.cpu(), None, None, None)
     logprobs = torch.log_softmax(raw, dim=-1)
-    top = torch.topk(logprobs, k=max(want, 1), dim=-1)
+    top = torch.topk(logprobs[:, :valid_vocab], k=max(want, 1), dim=-1)  # real tokens only
     picked = logprobs.gather(1, chosen[:, None])[:, 0]
     packed = torch.cat([chosen[:, None].float(), picked[:, None], top.indices.float(), top.values], dim=1).cpu()
     k = max(want, 1)

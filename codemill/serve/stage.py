@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         _shutdown(serve, ray, started_ray)
         return 2
     print(f"codemill serve: {', '.join(m.name for m in cfg.models)} at {url}/v1 (Ctrl-C to stop)", flush=True)
-    stop.wait()
+    while not stop.wait(1.0):  # a timed wait lets the signal handlers run
+        pass
     log.info("stopping")
     _shutdown(serve, ray, started_ray)
     return 0
