@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +40,8 @@ def make_repos(root: Path, n: int) -> Path:
 
 
 def crawl_config(corpus: Path, **extra) -> CrawlConfig:
-    return build_config(CrawlConfig, {"source": {"type": "local", "paths": [str(corpus)], "expand_children": True}, **extra})
+    source = {"type": "local", "paths": [str(corpus)], "expand_children": True}
+    return build_config(CrawlConfig, {"source": source, **extra})
 
 
 def test_local_crawl_outputs(tmp_path, ray_session):
@@ -77,30 +82,85 @@ def test_selection_and_exclusion(tmp_path, ray_session):
     assert m.counts["repos_selected"] == 0 and m.counts["repos_refused_by_selection"] == 3
 
 
+class HangingGitServer:
+    """A loopback "git server" whose connections hang until `fail_fast()`; then it closes them at once."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/o/hangs.git"
+        self.conns: list[socket.socket] = []
+        self.hang = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.hang:
+                self.conns.append(conn)
+            else:
+                conn.close()
+
+    def fail_fast(self) -> None:
+        self.hang = False
+        for conn in self.conns:
+            conn.close()
+
+    def close(self) -> None:
+        self.fail_fast()
+        self.sock.close()
+
+
+def make_git_repos(root: Path, n: int) -> list[Path]:
+    template = root / "template"
+    (template / "src").mkdir(parents=True)
+    (template / "src" / "main.py").write_text(BODY)
+    (template / "src" / "util.c").write_text("int add(int a, int b) { return a + b; }\n" * 30)
+    git = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=template, check=True)
+    subprocess.run([*git, "add", "."], cwd=template, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=template, check=True)
+    repos = [root / f"o{i:03d}" / "repo" for i in range(n)]
+    for repo in repos:
+        shutil.copytree(template, repo)
+    return repos
+
+
 def test_resume_after_kill_fetches_only_what_is_missing(tmp_path, ray_head):
-    corpus = make_repos(tmp_path / "corpus", 30)
-    out = tmp_path / "out"
-    cfg = tmp_path / "crawl.yaml"
-    cfg.write_text(f"source: {{type: local, paths: ['{corpus}'], expand_children: true}}\nmax_in_flight: 1\n")
-    cmd = [sys.executable, "-m", "codemill.crawl", "--config", str(cfg), "--out", str(out)]
-    env = {**os.environ, **ray_head.env()}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while len(storage.list_files(str(out / "repos"), ".parquet")) < 5:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = len(storage.list_files(str(out / "repos"), ".parquet"))
-    assert 5 <= done_before < 30 and mf.read_manifest(str(out)) is None
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    """The crawl is killed while it is certainly not done: one at a time, it hangs on the 10th repository
+    (a server that never answers) once the 9 before it are done. The rerun fetches only what is missing."""
+    repos = make_git_repos(tmp_path / "upstream", 29)
+    server = HangingGitServer()
+    try:
+        urls = [r.as_uri() for r in repos[:9]] + [server.url] + [r.as_uri() for r in repos[9:]]
+        out = tmp_path / "out"
+        cfg = tmp_path / "crawl.yaml"
+        cfg.write_text(json.dumps({"source": {"type": "git", "urls": urls}, "max_in_flight": 1}))
+        cmd = [sys.executable, "-m", "codemill.crawl", "--config", str(cfg), "--out", str(out)]
+        env = {**os.environ, **ray_head.env()}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while len(storage.list_files(str(out / "repos"), ".parquet")) < 9 or not server.conns:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert len(storage.list_files(str(out / "repos"), ".parquet")) == 9 and mf.read_manifest(str(out)) is None
+        server.fail_fast()
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        server.close()
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     counts = mf.read_manifest(str(out)).counts
-    assert counts["repos_resumed"] >= done_before
-    assert counts["repos_resumed"] + counts["repos_fetched_this_run"] == 30
+    assert (counts["repos_resumed"], counts["repos_fetched_this_run"], counts["repos_failed"]) == (9, 20, 1)
     files = storage.read_table(str(out / "files"))
-    assert files.num_rows == 60 and len(files.column("doc_id").unique()) == 60
+    assert files.num_rows == 58 and len(files.column("doc_id").unique()) == 58
 
 
 def test_crawl_writes_to_s3(tmp_path, ray_session, s3_bucket):

@@ -14,6 +14,9 @@ REPOS_SCHEMA = pa.schema([
     # Repositories dropped by selection once fetched (a local repository's size, say) are listed too,
     # so the crawl's record of what it looked at is complete.
     ("selected", pa.bool_()), ("reject_reason", pa.string()),
+    # What the outputs were made under (codemill.crawl.outputs.repo_config_hash): a rerun under other
+    # settings redoes the repository.
+    ("config_hash", pa.string()),
 ])
 
 FILES_SCHEMA = pa.schema([
@@ -23,6 +26,7 @@ FILES_SCHEMA = pa.schema([
 ])
 
 SKIPPED_SCHEMA = pa.schema([("repo", pa.string()), ("path", pa.string()), ("reason", pa.string())])
+
 
 def make_doc_id(repo: str, path: str, sha256: str) -> str:
     """Stable across runs and hosts: the same file of the same repository always gets the same id."""

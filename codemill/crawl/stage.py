@@ -1,33 +1,39 @@
 """The crawl stage on Ray: `codemill crawl --config crawl.yaml --out URI` (or `python -m codemill.crawl`).
 
-The driver enumerates candidate repositories (metadata only), drops those the selection rules or the
-exclusion list refuse, skips those a previous run finished, and spreads the rest over the cluster as Ray
-tasks, a bounded number in flight. Each task crawls one repository (`crawl_repo`). API calls of all tasks
-share one rate limiter, hosted in a Ray actor.
+The driver enumerates candidate repositories (metadata only) and plans the run (`codemill.crawl.plan`):
+refused by selection, kept (finished by an earlier run under the same settings), or to fetch. It removes
+what earlier runs left for repositories this run does not keep, then spreads the fetches over the
+cluster as Ray tasks, a bounded number in flight, each with a memory request and a time limit. Each task
+crawls one repository (`crawl_repo`); a task that dies or runs over its time is recorded as that
+repository's failure and the crawl goes on. API calls of all tasks share one rate limiter, hosted in a
+Ray actor. Failed repositories are listed in stats.json and counted in `repos_failed`; a rerun retries
+only them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-
-import pyarrow.compute as pc
 
 from codemill import storage
+from codemill.crawl import outputs
+from codemill.crawl import stats as crawl_stats
 from codemill.crawl.config import CrawlConfig
-from codemill.crawl.repo import RepoResult, crawl_repo, repo_key, skipped_table
-from codemill.crawl.schema import REPOS_SCHEMA, SKIPPED_SCHEMA
-from codemill.crawl.selection import load_exclusions, rejection_reason
+from codemill.crawl.plan import Plan, plan_crawl
+from codemill.crawl.repo import RepoResult, crawl_repo, record_failure, skipped_table
+from codemill.crawl.selection import load_exclusions
 from codemill.crawl.sources import make_source
+from codemill.crawl.sources.base import RepoRef
 from codemill.crawl.sources.ratelimit import Grant, RateHeaders, RateLimiter
 from codemill.raysupport import ensure_ray
 from codemill.runner import StageRun
-from codemill.stages import CRAWL_REPOS, CRAWL_SKIPPED, STATS_FILE
+from codemill.secrets import redact_url
+from codemill.stages import CRAWL_SKIPPED
 
 log = logging.getLogger("codemill.crawl")
 
 PROGRESS_EVERY_S = 10.0
+WAIT_SLICE_S = 5.0  # how often the driver looks for tasks past their time limit
 
 
 class SharedRateLimiter:
@@ -48,12 +54,9 @@ class SharedRateLimiter:
         ray.get(self.actor.block.remote(token, resource, seconds))
 
 
-def _crawl_task(ref_dict: dict, config_json: dict, out: str, limiter) -> RepoResult:
-    from codemill.crawl.sources.base import RepoRef
-
-    cfg = CrawlConfig.model_validate(config_json)
+def _crawl_task(ref_dict: dict, cfg: CrawlConfig, out: str, limiter, config_hash: str) -> RepoResult:
     source = make_source(cfg.source, limiter=limiter)
-    result = crawl_repo(RepoRef(**ref_dict), source, cfg.selection, cfg.extract, out)
+    result = crawl_repo(RepoRef(**ref_dict), source, cfg.selection, cfg.extract, out, config_hash)
     _publish_metrics(result)
     return result
 
@@ -69,9 +72,19 @@ def _publish_metrics(result: RepoResult) -> None:
         RayCounter("codemill_crawl_bytes", "bytes of files kept by the crawl").inc(result.n_bytes)
 
 
-def done_keys(out: str) -> set[str]:
-    return {f.rsplit("/", 1)[-1].removesuffix(".parquet")
-            for f in storage.list_files(storage.join(out, CRAWL_REPOS), ".parquet")}
+def prepare_output(out: str, plan: Plan) -> None:
+    """Before any fetch: remove what earlier runs left for repositories this run does not keep (refused
+    now, past max_repos, no longer listed), record this run's refusals and listing failures."""
+    existing = set().union(*(outputs.part_keys(out, part) for part in outputs.PARTS))
+    orphans = plan.orphan_keys(existing)
+    for key in sorted(orphans):
+        outputs.remove_parts(out, key)
+    if orphans:
+        log.info("crawl: removed the outputs of %d repositories this run does not keep", len(orphans))
+    # Refusals are recomputed by every run, so one file holds them and each run replaces it.
+    storage.write_table(skipped_table(plan.refused), storage.join(out, CRAWL_SKIPPED, outputs.SELECTION_PART))
+    for ref, reason in plan.list_failures:
+        record_failure(out, ref.full_name, reason)
 
 
 def body(run: StageRun) -> dict:
@@ -82,79 +95,64 @@ def body(run: StageRun) -> dict:
         token_count = make_source(cfg.source).token_count
         limiter = SharedRateLimiter(ray.remote(num_cpus=0)(RateLimiter).remote(token_count))
     source = make_source(cfg.source, limiter=limiter)
-    excluded = load_exclusions(cfg.selection)
-    finished = done_keys(run.out)
+    with run.phase("plan"):
+        plan = plan_crawl(source.list_repos(), cfg, load_exclusions(cfg.selection), outputs.read_markers(run.out))
+        prepare_output(run.out, plan)
+    log.info("crawl: %d repositories listed, %d refused by selection, %d already done under these settings, "
+             "%d to fetch%s", plan.listed, len(plan.refused), len(plan.resumed), len(plan.todo),
+             " (listing stopped at max_repos)" if plan.stopped_at_max_repos else "")
+    with run.phase("fetch"):
+        results = _run_tasks(ray, cfg, run.out, limiter, plan.todo)
+    failures = {ref.full_name: redact_url(reason) for ref, reason in plan.list_failures}
+    failures.update({r.full_name: r.reason or "" for r in results if r.failed})
+    stats = crawl_stats.summarize(run.out, plan, sum(not r.failed for r in results), failures,
+                                  getattr(source, "stats", None))
+    run.write_stats(stats)
+    problems = crawl_stats.check_counts(stats)
+    if problems:  # a bug, not bad input: the output would be described wrongly
+        raise RuntimeError(f"crawl: the counts do not add up: {'; '.join(problems)}")
+    if failures:
+        log.warning("crawl: %d repositories failed (listed in stats.json; a rerun retries them): %s",
+                    len(failures), ", ".join(sorted(failures)[:10]))
+    return crawl_stats.counts(stats)
 
-    refused: list[tuple[str, str, str]] = []
-    todo, listed, resumed = [], 0, 0
-    seen: set[str] = set()
-    for ref in source.list_repos():
-        listed += 1
-        # Repository names are case-insensitive on GitHub; a second spelling is the same repository.
-        reason = "duplicate_name" if ref.full_name.lower() in seen else rejection_reason(ref, cfg.selection, excluded)
-        seen.add(ref.full_name.lower())
-        if reason is not None:
-            refused.append((ref.full_name, "", reason))
-            continue
-        if repo_key(ref.full_name) in finished:
-            resumed += 1
-            continue
-        if cfg.max_repos is not None and len(todo) + resumed >= cfg.max_repos:
-            break
-        todo.append(ref)
-    # Refusals are recomputed by every run, so one file holds them and each run replaces it.
-    storage.write_table(skipped_table(refused), run.path(CRAWL_SKIPPED, "_selection.parquet"))
-    log.info("crawl: %d repositories listed, %d refused by selection, %d already done, %d to fetch",
-             listed, len(refused), resumed, len(todo))
 
-    task = ray.remote(num_cpus=cfg.task_num_cpus, max_retries=cfg.task_max_retries)(_crawl_task)
-    config_json = cfg.model_dump(mode="json")
+def _run_tasks(ray, cfg: CrawlConfig, out: str, limiter, todo: list[tuple[RepoRef, str]]) -> list[RepoResult]:
+    """One task per repository, at most `max_in_flight` at once; a task that raises, dies or runs past
+    `task_timeout_s` (counted from its submission) becomes its repository's recorded failure."""
+    task = ray.remote(num_cpus=cfg.task_num_cpus, memory=cfg.task_memory_mb * 1024 * 1024,
+                      max_retries=cfg.task_max_retries)(_crawl_task)
     max_in_flight = cfg.max_in_flight or max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
-    pending, results = [], []
+    pending: dict = {}  # ObjectRef -> (ref, submitted at)
+    results: list[RepoResult] = []
     queue = list(reversed(todo))
     started = last_log = time.time()
     files = nbytes = 0
     while queue or pending:
         while queue and len(pending) < max_in_flight:
-            pending.append(task.remote(queue.pop().to_dict(), config_json, run.out, limiter))
-        ready, pending = ray.wait(pending, num_returns=1)
-        for r in ray.get(ready):
-            results.append(r)
-            files += r.n_files
-            nbytes += r.n_bytes
+            ref, config_hash = queue.pop()
+            pending[task.remote(ref.to_dict(), cfg, out, limiter, config_hash)] = (ref, time.time())
+        soonest = min(t for _, t in pending.values()) + cfg.task_timeout_s
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, min(WAIT_SLICE_S, soonest - time.time())))
+        for obj in ready:
+            ref, _ = pending.pop(obj)
+            try:
+                result = ray.get(obj)
+            except ray.exceptions.RayError as exc:  # the worker died, ran out of memory, or the task raised
+                result = record_failure(out, ref.full_name, f"task: {type(exc).__name__}: {str(exc)[:500]}")
+            results.append(result)
+            files += result.n_files
+            nbytes += result.n_bytes
+        now = time.time()
+        for obj, (ref, submitted) in list(pending.items()):
+            if now - submitted > cfg.task_timeout_s:
+                ray.cancel(obj, force=True)
+                del pending[obj]
+                results.append(record_failure(out, ref.full_name,
+                                              f"timeout: not done {cfg.task_timeout_s:g} s after it was submitted"))
         if time.time() - last_log > PROGRESS_EVERY_S or not (queue or pending):
             elapsed = max(time.time() - started, 1e-9)
             log.info("crawl: %d/%d repositories, %d files (%.1f files/s, %.2f MB/s)", len(results), len(todo),
                      files, files / elapsed, nbytes / elapsed / 1e6)
             last_log = time.time()
-    return summarize(run.out, listed, len(refused), resumed, results, getattr(source, "stats", None))
-
-
-def summarize(out: str, listed: int, refused: int, resumed: int, results: list[RepoResult],
-              source_stats: dict | None = None) -> dict:
-    """Counts for the manifest and stats.json, read back from the output so resumed runs count everything."""
-    repos = storage.read_table(storage.join(out, CRAWL_REPOS), schema=REPOS_SCHEMA)
-    selected = repos.filter(pc.field("selected"))
-    skipped = storage.read_table(storage.join(out, CRAWL_SKIPPED), columns=["reason"], schema=SKIPPED_SCHEMA)
-    reasons = Counter(_reason_family(r) for r in skipped.column("reason").to_pylist())
-    by_language = Counter(x or "unknown" for x in selected.column("main_language").to_pylist())
-    stats = {
-        "repos_listed": listed, "repos_refused_by_selection": refused, "repos_resumed": resumed,
-        "repos_fetched_this_run": sum(not r.failed for r in results),
-        "repos_failed_this_run": sum(r.failed for r in results),
-        "repos_selected": selected.num_rows, "repos_rejected_after_fetch": repos.num_rows - selected.num_rows,
-        "files": int(pc.sum(selected.column("n_files")).as_py() or 0),
-        "skipped_by_reason": dict(reasons), "repos_by_main_language": dict(by_language),
-        "source": dict(source_stats or {}),  # e.g. GitHub search calls, slices, unreachable results
-    }
-    storage.write_json(storage.join(out, STATS_FILE), stats)
-    failed = [r for r in results if r.failed]
-    if failed:
-        log.warning("crawl: %d repositories could not be fetched (see skipped/; rerun to retry them): %s",
-                    len(failed), ", ".join(r.full_name for r in failed[:10]))
-    return {k: v for k, v in stats.items() if not isinstance(v, dict)}
-
-
-def _reason_family(reason: str) -> str:
-    """`fetch: HTTP 404 ...` -> `fetch`, so stats group reasons, while skipped/ keeps the full text."""
-    return reason.split(":", 1)[0]
+    return results

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codemill import storage
+from codemill.crawl.outputs import complete_file_parts
 from codemill.filter import pep8, rules
 from codemill.filter import stats as filter_stats
 from codemill.filter.config import FilterConfig
@@ -87,10 +88,11 @@ def body(run: StageRun) -> dict:
     kept_uri, rejected_uri = run.path(FILTER_KEPT), run.path(FILTER_REJECTED)
     run.clear(FILTER_KEPT, FILTER_REJECTED)
 
-    if storage.list_files(files_uri, ".parquet"):
-        fs, path = storage.filesystem(files_uri)
+    parts = complete_file_parts(run.inputs["input"])  # only repositories the crawl completed under its config
+    if parts:
+        fs, _ = storage.filesystem(files_uri)
         with data_context():
-            per_batch = (ray.data.read_parquet(path, filesystem=fs)
+            per_batch = (ray.data.read_parquet([storage.filesystem(p)[1] for p in parts], filesystem=fs)
                          .map_batches(filter_and_write, batch_format="pyarrow", batch_size=config.batch_rows,
                                       fn_kwargs={"config": config, "kept_uri": kept_uri, "rejected_uri": rejected_uri}))
             stats = filter_stats.summarize(per_batch.iter_batches(batch_format="pyarrow", batch_size=None))

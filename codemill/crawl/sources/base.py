@@ -22,6 +22,9 @@ class RepoRef:
     main_language: str | None = None
     license: str | None = None
     default_branch: str | None = None
+    # Set when the source could list the repository but not describe it (e.g. its folder cannot be
+    # measured): the crawl records it as failed with this reason instead of stopping.
+    error: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
