@@ -35,12 +35,12 @@ from scipy.sparse import csr_matrix
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from codemill import manifest as mf  # noqa: E402
-from codemill import storage  # noqa: E402
-from codemill.dedup.config import JACCARD_THRESHOLD, SHINGLE_SIZE  # noqa: E402
-from codemill.dedup.shingles import TOKEN_PATTERN, shingles  # noqa: E402
-from codemill.crawl.schema import make_doc_id  # noqa: E402
-from codemill.filter.schema import KEPT_SCHEMA  # noqa: E402
+from codemill import manifest as mf
+from codemill import storage
+from codemill.crawl.schema import make_doc_id
+from codemill.dedup.config import JACCARD_THRESHOLD, SHINGLE_SIZE
+from codemill.dedup.shingles import TOKEN_PATTERN, shingles
+from codemill.filter.schema import KEPT_SCHEMA
 
 SITE_PACKAGES = REPO_ROOT / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 EXTENSION_LANGUAGE = {".py": "Python", ".pyi": "Python", ".c": "C", ".h": "C", ".cpp": "C++", ".hpp": "C++",

@@ -40,13 +40,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dedup_quality import (EXTENSION_LANGUAGE, doc_row, edit_tokens, exact_variant,  # noqa: E402
-                           real_code_files, write_filter_output)
+from dedup_quality import EXTENSION_LANGUAGE, doc_row, edit_tokens, exact_variant, real_code_files, write_filter_output
 
-from codemill.dedup.config import MINHASH_SEED, NUM_PERM, SHINGLE_SIZE  # noqa: E402
-from codemill.dedup.minhash import permutations, signatures  # noqa: E402
-from codemill.dedup.shingles import TOKEN_PATTERN, shingles  # noqa: E402
-from codemill.filter.schema import KEPT_SCHEMA  # noqa: E402
+from codemill.dedup.config import MINHASH_SEED, NUM_PERM, SHINGLE_SIZE
+from codemill.dedup.minhash import permutations, signatures
+from codemill.dedup.shingles import TOKEN_PATTERN, shingles
+from codemill.filter.schema import KEPT_SCHEMA
 
 DOCS_PER_FILE = 50_000
 EXACT_SHARE = 0.10

@@ -26,15 +26,14 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-
 from machine import cpu_model  # benchmarks/machine.py, beside this script
-from codemill.languages import EXTENSION_TO_LANGUAGE
-from codemill.filter import pep8
-from codemill.filter import rules
+
+from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
+from codemill.filter import pep8, rules
 from codemill.filter.autogen import markers_regex
 from codemill.filter.config import FilterConfig
 from codemill.filter.langid import language_of
-from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
+from codemill.languages import EXTENSION_TO_LANGUAGE
 
 DEFAULT_ROOT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 MAX_FILE_BYTES = 1024 * 1024  # a crawl keeps no larger file; bigger ones would be data, not code

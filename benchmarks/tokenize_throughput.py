@@ -35,6 +35,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

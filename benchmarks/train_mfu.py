@@ -207,7 +207,7 @@ def main() -> int:
         try:
             keep(codemill_run(preset, int(gpus), shards, args.work, args.micro_batch, args.accumulation,
                               args.steps, args.log_every, args.lr_max, int(zero[0]) if zero else 2))
-        except Exception as exc:  # noqa: BLE001 -- keep the other measurements of this (expensive) run
+        except Exception as exc:
             log(f"codemill {spec} failed: {exc!r}")
     for preset in args.plain:
         log(f"plain loop {preset}")

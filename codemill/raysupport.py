@@ -5,12 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
 log = logging.getLogger("codemill")
+
+# Ray Data warns about its own deprecated settings whenever a context is copied, though codemill sets none
+# of them: the warnings say nothing to a user watching a stage.
+for _setting in ("use_push_based_shuffle", "use_polars", "use_arrow_tensor_v2"):
+    warnings.filterwarnings("ignore", message=f".*`{_setting}` is deprecated", category=DeprecationWarning)
 
 
 def ensure_ray(**kwargs):

@@ -15,13 +15,13 @@ from datasketch.lsh import _optimal_param
 
 from codemill.dedup.components import connected_components
 from codemill.dedup.decontam import build_index, find_contamination, load_index
-from codemill.humaneval import read_problems
 from codemill.dedup.lsh import band_keys, optimal_bands_rows, star_edges
 from codemill.dedup.minhash import estimated_jaccard, permutations, signatures
 from codemill.dedup.normalize import exact_key, normalize
 from codemill.dedup.resolve import resolve_clusters, signature_column
 from codemill.dedup.shingles import code_tokens, jaccard, shingles
 from codemill.dedup.survivor import choose_survivors, survivor_order
+from codemill.humaneval import read_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HUMANEVAL_X = REPO_ROOT / "data" / "humaneval-x"  # shipped with the repository

@@ -13,10 +13,10 @@ import pytest
 
 from codemill import manifest as mf
 from codemill import storage
-from codemill.humaneval import read_problems
-from codemill.runner import stage_main
 from codemill.crawl.schema import make_doc_id
 from codemill.filter.schema import KEPT_SCHEMA
+from codemill.humaneval import read_problems
+from codemill.runner import stage_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HUMANEVAL_FILES = sorted(str(p) for p in (REPO_ROOT / "data" / "humaneval-x").glob("*/humaneval_*.jsonl.gz"))
@@ -83,7 +83,7 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
     argv = ["--input", str(inp), "--out", str(out), "--set", "docs_per_batch=7", "--set", "band_rows_per_partition=1000"]
     if HUMANEVAL_FILES:
         argv += ["--set", f"decontaminate.paths={json.dumps(HUMANEVAL_FILES)}"]
-    assert main(argv) == 0
+    assert stage_main("dedup", argv) == 0
 
     dups = pq.read_table(str(out / "duplicates")).to_pylist()
     by_id = {d["doc_id"]: d for d in dups}
@@ -116,7 +116,7 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
 
     manifest = mf.read_manifest(str(out))
     assert manifest.status == mf.STATUS_COMPLETE and manifest.counts["docs_kept"] == kept.num_rows
-    assert main(argv) == 0  # complete for this config and input: nothing to do
+    assert stage_main("dedup", argv) == 0  # complete for this config and input: nothing to do
     assert mf.read_manifest(str(out)).timings == manifest.timings
 
 

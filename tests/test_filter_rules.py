@@ -8,10 +8,9 @@ import pyarrow as pa
 import pytest
 
 from codemill.config import ConfigError, build_config
-from codemill.filter import rules
-from codemill.filter import textstats
-from codemill.filter.config import FilterConfig
 from codemill.crawl.schema import FILES_SCHEMA
+from codemill.filter import rules, textstats
+from codemill.filter.config import FilterConfig
 
 CONFIG = FilterConfig()
 

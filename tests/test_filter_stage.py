@@ -12,12 +12,11 @@ import pytest
 from codemill import manifest as mf
 from codemill import storage
 from codemill.config import StrictModel, build_config
+from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
+from codemill.filter import pep8, rules
 from codemill.filter import stage as filter_stage
 from codemill.filter import stats as filter_stats
-from codemill.filter import pep8
-from codemill.filter import rules
 from codemill.filter.config import FilterConfig
-from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
 from codemill.filter.schema import KEPT_SCHEMA, REJECTED_SCHEMA
 from codemill.plots import language_mix_png
 from codemill.runner import run_stage, stage_main

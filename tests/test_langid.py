@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 
 from codemill.config import build_config
-from codemill.languages import AMBIGUOUS_EXTENSIONS, EXTENSION_TO_LANGUAGE, LANGUAGE_NAMES
 from codemill.filter import rules
 from codemill.filter.config import FilterConfig
 from codemill.filter.langid import identify_languages, language_of
+from codemill.languages import AMBIGUOUS_EXTENSIONS, EXTENSION_TO_LANGUAGE, LANGUAGE_NAMES
 
 ALL = LANGUAGE_NAMES
 

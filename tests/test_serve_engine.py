@@ -71,7 +71,8 @@ def test_greedy_with_cache_equals_recompute_and_logprobs_match_training(tiny_exp
     uri, model = tiny_export
     loaded = load_engine(uri, "fp32", "cpu", max_batch_size=8)
     tok = loaded.tokenizer
-    texts = ["def add(a, b):\n    return", "import os", "class Stack:\n    def __init__(self):\n        self.items = []\n",
+    texts = ["def add(a, b):\n    return", "import os",
+             "class Stack:\n    def __init__(self):\n        self.items = []\n",
              "// language: C++\n#include <vector>\nint main() {"]
     prompts = [tok.encode(t).ids for t in texts]
     assert len({len(p) for p in prompts}) == len(prompts)

@@ -9,8 +9,15 @@ import sysconfig
 import pytest
 
 from codemill.tokenize.reference import codegeex_whitespace_text, reference_encode, reference_tokenizer
-from codemill.tokenize.tokenizer import (EOT_ID, VOCAB_SIZE, codegeex_tokenizer, decode, encode_texts,
-                                         space_run_token, train_codegeex_style_tokenizer)
+from codemill.tokenize.tokenizer import (
+    EOT_ID,
+    VOCAB_SIZE,
+    codegeex_tokenizer,
+    decode,
+    encode_texts,
+    space_run_token,
+    train_codegeex_style_tokenizer,
+)
 
 REAL_CODE_SUFFIXES = {".py", ".pyi", ".c", ".h", ".cpp", ".js", ".ts", ".html", ".css", ".sh", ".rs", ".md",
                       ".txt", ".json", ".cfg", ".toml", ".rst"}

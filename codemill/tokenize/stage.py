@@ -168,12 +168,14 @@ def _tokenize(run: StageRun) -> dict:
     seconds = time.time() - started
 
     stats = tokenize_stats(manifest, summary, dict(Counter(rejected["reason"].to_pylist())), seconds)
+    tokenized_documents = sum(s["documents"] for s in summary)
+    stats["documents"] = {"input": tokenized.count(), "tokenized": tokenized_documents, "rejected": rejected.num_rows}
     stats["throughput"]["tokenize_seconds"] = round(tokenized_s, 3)
     run.write_stats(stats)
     storage.write_bytes(run.path(TOKENIZE_FIGURE), tokens_per_language_png(tokens_per_language(manifest)))
     counts = {f"{split}_{key}": manifest["splits"][split][key]
               for split in manifest["splits"] for key in ("rows", "tokens", "documents")}
-    counts.update({"rejected": rejected.num_rows, "shards": len(records),
+    counts.update({"documents_in": stats["documents"]["input"], "rejected": rejected.num_rows, "shards": len(records),
                    "tokenizer_sha256": manifest["tokenizer"]["sha256"],
                    "whitespace_saved_fraction": stats["whitespace"]["saved_fraction"]})
     return counts

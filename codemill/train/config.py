@@ -41,9 +41,9 @@ class OptimizerSection(StrictModel):
     lr_min: float = Field(schedule.LR_MIN, ge=0)
     warmup_steps: int = Field(schedule.WARMUP_STEPS, ge=0)
     decay_steps: int = Field(schedule.DECAY_STEPS, ge=1)
-    beta1: float = ADAM_BETAS[0]
-    beta2: float = ADAM_BETAS[1]
-    eps: float = ADAM_EPS
+    beta1: float = Field(ADAM_BETAS[0], ge=0.0, lt=1.0)
+    beta2: float = Field(ADAM_BETAS[1], ge=0.0, lt=1.0)
+    eps: float = Field(ADAM_EPS, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to the gradient (Adam, not AdamW)")
     gradient_clipping: float = Field(GRADIENT_CLIPPING, ge=0, description="global norm; 0 = off")
 
@@ -80,7 +80,7 @@ class TrainConfig(StrictModel):
     steps: int = Field(PAPER_STEPS, ge=1, description="optimizer steps")
     global_batch_size: int = Field(PAPER_GLOBAL_BATCH, ge=1, description="sequences per optimizer step")
     micro_batch_size: int = Field(PAPER_MICRO_BATCH, ge=1, description="sequences per worker per pass")
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, lt=2**63)
     log_every: int = Field(10, ge=1, description="steps between metric flushes (one host sync each)")
     eval_every: int = Field(1_000, ge=1)
     eval_batches: int = Field(8, ge=1, description="validation micro-batches per worker per evaluation")
