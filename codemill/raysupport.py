@@ -30,6 +30,13 @@ def ensure_ray(**kwargs):
     return ray
 
 
+def run_data_stage(run, work, **settings: Any) -> dict:
+    """A Ray Data stage body: connect, then `work(run)` with these Ray Data settings, restored afterwards."""
+    ensure_ray()
+    with data_context(**settings):
+        return work(run)
+
+
 @contextlib.contextmanager
 def data_context(**settings: Any) -> Iterator[Any]:
     """Ray Data's context with these settings (and progress bars on) for the datasets made and run inside

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from codemill.dedup.kernels import mix64, token_hash, tokenize, utf8_buffers
+from codemill.dedup.kernels import mix64, token_buffers, token_hash, tokenize, utf8_buffers
 from codemill.humaneval import problem_number, read_problems
 
 _NGRAM_MULTIPLIER = 0x2545F4914F6CDD1D  # odd: the polynomial over token hashes stays a bijection per step
@@ -60,11 +60,7 @@ def _ngram_hashes(data, offsets, n):
 @njit(cache=True)
 def _count_hits(data, offsets, n, table, hits, grams, first_hit):
     n_docs = len(offsets) - 1
-    longest = 0
-    for d in range(n_docs):
-        longest = max(longest, offsets[d + 1] - offsets[d])
-    tok_start = np.empty(longest + 1, np.int64)
-    tok_end = np.empty(longest + 1, np.int64)
+    tok_start, tok_end, longest = token_buffers(offsets)
     tok_hash = np.empty(longest + 1, np.int64)
     for d in range(n_docs):
         n_tokens = _doc_token_hashes(data, offsets[d], offsets[d + 1], tok_start, tok_end, tok_hash)

@@ -135,3 +135,13 @@ def token_hash(data, start, end):
     for k in range(start, end):
         h = (h ^ np.int64(data[k])) * _FNV_PRIME
     return h
+
+
+@njit(cache=True)
+def token_buffers(offsets):
+    """Token start/end buffers large enough for the longest document of a batch (a token is at least one
+    byte), and that length."""
+    longest = 0
+    for d in range(len(offsets) - 1):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    return np.empty(longest + 1, np.int64), np.empty(longest + 1, np.int64), longest

@@ -14,7 +14,15 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from codemill.dedup.kernels import MASK32, fmix32, join_tokens, sha1_first_word_le, tokenize, utf8_buffers
+from codemill.dedup.kernels import (
+    MASK32,
+    fmix32,
+    join_tokens,
+    sha1_first_word_le,
+    token_buffers,
+    tokenize,
+    utf8_buffers,
+)
 
 EMPTY_VALUE = np.uint32(MASK32)  # datasketch's initial hash value: a document without shingles keeps it
 
@@ -30,11 +38,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @njit(cache=True)
 def _sign_batch(data, offsets, size, a, b, out, positions):
     n_docs = len(offsets) - 1
-    longest = 0
-    for d in range(n_docs):
-        longest = max(longest, offsets[d + 1] - offsets[d])
-    tok_start = np.empty(longest + 1, np.int64)
-    tok_end = np.empty(longest + 1, np.int64)
+    tok_start, tok_end, longest = token_buffers(offsets)
     msg = np.empty(longest + 128, np.uint8)
     w = np.empty(80, np.uint32)
     n_perm = len(a)

@@ -89,11 +89,9 @@ def _candidate_edges(sketches, config: DedupConfig, bands: int, rows: int, band_
 def body(run: StageRun) -> dict:
     from ray.data.context import ShuffleStrategy
 
-    from codemill.raysupport import data_context, ensure_ray
+    from codemill.raysupport import run_data_stage
 
-    ensure_ray()
-    with data_context(shuffle_strategy=ShuffleStrategy.HASH_SHUFFLE):
-        return _dedup(run)
+    return run_data_stage(run, _dedup, shuffle_strategy=ShuffleStrategy.HASH_SHUFFLE)
 
 
 def _dedup(run: StageRun) -> dict:

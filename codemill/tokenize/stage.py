@@ -117,14 +117,12 @@ def shard_counts(summary: list[dict], tags: dict[str, list[int]], config: Tokeni
 def body(run: StageRun) -> dict:
     from ray.data.context import ShuffleStrategy
 
-    from codemill.raysupport import data_context, ensure_ray
+    from codemill.raysupport import run_data_stage
 
-    ensure_ray()
     # The shuffles move a few large blocks between few groups: the task-based sort shuffle reuses the
     # workers already started, where the default starts aggregator actors (measured: 7.5 s against 1.4 s
     # for 20 MB of code, benchmarks/tokenize_throughput.py).
-    with data_context(shuffle_strategy=ShuffleStrategy.SORT_SHUFFLE_PULL_BASED):
-        return _tokenize(run)
+    return run_data_stage(run, _tokenize, shuffle_strategy=ShuffleStrategy.SORT_SHUFFLE_PULL_BASED)
 
 
 def _tokenize(run: StageRun) -> dict:
