@@ -133,3 +133,48 @@ def test_export_round_trip(tmp_path, shards):
     torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
     assert export.export_metadata(str(tmp_path / "export"))["step"] == 3
     assert export.load_tokenizer(str(tmp_path / "export")).encode("def f():").ids
+
+
+def test_codemill_reads_its_own_files_without_pickle(tmp_path, shards, monkeypatch):
+    """Exports and codemill's checkpoint state load with pickle unavailable (DeepSpeed's own files are the
+    operator's to protect: README, Security)."""
+    import pickle
+
+    from codemill.train import checkpoint, export
+
+    model = CodeGeeX(PRESETS["tiny"])
+    uri = str(tmp_path / "export")
+    export.write_export(model.state_dict(), model.config, f"{shards}/tokenizer.json", uri)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / checkpoint.STATE_FILE).write_text('{"step": 3}')
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling is not allowed here")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    loaded = export.load_model(uri)
+    assert torch.equal(loaded.word_embedding.weight, model.word_embedding.weight)
+    assert checkpoint.read_state(str(tmp_path / "ckpt")) == {"step": 3}
+
+
+def test_local_token_file_is_private(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from codemill.raycluster import ensure_token_file
+
+    path = tmp_path / "new" / "auth_token"
+    ensure_token_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    token = path.read_text()
+    os.chmod(path, 0o644)
+    ensure_token_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == token
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ray_dir = tmp_path / ".ray"
+    ray_dir.mkdir(mode=0o755)
+    ensure_token_file(ray_dir / "auth_token")
+    assert stat.S_IMODE(ray_dir.stat().st_mode) == 0o700

@@ -32,8 +32,12 @@ def load(engine, directory: str) -> tuple[dict, list[dict]]:
                                      load_lr_scheduler_states=False)
     if path is None:
         raise FileNotFoundError(f"no DeepSpeed checkpoint '{DEEPSPEED_TAG}' in {directory}")
-    with open(os.path.join(directory, STATE_FILE)) as f:
-        state = json.load(f)
     with open(os.path.join(directory, metrics.METRICS_FILE), "rb") as f:
         records = metrics.from_jsonl(f.read())
-    return state, records
+    return read_state(directory), records
+
+
+def read_state(directory: str) -> dict:
+    """codemill's own part of a checkpoint: JSON, never pickle (DeepSpeed's part is torch.load's)."""
+    with open(os.path.join(directory, STATE_FILE)) as f:
+        return json.load(f)
