@@ -1,0 +1,182 @@
+"""Execute one sample: post-process, build its program, compile and run it in the sandbox, class the outcome.
+
+Ray-free: the stage calls `execute_sample` inside Ray tasks; tests and the sequential baseline call it
+directly. A run that times out is run once more (the compiled program is reused) before it counts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from codemill.eval import languages as L
+from codemill.eval.languages import Program, Step, Toolchain
+from codemill.eval.sandbox import Limits, SandboxResult, run_sandboxed
+from codemill.eval.toolchain import go_cache_dir, link_tree, work_root
+from codemill.humaneval import Problem
+
+STDERR_TAIL = 1000
+GO_WARMUP_PACKAGES = {"math": "math.Abs", "strings": "strings.Contains", "fmt": "fmt.Sprint",
+                      "strconv": "strconv.Itoa", "time": "time.Now", "bytes": "bytes.Equal",
+                      "regexp": "regexp.MustCompile", "sort": "sort.Ints", "math/rand": "rand.Intn",
+                      "crypto/md5": "md5.Sum", "unicode": "unicode.IsUpper", "errors": "errors.New",
+                      "container/heap": "heap.Init", "math/big": "big.NewInt", "reflect": "reflect.TypeOf"}
+
+
+@dataclass(frozen=True)
+class ExecLimits:
+    """Limits of the compile steps and of the test run (whose wall limit the caller sets per task)."""
+
+    run: Limits = field(default_factory=lambda: Limits(wall_s=10.0))
+    compile: Limits = field(default_factory=lambda: Limits(wall_s=60.0, memory_bytes=4 << 30, processes=512,
+                                                           file_bytes=256 << 20, open_files=1024,
+                                                           tmp_bytes=256 << 20))
+    retry_timeouts: bool = True
+
+
+@dataclass
+class Execution:
+    outcome: str
+    passed: bool
+    seconds: float = 0.0             # wall seconds of the test run (the last one when it was retried)
+    compile_seconds: float = 0.0
+    returncode: int | None = None
+    stderr: str = ""                 # tail
+    retried: bool = False            # timed out once and was run again
+    leftover_killed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _subst(text: str, work: str) -> str:
+    return text.replace("{work}", work)
+
+
+def _run_step(step: Step, work: str, limits: Limits, program: Program, unsafe: bool) -> SandboxResult:
+    argv = [_subst(a, work) for a in step.argv]
+    env = {k: _subst(v, work) for k, v in step.env.items()}
+    return run_sandboxed(argv, work, limits, env, ro_binds=program.ro_binds, unsafe=unsafe)
+
+
+def _tail(res: SandboxResult) -> str:
+    text = res.stderr if res.stderr.strip() else res.stdout
+    return text[-STDERR_TAIL:]
+
+
+def run_program(program: Program, language: str, limits: ExecLimits, unsafe: bool = False,
+                tc: Toolchain | None = None) -> Execution:
+    """Compile and run `program` in a fresh work directory; the outcome of its first failing step."""
+    adapter = L.adapter(language)
+    work = tempfile.mkdtemp(prefix="s-", dir=work_root())
+    try:
+        for name, text in program.files.items():
+            Path(work, name).write_text(text, encoding="utf-8")
+        if program.needs_go_cache:
+            cache = ensure_go_cache(tc or Toolchain(), limits, unsafe)
+            if cache is not None:
+                link_tree(cache, Path(work) / ".gocache")
+        compile_seconds = 0.0
+        leftovers = 0
+        for step in program.steps:
+            if step.kind != "compile":
+                continue
+            res = _run_step(step, work, limits.compile, program, unsafe)
+            compile_seconds += res.seconds
+            leftovers += res.leftover_killed
+            if res.timed_out or res.returncode != 0:
+                note = f"compilation exceeded {limits.compile.wall_s:g} s\n" if res.timed_out else ""
+                return Execution(L.COMPILE_ERROR, False, 0.0, compile_seconds, res.returncode, note + _tail(res),
+                                 leftover_killed=leftovers)
+        run_steps = [s for s in program.steps if s.kind == "run"]
+        execution = Execution(L.PASSED, True, 0.0, compile_seconds)
+        for step in run_steps:
+            res = _run_step(step, work, limits.run, program, unsafe)
+            retried = False
+            if _is_timeout(res, limits.run) and limits.retry_timeouts:
+                retried = True
+                res = _run_step(step, work, limits.run, program, unsafe)
+            leftovers += res.leftover_killed
+            execution = _outcome(adapter, step, res, limits.run, compile_seconds, retried, leftovers)
+            if not execution.passed:
+                break
+        return execution
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _is_timeout(res: SandboxResult, limits: Limits) -> bool:
+    # The wall limit, or the CPU-time limit (SIGXCPU, or SIGKILL at the hard limit) of a busy loop.
+    return res.timed_out or res.signal in (24,) or (res.signal == 9 and res.seconds >= limits.cpu_seconds())
+
+
+def _outcome(adapter: L.Adapter, step: Step, res: SandboxResult, limits: Limits, compile_seconds: float,
+             retried: bool, leftovers: int) -> Execution:
+    base = dict(seconds=res.seconds, compile_seconds=compile_seconds, returncode=res.returncode,
+                stderr=_tail(res), retried=retried, leftover_killed=leftovers)
+    if _is_timeout(res, limits):
+        note = f"timed out after {limits.wall_s:g} s (twice)\n" if retried else f"timed out after {limits.wall_s:g} s\n"
+        return Execution(L.TIMEOUT, False, **{**base, "stderr": note + base["stderr"]})
+    if res.returncode is not None and adapter.passed(res.returncode, res.stdout, res.stderr):
+        return Execution(L.PASSED, True, **base)
+    outcome = adapter.classify(step, res.returncode if res.returncode is not None else -1, res.stdout, res.stderr)
+    if res.signal == 25:  # SIGXFSZ: more output (or file) than the limit
+        outcome, base["stderr"] = L.RUNTIME_ERROR, f"output limit of {limits.file_bytes} bytes exceeded\n" + base[
+            "stderr"]
+    return Execution(outcome, False, **base)
+
+
+def execute_sample(problem: Problem, completion: str, mode: str, tc: Toolchain, limits: ExecLimits,
+                   unsafe: bool = False, postprocess: bool = True) -> Execution:
+    """A sample's outcome: `unfinished` when it never closes its function, else what its program does."""
+    adapter = L.adapter(problem.language)
+    if postprocess:
+        completion, finished = adapter.postprocess(completion, adapter.target_prefix(problem, mode))
+        if not finished:
+            return Execution(L.UNFINISHED, False, stderr="the generation does not complete the function")
+    program = adapter.program(problem, completion, mode, tc)
+    return run_program(program, problem.language, limits, unsafe, tc)
+
+
+def with_run_wall(limits: ExecLimits, wall_s: float) -> ExecLimits:
+    return replace(limits, run=replace(limits.run, wall_s=wall_s))
+
+
+def ensure_go_cache(tc: Toolchain, limits: ExecLimits, unsafe: bool) -> Path | None:
+    """The machine's Go build cache with the standard packages and testify compiled (built once, in the
+    sandbox, under a lock); None when Go cannot build it (each sample then compiles everything itself)."""
+    folder = go_cache_dir(tc)
+    if folder.is_dir():
+        return folder
+    lock_path = folder.parent / "gocache.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.is_dir():
+            return folder
+        imports = "".join(f'    "{p}"\n' for p in GO_WARMUP_PACKAGES)
+        uses = "".join(f"var _ = {u}\n" for u in GO_WARMUP_PACKAGES.values())
+        text = ('package main\n\nimport (\n    "testing"\n    "github.com/stretchr/testify/assert"\n' + imports +
+                ")\n\n" + uses + "\nfunc TestWarm(t *testing.T) {\n    assert.Equal(t, 1, 1)\n}\n")
+        work = tempfile.mkdtemp(prefix="gowarm-", dir=work_root())
+        try:
+            Path(work, "main_test.go").write_text(text)
+            program = L.adapter("Go").program(Problem("Go/warm", "Go", "", "", "", ""), "", "generation", tc)
+            res = _run_step(program.steps[0], work, limits.compile, program, unsafe)
+            cache = Path(work) / ".gocache"
+            if res.returncode != 0 or not cache.is_dir():
+                return None
+            mine = (os.geteuid(), os.getegid())
+            for root, _dirs, files in os.walk(cache):
+                os.chown(root, *mine)
+                os.chmod(root, 0o755)
+                for name in files:
+                    os.chown(os.path.join(root, name), *mine)
+                    os.chmod(os.path.join(root, name), 0o644)
+            os.rename(cache, folder)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return folder

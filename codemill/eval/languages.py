@@ -1,0 +1,406 @@
+"""One adapter per HumanEval-X language: prompts, stop rules, post-processing, the test program, the
+commands that build and run it, and how their results map to an outcome class.
+
+Prompts follow SPEC §8: generation = language tag line + prompt; translation = `code translation\\n{Src}:\\n
+{src declaration + canonical solution}\\n{Tgt}:\\n{tgt declaration}`. Programs follow CodeGeeX's harness
+(imports helper + prompt + generation + test), with its known failures fixed: Java is compiled and run,
+Go builds offline in GOPATH mode against the system's testify, JavaScript's `console.assert` output counts.
+"""
+
+from __future__ import annotations
+
+import codeop
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codemill.humaneval import Problem
+from codemill.languages import tag_line
+
+# Outcome classes (SPEC §8, the paper's Figure 7, plus timeout).
+PASSED = "passed"
+WRONG_ANSWER = "wrong_answer"
+RUNTIME_ERROR = "runtime_error"
+COMPILE_ERROR = "compile_error"
+TIMEOUT = "timeout"
+UNFINISHED = "unfinished"
+OUTCOMES = (PASSED, WRONG_ANSWER, RUNTIME_ERROR, COMPILE_ERROR, TIMEOUT, UNFINISHED)
+LANGUAGES = ("Python", "C++", "Java", "JavaScript", "Go")
+
+PYTHON_IMPORTS = ("import math", "import re", "import sys", "import copy", "import datetime", "import itertools",
+                  "import collections", "import heapq", "import statistics", "import functools", "import hashlib",
+                  "import string", "from typing import *", "from collections import *")
+CPP_INCLUDES = ("#include<stdlib.h>", "#include<algorithm>", "#include<math.h>", "#include<stdio.h>",
+                "#include<vector>", "#include<string>", "#include<climits>", "#include<cstring>",
+                "#include<iostream>", "#include<cassert>")
+GO_HELPER_PACKAGES = ("math", "strings", "fmt", "strconv", "time", "bytes", "regexp", "sort", "math/rand",
+                      "crypto/md5")
+
+
+@dataclass
+class Step:
+    """One command of a build-and-run: `compile` steps fail as compile errors, `run` steps are the test."""
+
+    kind: str                     # "compile" | "run"
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Program:
+    """What to write into the work directory and what to run there."""
+
+    files: dict[str, str]          # relative name -> content
+    steps: list[Step]
+    ro_binds: list[str] = field(default_factory=list)   # extra host paths the sandbox may read
+    needs_go_cache: bool = False
+
+
+@dataclass
+class Toolchain:
+    """Where the toolchains and their offline libraries are (the defaults are Debian's paths)."""
+
+    python: str = "/usr/bin/python3"
+    gxx: str = "g++"
+    cpp_std: str = "c++11"
+    cpp_pch_dir: str | None = None     # folder with cm_pch.h(.gch), precompiled once per machine
+    javac: str = "javac"
+    javac_cds: str | None = None       # a class-data-sharing archive of javac (faster start), made once
+    java: str = "java"
+    node: str = "node"
+    node_modules: str | None = None    # folder holding js-md5
+    go: str = "go"
+    gopath: str = "/usr/share/gocode"
+    java_heap_mb: int = 1024
+
+
+# ---------------------------------------------------------------- brace scanning (C++, Java, JS, Go)
+
+
+def close_braces(text: str, depth: int, target: int, language: str) -> int | None:
+    """Index just past the `}` where the brace depth, starting at `depth`, first falls to `target`, skipping
+    string and character literals and comments; None when it never does (the function is not closed)."""
+    i, n = 0, len(text)
+    quotes = {"Go": ('"', "'", "`"), "JavaScript": ('"', "'", "`")}.get(language, ('"', "'"))
+    while i < n:
+        c = text[i]
+        if c == "/" and text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            continue
+        if c in quotes:
+            j = i + 1
+            while j < n and text[j] != c:
+                if text[j] == "\\" and c != "`":
+                    j += 1
+                elif text[j] == "\n" and c != "`":
+                    break  # an unterminated literal ends at the line
+                j += 1
+            i = j + 1
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == target:
+                return i + 1
+        i += 1
+    return None
+
+
+def _last_code_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- adapters
+
+
+class Adapter:
+    name: str = ""
+    stop: tuple[str, ...] = ()
+    translation_name: str = ""  # how the translation prompt names the language
+
+    def generation_prompt(self, problem: Problem) -> str:
+        return tag_line(self.name) + problem.prompt
+
+    def translation_prompt(self, source: Problem, target: Problem) -> str:
+        src = LANGUAGE_ADAPTERS[source.language]
+        return (f"code translation\n{src.translation_name}:\n{source.declaration}{source.canonical_solution}\n"
+                f"{self.translation_name}:\n{target.declaration}")
+
+    def target_prefix(self, problem: Problem, mode: str) -> str:
+        """The text the completion follows: the prompt (generation) or the declaration (translation)."""
+        return problem.declaration if mode == "translation" else problem.prompt
+
+    def postprocess(self, completion: str, prefix: str) -> tuple[str, bool]:
+        """(the completion cut where the function ends, whether it ends at all)."""
+        raise NotImplementedError
+
+    def wrong_completion(self, problem: Problem) -> str:
+        """A deliberately wrong body (returns the type's empty value) that a test must reject."""
+        raise NotImplementedError
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        raise NotImplementedError
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        """The outcome of a finished (not timed-out) step that did not pass."""
+        raise NotImplementedError
+
+    def passed(self, returncode: int, stdout: str, stderr: str) -> bool:
+        return returncode == 0
+
+
+class PythonAdapter(Adapter):
+    name = "Python"
+    translation_name = "Python"
+    stop = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\nassert ", "\n@")
+    _semantic = ("SyntaxError", "IndentationError", "TabError", "NameError", "UnboundLocalError", "ImportError",
+                 "ModuleNotFoundError", "TypeError")
+
+    def postprocess(self, completion: str, prefix: str) -> tuple[str, bool]:
+        lines = completion.split("\n")
+        kept = []
+        for i, line in enumerate(lines):
+            if i > 0 and line.strip() and not line[0].isspace():
+                break  # SPEC §8: stop at the first non-indented line
+            kept.append(line)
+        body = "\n".join(kept).rstrip() + "\n"
+        if not body.strip():
+            return "", False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                complete = codeop.compile_command(prefix + body + "\n\n", "<sample>", "exec") is not None
+            except (SyntaxError, ValueError, OverflowError):
+                complete = True  # a syntax error is finished code; execution classes it
+        return body, complete
+
+    def wrong_completion(self, problem: Problem) -> str:
+        return "    return None\n"
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        text = "\n".join(PYTHON_IMPORTS) + "\n" + self.target_prefix(problem, mode) + completion + "\n" + problem.test
+        return Program({"main.py": text}, [Step("run", [tc.python, "-I", "-B", "main.py"])])
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        last = _last_exception_line(stderr)
+        if last.startswith("AssertionError"):
+            return WRONG_ANSWER
+        if any(last.startswith(e) for e in self._semantic):
+            return COMPILE_ERROR
+        return RUNTIME_ERROR
+
+
+def _last_exception_line(stderr: str) -> str:
+    for line in reversed(stderr.strip().splitlines()):
+        if line and not line[0].isspace():
+            return line.strip()
+    return ""
+
+
+class BraceAdapter(Adapter):
+    open_depth = 1    # brace depth at the end of the prompt
+    close_depth = 0   # depth at which the function is closed
+    suffix = ""       # appended after the closed function (Java closes its class)
+
+    def postprocess(self, completion: str, prefix: str) -> tuple[str, bool]:
+        end = close_braces(completion, self.open_depth, self.close_depth, self.name)
+        if end is None:
+            return completion, False
+        return completion[:end] + self.suffix + "\n", True
+
+
+class CppAdapter(BraceAdapter):
+    name = "C++"
+    translation_name = "C++"
+    stop = ("\nint main", "\n#include", "\n/*", "\n//", "\nusing ", "\n\n\n")
+
+    def wrong_completion(self, problem: Problem) -> str:
+        head = _last_code_line(problem.declaration).lstrip()
+        return "    return;\n}\n" if head.startswith("void ") else "    return {};\n}\n"
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        text = "\n".join(CPP_INCLUDES) + "\n" + self.target_prefix(problem, mode) + completion + "\n" + problem.test
+        argv = [tc.gxx, f"-std={tc.cpp_std}", "-o", "main"]
+        binds = []
+        if tc.cpp_pch_dir:
+            argv += ["-include", str(Path(tc.cpp_pch_dir) / "cm_pch.h")]
+            binds.append(tc.cpp_pch_dir)
+        argv.append("main.cpp")
+        if "openssl" in text:
+            argv += ["-lcrypto", "-lssl"]
+        return Program({"main.cpp": text}, [Step("compile", argv), Step("run", ["./main"])], binds)
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        if step.kind == "compile":
+            return COMPILE_ERROR
+        if "Assertion" in stderr and "failed" in stderr:
+            return WRONG_ANSWER
+        return RUNTIME_ERROR
+
+
+class JavaAdapter(BraceAdapter):
+    name = "Java"
+    translation_name = "Java"
+    open_depth = 2   # class Solution { ... method {
+    close_depth = 1
+    suffix = "\n}"
+    stop = ("\npublic class Main", "\nclass Main", "\n}")
+    _defaults = {"int": "0", "long": "0L", "short": "(short) 0", "byte": "(byte) 0", "double": "0.0",
+                 "float": "0.0f", "boolean": "false", "char": "'\\0'"}
+
+    def wrong_completion(self, problem: Problem) -> str:
+        head = _last_code_line(problem.declaration)
+        m = re.match(r"\s*(?:public\s+|private\s+|protected\s+|static\s+|final\s+)*(.+?)\s+\w+\s*\(", head)
+        ret = m.group(1).strip() if m else "Object"
+        body = "return;" if ret == "void" else f"return {self._defaults.get(ret, 'null')};"
+        return f"        {body}\n    }}\n}}\n"
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        text = self.target_prefix(problem, mode) + completion + "\n" + problem.test
+        jvm = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"]
+        cds = [f"-J-XX:SharedArchiveFile={tc.javac_cds}"] if tc.javac_cds else []
+        javac = [tc.javac, "-encoding", "UTF-8", "-nowarn", "-proc:none", *("-J" + o for o in jvm), *cds,
+                 "-J-Xmx512m", "Main.java"]
+        java = [tc.java, "-ea", *jvm, f"-Xmx{tc.java_heap_mb}m", "-cp", ".", "Main"]
+        binds = [str(Path(tc.javac_cds).parent)] if tc.javac_cds else []
+        return Program({"Main.java": text}, [Step("compile", javac), Step("run", java)], binds)
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        if step.kind == "compile":
+            return COMPILE_ERROR
+        if "java.lang.AssertionError" in stderr:
+            return WRONG_ANSWER
+        return RUNTIME_ERROR
+
+
+class JavaScriptAdapter(BraceAdapter):
+    name = "JavaScript"
+    translation_name = "JavaScript"
+    stop = ("\nconst ", "\nfunction ", "\n/*", "\n//", "\nconsole.", "\nmodule.", "\n\n\n")
+    _semantic = ("SyntaxError", "ReferenceError", "TypeError")
+
+    def wrong_completion(self, problem: Problem) -> str:
+        return "  return undefined;\n}\n"
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        text = self.target_prefix(problem, mode) + completion + "\n" + problem.test
+        env = {"NODE_PATH": tc.node_modules} if tc.node_modules else {}
+        binds = [tc.node_modules] if tc.node_modules else []
+        return Program({"main.js": text}, [Step("run", [tc.node, "main.js"], env)], binds)
+
+    def passed(self, returncode: int, stdout: str, stderr: str) -> bool:
+        # console.assert prints "Assertion failed" and the process still exits 0 (SPEC §8).
+        return returncode == 0 and "Assertion failed" not in stdout + stderr
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        if returncode == 0 or "AssertionError" in stderr:
+            return WRONG_ANSWER
+        for line in stderr.splitlines():
+            if any(line.startswith(e) for e in self._semantic):
+                return COMPILE_ERROR
+        return RUNTIME_ERROR
+
+
+class GoAdapter(BraceAdapter):
+    name = "Go"
+    translation_name = "Go"
+    stop = ("\nfunc ", "\n//", "\n/*", "\ntype ", "\nvar ", "\n\n\n")
+
+    def generation_prompt(self, problem: Problem) -> str:
+        return tag_line(self.name) + problem.prompt
+
+    def wrong_completion(self, problem: Problem) -> str:
+        head = _last_code_line(problem.declaration)
+        ret = _go_result_type(head)
+        if not ret:
+            return "    return\n}\n"
+        if ret.startswith("("):
+            parts = _split_top(ret[1:-1])
+            if all(len(p.split()) >= 2 for p in parts):
+                return "    return\n}\n"  # named results
+            decls = "".join(f"    var z{i} {p}\n" for i, p in enumerate(parts))
+            return decls + "    return " + ", ".join(f"z{i}" for i in range(len(parts))) + "\n}\n"
+        return f"    var zero {ret}\n    return zero\n}}\n"
+
+    def program(self, problem: Problem, completion: str, mode: str, tc: Toolchain) -> Program:
+        prefix = self.target_prefix(problem, mode)
+        if problem.import_ and problem.import_ in prefix:
+            prefix = prefix.replace(problem.import_, "", 1)
+        code = prefix + completion
+        bare = _strip_go_comments_and_strings(code)
+        candidates = list(dict.fromkeys(re.findall(r'"([^"]+)"', problem.import_) + list(GO_HELPER_PACKAGES)))
+        used = [p for p in candidates if f'"{p}"' not in problem.test_setup
+                and re.search(r"\b" + re.escape(p.split("/")[-1]) + r"\.", bare)]
+        imports = ("import (\n" + "".join(f'    "{p}"\n' for p in used) + ")\n") if used else ""
+        text = problem.test_setup + "\n" + imports + "\n" + code + "\n" + problem.test
+        env = {"GO111MODULE": "off", "GOPATH": tc.gopath, "GOCACHE": "{work}/.gocache", "CGO_ENABLED": "0",
+               "GOPROXY": "off", "GOFLAGS": "", "GOTOOLCHAIN": "local", "GOTELEMETRY": "off"}
+        steps = [Step("compile", [tc.go, "test", "-c", "-vet=off", "-ldflags=-s -w", "-o", "main.test"], env),
+                 Step("run", ["./main.test", "-test.count=1"])]
+        return Program({"main_test.go": text}, steps, [], needs_go_cache=True)
+
+    def classify(self, step: Step, returncode: int, stdout: str, stderr: str) -> str:
+        if step.kind == "compile":
+            return COMPILE_ERROR
+        out = stdout + stderr
+        if "panic:" in out and "Error Trace" not in out:
+            return RUNTIME_ERROR
+        if "--- FAIL" in out:
+            return WRONG_ANSWER
+        return RUNTIME_ERROR
+
+
+def _strip_go_comments_and_strings(code: str) -> str:
+    """Go code with comments and string/rune literals blanked (a package named in a comment is not used)."""
+    return re.sub(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|`[^`]*`|\'(?:\\.|[^\'\\\n])*\'', " ", code, flags=re.S)
+
+
+def _go_result_type(head: str) -> str:
+    """`func F(a int, b []int) (int, error) {` -> `(int, error)`."""
+    start = head.find("(")
+    if start < 0:
+        return ""
+    depth = 0
+    for i in range(start, len(head)):
+        if head[i] == "(":
+            depth += 1
+        elif head[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return head[i + 1:].rsplit("{", 1)[0].strip()
+    return ""
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for c in text:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += c
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+LANGUAGE_ADAPTERS: dict[str, Adapter] = {a.name: a for a in (PythonAdapter(), CppAdapter(), JavaAdapter(),
+                                                              JavaScriptAdapter(), GoAdapter())}
+
+
+def adapter(language: str) -> Adapter:
+    if language not in LANGUAGE_ADAPTERS:
+        raise ValueError(f"unknown language {language!r}; known: {', '.join(LANGUAGE_ADAPTERS)}")
+    return LANGUAGE_ADAPTERS[language]

@@ -1,0 +1,276 @@
+"""Run one untrusted command in a bubblewrap sandbox, with resource limits and a wall-clock kill.
+
+What a sandboxed command gets:
+- no network (a new network namespace with nothing in it), a new PID, IPC, UTS and cgroup namespace,
+  a new session (no controlling terminal to inject keystrokes into);
+- a read-only view of the system (`/usr` and the few `/etc` entries that compilers and runtimes read),
+  a private `/tmp` and `/dev`, and exactly one writable folder, its work directory; nothing else of the
+  host (no home, no repository, no other work directories);
+- a clean environment: only the variables the caller names (no host variables, no secrets);
+- a user id of its own (a fresh, unused uid for every execution when codemill runs as root), so the limit
+  on processes counts only its own processes and no other process on the host can be signalled or read;
+- rlimits: CPU seconds, data segment (memory), processes, file size (which also bounds its output: stdout
+  and stderr are files), open files, no core dumps;
+- a wall-clock limit after which the whole process tree is killed: the sandbox's PID 1 dies with the
+  process we started (`--die-with-parent`), which makes the kernel kill every process of the namespace,
+  and every process left with the execution's uid is killed too. A background process cannot outlive it.
+
+Without bubblewrap, `unsafe=True` runs the same command with the same limits, uid and clean environment,
+but without namespaces: the caller must have been told so loudly (`--unsafe-no-sandbox`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Paths of the host that a sandbox sees, read-only, when they exist. `/usr` holds every toolchain; the /etc
+# entries are what the dynamic loader, the JDK (security settings), OpenSSL and alternatives symlinks read.
+SYSTEM_RO_PATHS = ("/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+                   "/etc/ssl", "/etc/localtime", "/etc/java-17-openjdk", "/etc/java-21-openjdk",
+                   "/etc/java-11-openjdk", "/usr/lib/ssl")
+# Merged-/usr systems have these as symlinks into /usr; others have real folders.
+TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+UID_RANGE = (1_000_000, 1_900_000_000)  # fresh uids, far from any real account
+SANDBOX_HOSTNAME = "sandbox"
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create namespaces here, and unsafe execution was not asked for."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_s: float = 10.0                  # wall-clock limit; the whole process tree is killed after it
+    cpu_s: float | None = None            # RLIMIT_CPU per process; default: 2 x wall + 1
+    memory_bytes: int = 2 << 30           # RLIMIT_DATA (heap and private writable maps)
+    processes: int = 256                  # RLIMIT_NPROC, processes and threads of the sandbox's uid
+    file_bytes: int = 64 << 20            # RLIMIT_FSIZE: any one file written, stdout and stderr included
+    open_files: int = 256                 # RLIMIT_NOFILE
+    tmp_bytes: int = 64 << 20             # size of the private /tmp (tmpfs)
+    tail_bytes: int = 4096                # how much of the end of stdout/stderr is kept
+
+    def cpu_seconds(self) -> int:
+        return int(math.ceil(self.cpu_s if self.cpu_s is not None else 2 * self.wall_s + 1))
+
+
+@dataclass
+class SandboxResult:
+    returncode: int | None        # exit status; negative = killed by that signal (subprocess's convention)
+    timed_out: bool               # the wall-clock limit was reached and the tree killed
+    seconds: float                # wall seconds
+    stdout: str                   # tails (limits.tail_bytes)
+    stderr: str
+    stdout_bytes: int = 0         # how much it wrote in all
+    stderr_bytes: int = 0
+    leftover_killed: int = 0      # processes of its uid still alive after it ended (killed)
+    sandboxed: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode is not None and self.returncode < 0 else None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+_probe_cache: dict[str, str | None] = {}
+
+
+def probe_bwrap() -> str | None:
+    """None when bubblewrap works here; otherwise why not (checked once per process)."""
+    if "result" not in _probe_cache:
+        exe = bwrap_path()
+        if exe is None:
+            _probe_cache["result"] = "bubblewrap (bwrap) is not installed; run scripts/setup-eval.sh"
+        else:
+            with tempfile.TemporaryDirectory(prefix="cm-probe-") as tmp:
+                res = run_sandboxed(["/bin/true"], tmp, Limits(wall_s=20), env={}, unsafe=False, _probe=True)
+            _probe_cache["result"] = None if res.returncode == 0 else (
+                f"bubblewrap cannot create a sandbox here (exit {res.returncode}): {res.stderr.strip()[-300:]}")
+    return _probe_cache["result"]
+
+
+def require_sandbox(unsafe: bool) -> None:
+    """Raise SandboxUnavailable unless bubblewrap works, or the caller explicitly chose unsafe execution."""
+    if unsafe:
+        return
+    why = probe_bwrap()
+    if why:
+        raise SandboxUnavailable(f"{why}. Refusing to execute untrusted code without a sandbox "
+                                 "(--unsafe-no-sandbox overrides this; do not use it on a machine you care about)")
+
+
+def fresh_uid() -> int | None:
+    """A uid no process uses, for one execution; None when we cannot switch users (not root)."""
+    if os.geteuid() != 0:
+        return None
+    for _ in range(100):
+        uid = random.randrange(*UID_RANGE)
+        if not _pids_of_uid(uid):
+            return uid
+    raise RuntimeError("no free uid found")
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
+                        break  # dead already (a zombie waiting for its parent to reap it)
+                    if line.startswith(b"Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(name))
+                        break
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return pids
+
+
+def kill_uid(uid: int) -> int:
+    """SIGKILL every process of `uid` until none is left; returns how many were killed."""
+    killed = 0
+    for _ in range(50):
+        pids = _pids_of_uid(uid)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
+def bwrap_argv(workdir: str, env: dict[str, str], ro_binds: list[str], tmp_bytes: int) -> list[str]:
+    argv = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--hostname", SANDBOX_HOSTNAME, "--cap-drop", "ALL"]
+    for path in SYSTEM_RO_PATHS:
+        if os.path.lexists(path) and not path.startswith("/usr/"):
+            argv += ["--ro-bind", path, path]
+    for path in TOP_LEVEL_LINKS:
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    for path in ro_binds:
+        argv += ["--ro-bind", path, path]
+    argv += ["--bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv + ["--"]
+
+
+def prlimit_argv(limits: Limits, no_fork: bool = False) -> list[str]:
+    return ["prlimit", f"--cpu={limits.cpu_seconds()}", f"--data={limits.memory_bytes}",
+            f"--nproc={limits.processes}", f"--fsize={limits.file_bytes}", f"--nofile={limits.open_files}",
+            "--core=0", "--"]
+
+
+def _tail(path: Path, n: int) -> tuple[str, int]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size > n:
+            f.seek(size - n)
+        return f.read().decode("utf-8", "replace"), size
+
+
+def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, str],
+                  ro_binds: list[str] | None = None, unsafe: bool = False, stdin_data: bytes | None = None,
+                  _probe: bool = False) -> SandboxResult:
+    """Run `argv` in `workdir` (which becomes owned by the execution's uid) and return what happened.
+
+    Paths are the same inside and outside: `workdir` and each of `ro_binds` are mounted at their host paths.
+    """
+    if not unsafe and not _probe:
+        require_sandbox(False)
+    workdir = os.path.abspath(workdir)
+    uid = fresh_uid()
+    if uid is not None:
+        for root, dirs, files in os.walk(workdir):
+            os.chown(root, uid, uid)
+            for name in dirs + files:
+                p = os.path.join(root, name)
+                if not os.path.islink(p) and os.stat(p).st_nlink == 1 or os.path.isdir(p):
+                    os.chown(p, uid, uid, follow_symlinks=False)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+           **env}
+    if unsafe:
+        full = prlimit_argv(limits) + list(argv)
+        popen_env = env
+    else:
+        full = prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits.tmp_bytes) + list(argv)
+        popen_env = {"PATH": "/usr/bin:/bin"}
+    io_dir = Path(tempfile.mkdtemp(prefix="cm-io-"))
+    out_path, err_path = io_dir / "stdout", io_dir / "stderr"
+    started = time.monotonic()
+    timed_out = False
+    try:
+        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+            kwargs = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+            proc = subprocess.Popen(full, cwd=workdir, env=popen_env, stdout=out_f, stderr=err_f,
+                                    stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True, **kwargs)
+            if stdin_data is not None:
+                threading.Thread(target=_feed, args=(proc, stdin_data), daemon=True).start()
+            try:
+                proc.wait(timeout=limits.wall_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc.pid)
+                proc.wait()
+            _kill_group(proc.pid)  # anything left in its process group (unsafe mode: background children)
+        seconds = time.monotonic() - started
+        leftover = kill_uid(uid) if uid is not None else 0
+        stdout, n_out = _tail(out_path, limits.tail_bytes)
+        stderr, n_err = _tail(err_path, limits.tail_bytes)
+    finally:
+        shutil.rmtree(io_dir, ignore_errors=True)
+    return SandboxResult(returncode=proc.returncode, timed_out=timed_out, seconds=seconds, stdout=stdout,
+                         stderr=stderr, stdout_bytes=n_out, stderr_bytes=n_err, leftover_killed=leftover,
+                         sandboxed=not unsafe)
+
+
+def _feed(proc: subprocess.Popen, data: bytes) -> None:
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except OSError:
+        pass
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def settings(limits: Limits, unsafe: bool) -> dict:
+    """What summary.json records about the sandbox."""
+    return {"sandbox": "none (--unsafe-no-sandbox)" if unsafe else "bubblewrap",
+            "bwrap": bwrap_path(), "namespaces": [] if unsafe else ["net", "pid", "ipc", "uts", "cgroup", "user"],
+            "network": "none" if not unsafe else "host", "filesystem": "read-only /usr + selected /etc, private /tmp, "
+            "one writable work directory", "environment": "cleared", "uid": "fresh per execution" if os.geteuid() == 0
+            else "the caller's", **asdict(limits), "cpu_s": limits.cpu_seconds()}

@@ -1,0 +1,193 @@
+"""The machine's toolchains: finding them, their versions (part of the benchmark fingerprint), and the
+work done once per machine so that each sample compiles faster:
+
+- C++: a precompiled header of exactly the includes every C++ program starts with (no change in meaning);
+- Go: a build cache with the standard library and testify already compiled, hard-linked (not copied) into
+  each sample's private cache, so `go test -c` only compiles the sample itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from codemill.eval.languages import CPP_INCLUDES, Toolchain
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_NODE_MODULES = REPO_ROOT / ".cache" / "node_modules"
+
+
+def cache_root() -> Path:
+    """~/.cache/codemill (XDG_CACHE_HOME respected): results that only this machine's user reads."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "codemill"
+
+
+def shared_root() -> Path:
+    """Machine-level eval folders that sandboxes must reach by path (so not under a private home): sample
+    work directories, the C++ precompiled header, the Go build cache, js-md5. Set CODEMILL_EVAL_ROOT to move."""
+    path = Path(os.environ.get("CODEMILL_EVAL_ROOT") or "/var/tmp/codemill-eval")
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o711)
+    return path
+
+
+def work_root() -> Path:
+    """Where sample work directories go: traversable, not listable, by the sandboxes' uids."""
+    path = shared_root() / "work"
+    path.mkdir(exist_ok=True)
+    os.chmod(path, 0o711)
+    return path
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else f"exit {r.returncode}"
+
+
+def _dpkg_version(package: str) -> str:
+    return _run(["dpkg-query", "-W", "-f=${Version}", package])
+
+
+def toolchain_versions(tc: Toolchain) -> dict[str, str]:
+    """One line per tool: what results were computed with."""
+    versions = {
+        "python": _run([tc.python, "--version"]),
+        "g++": _run([tc.gxx, "--version"]),
+        "boost": _dpkg_version("libboost-dev"),
+        "openssl": _run(["openssl", "version"]),
+        "javac": _run([tc.javac, "-version"]),
+        "java": _run([tc.java, "-version"]),
+        "node": _run([tc.node, "--version"]),
+        "go": _run([tc.go, "version"]),
+        "testify": _dpkg_version("golang-github-stretchr-testify-dev"),
+        "bwrap": _run(["bwrap", "--version"]),
+    }
+    md5 = Path(tc.node_modules or "") / "js-md5" / "package.json"
+    versions["js-md5"] = json.loads(md5.read_text()).get("version", "?") if md5.is_file() else "missing"
+    return versions
+
+
+def default_toolchain(node_modules: str | None = None, cpp_std: str = "c++11", prepare: bool = True) -> Toolchain:
+    """The toolchain of this machine, with the C++ precompiled header built when `prepare`."""
+    nm = node_modules or (str(DEFAULT_NODE_MODULES) if DEFAULT_NODE_MODULES.is_dir() else None)
+    tc = Toolchain(node_modules=nm, cpp_std=cpp_std)
+    if prepare:
+        tc.cpp_pch_dir = cpp_pch(tc)
+        tc.javac_cds = javac_cds(tc)
+        if nm:
+            tc.node_modules = visible_node_modules(Path(nm))
+    return tc
+
+
+def visible_node_modules(src: Path) -> str:
+    """A copy of `src` (js-md5) under the shared root, readable by the sandboxes whatever `src`'s parents."""
+    key = hashlib.sha256(str(sorted((str(p.relative_to(src)), p.stat().st_size) for p in src.rglob("*")
+                                    if p.is_file())).encode()).hexdigest()[:16]
+    folder = shared_root() / f"node_modules-{key}"
+    if not folder.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix="nm-", dir=shared_root()))
+        shutil.copytree(src, tmp / "m")
+        _make_readable(tmp / "m")
+        try:
+            os.rename(tmp / "m", folder)
+        except OSError:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def _make_readable(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+def cpp_pch(tc: Toolchain) -> str | None:
+    """A folder holding cm_pch.h and its precompiled .gch for these compiler flags; None if g++ fails."""
+    key = hashlib.sha256(json.dumps([_run([tc.gxx, "--version"]), tc.cpp_std, CPP_INCLUDES]).encode()).hexdigest()
+    folder = shared_root() / f"pch-{key[:16]}"
+    if (folder / "cm_pch.h.gch").is_file():
+        return str(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="pch-", dir=folder.parent))
+    os.chmod(tmp, 0o755)
+    (tmp / "cm_pch.h").write_text("\n".join(CPP_INCLUDES) + "\n")
+    r = subprocess.run([tc.gxx, f"-std={tc.cpp_std}", "-x", "c++-header", "cm_pch.h", "-o", "cm_pch.h.gch"],
+                       cwd=tmp, capture_output=True, timeout=300)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    _make_readable(tmp)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def go_cache_key(tc: Toolchain) -> str:
+    return hashlib.sha256(json.dumps([_run([tc.go, "version"]), _dpkg_version(
+        "golang-github-stretchr-testify-dev")]).encode()).hexdigest()[:16]
+
+
+def go_cache_dir(tc: Toolchain) -> Path:
+    return shared_root() / f"gocache-{go_cache_key(tc)}"
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Copy the folder structure of `src` into `dst` with every file hard-linked (read-only to the sample:
+    the files stay the caller's, 0644; the sample may add files to its own folders)."""
+    for root, _dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        target = dst if rel == "." else dst / rel
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.link(os.path.join(root, name), target / name)
+            except OSError:
+                shutil.copy2(os.path.join(root, name), target / name)
+
+
+JAVAC_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+
+def javac_cds(tc: Toolchain) -> str | None:
+    """A dynamic class-data-sharing archive of javac compiling a small program (about a third less CPU per
+    javac start); None when the JDK cannot make one."""
+    key = hashlib.sha256(json.dumps([_run([tc.javac, "-version"]), _run([tc.java, "-version"]),
+                                     JAVAC_JVM_FLAGS]).encode()).hexdigest()[:16]
+    folder = shared_root() / f"javac-cds-{key}"
+    archive = folder / "javac.jsa"
+    if archive.is_file():
+        return str(archive)
+    tmp = Path(tempfile.mkdtemp(prefix="cds-", dir=shared_root()))
+    os.chmod(tmp, 0o755)
+    (tmp / "Main.java").write_text(
+        "import java.util.*;\nclass Solution {\n    public List<Integer> f(List<Integer> xs) {\n"
+        "        List<Integer> out = new ArrayList<>();\n        for (int x : xs) { out.add(x * 2); }\n"
+        "        return out;\n    }\n}\npublic class Main {\n    public static void main(String[] args) {\n"
+        "        Solution s = new Solution();\n        if (!s.f(Arrays.asList(1, 2)).equals(Arrays.asList(2, 4))) "
+        "{ throw new AssertionError(); }\n    }\n}\n")
+    flags = [f"-J{f}" for f in JAVAC_JVM_FLAGS]
+    r = subprocess.run([tc.javac, *flags, f"-J-XX:ArchiveClassesAtExit={tmp / 'javac.jsa'}", "-encoding", "UTF-8",
+                        "-nowarn", "-proc:none", "Main.java"], cwd=tmp, capture_output=True, timeout=300)
+    if r.returncode != 0 or not (tmp / "javac.jsa").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    for name in ("Main.java", "Main.class", "Solution.class"):
+        (tmp / name).unlink(missing_ok=True)
+    _make_readable(tmp)
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(archive)
