@@ -236,6 +236,8 @@ def test_config_defaults_and_refusals():
     assert (config.near.shingle_size, config.near.num_perm, config.near.threshold) == (5, 256, 0.7)
     assert config.near.bands is None and config.decontaminate.paths == [] and config.decontaminate.ngram == 13
     assert build_config(DedupConfig, overrides=["near.bands=16", "near.rows=16"]).near.bands == 16
-    for bad in (["near.bands=16"], ["near.bands=30", "near.rows=10"], ["near.threshold=1.5"], ["near.verify=exact"]):
-        with pytest.raises(ConfigError):
+    for bad, message in ((["near.bands=16"], "set both near.bands and near.rows"),
+                         (["near.bands=30", "near.rows=10"], "exceeds near.num_perm"),
+                         (["near.threshold=1.5"], "near.threshold"), (["near.verify=exact"], "near.verify")):
+        with pytest.raises(ConfigError, match=message):
             build_config(DedupConfig, overrides=bad)

@@ -53,11 +53,12 @@ def _corpus() -> tuple[list[dict], dict]:
     expect["exact"][rows[-2]["doc_id"]] = rows[-1]["doc_id"]
     rows.append(_row("x/null", "n.py", None, 0))
     assert len(HUMANEVAL_FILES) == 5, "the shipped HumanEval-X data is missing"
-    if HUMANEVAL_FILES:
-        solution = dict(read_problems(HUMANEVAL_FILES, ["prompt", "canonical_solution"]))["Python/31"]
-        leaked = _row("x/leak", "solutions.py", "import math\n\n" + solution + "\n\nprint(is_prime(7))\n", 3)
-        rows.append(leaked)
-        expect["contamination"] = {leaked["doc_id"]: "Python/31"}
+    solution = dict(read_problems(HUMANEVAL_FILES, ["prompt", "canonical_solution"]))["Python/31"]
+    leaked = _row("x/leak", "solutions.py", "import math\n\n" + solution + "\n\nprint(is_prime(7))\n", 3)
+    # An exact copy of the leaked file: contaminated and a duplicate, removed (and counted) once.
+    copy = _row("x/leak-copy", "solutions.py", leaked["content"], 1)
+    rows += [leaked, copy]
+    expect["contamination"] = {leaked["doc_id"]: "Python/31", copy["doc_id"]: "Python/31"}
     return rows, expect
 
 
@@ -80,9 +81,8 @@ def _write_filter_output(out: str):
 def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
     inp, table, expect = filter_output
     out = tmp_path / "dedup"
-    argv = ["--input", str(inp), "--out", str(out), "--set", "docs_per_batch=7", "--set", "band_rows_per_partition=1000"]
-    if HUMANEVAL_FILES:
-        argv += ["--set", f"decontaminate.paths={json.dumps(HUMANEVAL_FILES)}"]
+    argv = ["--input", str(inp), "--out", str(out), "--set", "docs_per_batch=7", "--set", "band_rows_per_partition=1000",
+            "--set", f"decontaminate.paths={json.dumps(HUMANEVAL_FILES)}"]
     assert stage_main("dedup", argv) == 0
 
     dups = pq.read_table(str(out / "duplicates")).to_pylist()
@@ -93,7 +93,8 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
     for removed, keeper in expect["near"].items():
         assert by_id[removed]["kind"] == "near" and by_id[removed]["kept_doc_id"] == keeper
         assert 0.7 <= by_id[removed]["similarity"] <= 1.0  # estimated: a one-line edit may not show
-    for removed, task in expect.get("contamination", {}).items():
+    assert len(by_id) == len(dups), "a document is listed twice in duplicates/"
+    for removed, task in expect["contamination"].items():
         assert by_id[removed]["kind"] == "contamination" and by_id[removed]["benchmark_task_id"] == task
     n_expected = sum(len(v) for v in expect.values())
     unexpected = [d for d in dups if not any(d["doc_id"] in v for v in expect.values())]
@@ -110,6 +111,7 @@ def test_dedup_stage_end_to_end(ray_session, filter_output, tmp_path):
     assert stats["not_deduplicated"]["count"] == 1
     assert stats["removed_by_kind"]["exact"] == len(expect["exact"])
     assert stats["removed_by_kind"]["near"] == len(expect["near"])
+    assert stats["removed_by_kind"]["contamination"] == 2
     python = stats["per_language"]["Python"]
     assert python["duplicate_rate"] == pytest.approx(n_expected / table.num_rows)
     assert (stats["lsh"]["bands"], stats["lsh"]["rows"]) == (25, 10) and stats["lsh"]["band_partitions"] >= 2

@@ -80,7 +80,7 @@ def test_credentials_in_a_dag_config_are_refused_and_not_shown(tmp_path):
     p = tmp_path / "d.yaml"
     p.write_text("name: t\nstages:\n  - name: c\n    stage: crawl\n    config:\n      source:\n        type: git\n"
                  "        urls: ['https://user:s3cr@t/pw@example.com/o/r.git']\n")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="holds credentials") as err:
         plan(load_dag(p), p, str(tmp_path / "run"))
     assert "holds credentials" in str(err.value) and "s3cr" not in str(err.value)
 
@@ -233,7 +233,7 @@ def test_empty_input_gives_an_empty_complete_output(tmp_path, ray_session, stage
 
 @pytest.mark.ray
 def test_the_job_api_answers_401_without_the_token(ray_head):
-    with pytest.raises(urllib.error.HTTPError) as err:
+    with pytest.raises(urllib.error.HTTPError, match="401") as err:
         urllib.request.urlopen(f"{ray_head.dashboard_url}/api/jobs/", timeout=30)
     assert err.value.code == 401
     request = urllib.request.Request(f"{ray_head.dashboard_url}/api/jobs/",

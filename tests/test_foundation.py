@@ -31,7 +31,7 @@ def test_overrides_keep_yaml_types(tmp_path):
 def test_bad_value_names_file_key_and_value(tmp_path):
     cfg_file = tmp_path / "bad.yaml"
     cfg_file.write_text("inner:\n  threshold: lots\n")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="invalid configuration") as err:
         load_config(Demo, cfg_file)
     msg = str(err.value)
     assert "bad.yaml" in msg and "inner.threshold" in msg and "lots" in msg and "number" in msg

@@ -138,7 +138,7 @@ def test_sigterm_handler_is_only_installed_while_running():
     before = signal.getsignal(signal.SIGTERM)
     with sigterm_as_exit():
         assert signal.getsignal(signal.SIGTERM) is not before
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit, match=str(128 + signal.SIGTERM)):
             signal.raise_signal(signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
 

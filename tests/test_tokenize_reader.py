@@ -45,7 +45,7 @@ def test_rows_are_zero_copy_views_in_global_order(dataset):
         np.testing.assert_array_equal(row, ids[i])
     view = r[len(r) - 1]
     assert not view.flags.owndata and not view.flags.writeable, "a view of the read-only mapping"
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="out of range"):
         r[len(r)]
 
 
@@ -71,7 +71,7 @@ def test_gather_rows_matches_single_access(dataset):
     for k, i in enumerate(idx):
         np.testing.assert_array_equal(batch[k], r[i])
     assert r.rows(np.array([], dtype=np.int64)).shape == (0, SEQ)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="row indices must be in"):
         r.rows(np.array([0, len(r)]))
 
 
@@ -108,7 +108,7 @@ def test_validation_split_and_tokenizer(dataset):
     tokenizer = Tokenizer.from_file(v.tokenizer_path)
     text = tokenizer.decode(v[0][:v.n_tokens(0)].tolist(), skip_special_tokens=False)
     assert text.startswith(f"# language: {v.language(0)}\n") or text.startswith(f"// language: {v.language(0)}\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="split must be one of"):
         ShardReader(str(out), split="test")
 
 
