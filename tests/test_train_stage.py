@@ -8,6 +8,7 @@ restarted by Ray Train from the latest checkpoint and end with the same losses.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,10 +65,22 @@ def losses(out: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_records(storage.join(out, METRICS_FILE))}
 
 
+def train_temp_folders() -> set[str]:
+    """The train loop's local folders (checkpoints before upload, TensorBoard) in the temp area."""
+    import tempfile
+
+    from codemill.train.loop import TEMP_PREFIX
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*")}
+
+
 @pytest.fixture(scope="module")
 def trained(shards, ray_head, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("train"))
-    assert run_train(shards, out) == 0
+    before = train_temp_folders()
+    # 3 checkpoints (steps 4, 8, 12) with only 2 kept: the temp area must not grow with either.
+    assert run_train(shards, out, **{"run.keep_checkpoints": 2}) == 0
+    assert train_temp_folders() - before == set(), "checkpoint or TensorBoard folders left in the temp area"
     return out
 
 
@@ -82,8 +95,10 @@ def test_loss_falls_and_outputs_are_complete(trained):
     evals = [r for r in records if "val_loss" in r]
     assert [r["step"] for r in evals] == [6, 12] and evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert {"val_loss/Python", "val_loss/Go"} <= set(evals[-1])
-    for key in ("lr", "grad_norm", "loss_scale", "tokens_per_s"):
-        assert all(r[key] is not None for r in records), key
+    for r in records:
+        assert 0 < r["lr"] <= 3e-3 and math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0, r
+        assert r["loss_scale"] == 1.0 and math.isfinite(r["tokens_per_s"]) and r["tokens_per_s"] > 0, r
+        assert math.isfinite(r["loss"]) and 0 < r["loss"] < 15, r
     stats = storage.read_json(storage.join(trained, "stats.json"))
     assert stats["steps"] == STEPS and stats["final_loss"] == last
     assert storage.read_bytes(storage.join(trained, "loss_curve.png")).startswith(b"\x89PNG")
