@@ -40,6 +40,7 @@ TRAIN_CHECKPOINTS = "ray_train"
 TRAIN_TENSORBOARD = "tensorboard"
 TRAIN_METRICS = "metrics.jsonl"
 TRAIN_FIGURE = "loss_curve.png"
+TRAIN_FAULT_MARKER = "_fault_injected"  # written once by `fault_injection_step` (restart tests)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("train", "codemill.train", "pretrain the CodeGeeX model with Ray Train + DeepSpeed",
               "codemill.train.config:TrainConfig", "codemill.train.stage:body",
               inputs=(_input("tokenize", "its shards/"),),
-              outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE)),
+              outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE,
+                       TRAIN_FAULT_MARKER)),
 )}
 
 

@@ -17,7 +17,7 @@ import torch
 
 from codemill import storage
 from codemill.languages import LANGUAGE_NAMES
-from codemill.stages import TRAIN_EXPORT, TRAIN_TENSORBOARD
+from codemill.stages import TRAIN_EXPORT, TRAIN_FAULT_MARKER, TRAIN_TENSORBOARD
 from codemill.train import checkpoint, export, flops, metrics
 from codemill.train.config import TrainConfig
 from codemill.train.data import Batch, RankRows, make_batch, validation_rows
@@ -27,7 +27,7 @@ from codemill.train.schedule import learning_rate
 
 log = logging.getLogger("codemill.train")
 
-FAULT_MARKER = "_fault_injected"
+FAULT_MARKER = TRAIN_FAULT_MARKER
 TEMP_PREFIX = "cm-train-"  # of this loop's local folders (checkpoints before upload, TensorBoard)
 Report = Callable[[dict, "str | None"], None]
 
