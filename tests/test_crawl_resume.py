@@ -108,7 +108,8 @@ def test_a_failed_repository_is_retried_by_a_plain_rerun(tmp_path, ray_session):
     corpus = make_repos(tmp_path / "corpus", 2)
     whole = tar_bytes({"broken/a.py": BODY.encode(), "broken/b.py": BODY.encode()})
     archive = tmp_path / "broken.tar"
-    archive.write_bytes(whole[:512 + 2048])  # the first member whole, then nothing: no end-of-archive
+    first = 512 + len(BODY) + -len(BODY) % 512
+    archive.write_bytes(whole[:first])  # cut at a header boundary: the first member whole, no end-of-archive
     paths = [corpus / "pkg000", corpus / "pkg001", archive]
     out = str(tmp_path / "out")
     m = run_stage("crawl", crawl_config(paths), out, crawl.body)

@@ -4,11 +4,16 @@ decoding rules, the Arrow tables, and the main-language rule."""
 from __future__ import annotations
 
 import codecs
+import gzip
 import hashlib
 import io
+import json
 import os
 import stat
+import subprocess
+import sys
 import tarfile
+import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -18,7 +23,13 @@ import pytest
 
 from codemill.crawl.decode import NotText, decode_text, looks_binary
 from codemill.crawl.extract import (
-    ExtractLimits, RepoFile, SkippedFile, extract_repo, files_table, iter_repo_files, skipped_table,
+    ExtractLimits,
+    RepoFile,
+    SkippedFile,
+    extract_repo,
+    files_table,
+    iter_repo_files,
+    skipped_table,
 )
 from codemill.crawl.repo_language import bytes_by_extension, bytes_by_language, main_language
 from codemill.crawl.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
@@ -141,7 +152,7 @@ def test_repo_size_cap_stops_reading_and_records_once(tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         for i in range(10):
             add_member(tar, f"p/f{i}.py", PY_SOURCE)
-    limits = ExtractLimits(max_repo_bytes=3 * len(PY_SOURCE))
+    limits = ExtractLimits(max_repo_bytes=3 * (512 + len(PY_SOURCE)))  # a tar member's header counts too
     records = list(iter_repo_files(str(archive), "o/big", limits))
     assert by_path(records) == {"f0.py": "utf-8", "f1.py": "utf-8", "f2.py": "utf-8", "p/f3.py": "repo_size_cap"}
 
@@ -176,7 +187,7 @@ def test_top_folder_is_kept_unless_every_member_shares_it(tmp_path):
     assert [f.path for f in extract_repo(str(shared), "o/shared").files] == ["a.py", "sub/b.py"]
 
 
-def test_truncated_tarball_keeps_what_was_read(tmp_path):
+def test_tarball_cut_inside_a_member_ends_with_an_archive_error(tmp_path):
     whole = tmp_path / "whole.tar.gz"
     with tarfile.open(whole, "w:gz") as tar:
         add_member(tar, "r/a.py", PY_SOURCE)
@@ -431,3 +442,147 @@ def test_main_language_ties_hint_and_none():
     assert main_language({".md": 100, ".txt": 50}) is None
     assert main_language({".py": 100}, repo_hint="Jupyter Notebook") == "Python"
     assert main_language({".py": 100}, repo_hint="Vim Script") == "Vim Script"
+
+
+# --- hostile tar headers, damaged tars, hostile zips (issue 10 items 2, 4, 8) ---------------------------
+
+def tar_header(name: str, kind: bytes, size: int, fmt=tarfile.GNU_FORMAT) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    return info.tobuf(format=fmt)
+
+
+def tar_member(name: str, data: bytes) -> bytes:
+    return tar_header(name, tarfile.REGTYPE, len(data), tarfile.USTAR_FORMAT) + data + bytes(-len(data) % 512)
+
+
+END_OF_ARCHIVE = bytes(1024)
+BOMB_BYTES = 512 << 20
+
+
+def write_header_bomb(path: Path, kind: bytes) -> Path:
+    """A .tar.gz of about 2 MB whose first header declares 512 MiB of extended header data."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(tar_header("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "pax", kind, BOMB_BYTES))
+        chunk = b"a" * (1 << 20)
+        for _ in range(BOMB_BYTES // len(chunk)):
+            f.write(chunk)
+        f.write(tar_member("after.py", PY_SOURCE) + END_OF_ARCHIVE)
+    assert path.stat().st_size < 4 << 20
+    return path
+
+
+def extract_in_subprocess(archive: Path, timeout_s: float = 120) -> dict:
+    """Records of the archive and how much the extracting process's peak memory grew, measured in a
+    process of its own (the peak RSS of this one is whatever earlier tests left)."""
+    code = (
+        "import json, resource, sys\n"
+        "from codemill.crawl.extract import iter_repo_files\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "records = [[r.path, getattr(r, 'reason', 'kept')] for r in iter_repo_files(sys.argv[1], 'o/bomb')]\n"
+        "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base\n"
+        "print(json.dumps({'records': records, 'grew_mib': grew / 1024}))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(archive)], capture_output=True, text=True,
+                          timeout=timeout_s)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE])
+def test_extended_header_bombs_are_refused_before_they_are_read(tmp_path, kind):
+    """A 2 MB .tar.gz declaring a 512 MiB long-name or pax header cost gigabytes (tarfile reads it whole)."""
+    archive = write_header_bomb(tmp_path / "bomb.tar.gz", kind)
+    result = extract_in_subprocess(archive)
+    assert result["records"] == [["", "archive_error"]]
+    assert result["grew_mib"] < 32, result
+
+
+def test_pax_records_are_parsed_in_linear_time(tmp_path, monkeypatch):
+    """CPython's pax parsing is quadratic on digits (CVE-2024-6232): 60,000 digits took 12 s. The reader
+    parses pax records itself, and tarfile's header parsing is never reached."""
+    digits = b"1" * 60_000
+    archive = tmp_path / "digits.tar"
+    archive.write_bytes(tar_header("pax", tarfile.XHDTYPE, len(digits)) + digits + bytes(-len(digits) % 512)
+                        + tar_member("a.py", PY_SOURCE) + END_OF_ARCHIVE)
+    for name in ("_proc_pax", "_proc_gnulong", "frombuf"):
+        monkeypatch.setattr(tarfile.TarInfo, name, lambda *a, **k: pytest.fail("tarfile parsed a header"))
+    started = time.monotonic()
+    assert list(iter_repo_files(str(archive), "o/d")) == [SkippedFile("o/d", "", "archive_error")]
+    assert time.monotonic() - started < 5
+    honest = tmp_path / "honest.tar"  # real pax and GNU headers still work
+    with tarfile.open(honest, "w", format=tarfile.PAX_FORMAT) as tar:
+        add_member(tar, "r/" + "long_folder_name/" * 12 + "deep.py", PY_SOURCE)
+        add_member(tar, "r/caf\u00e9.py", PY_SOURCE, pax_headers={"comment": "x" * 300})
+    with tarfile.open(tmp_path / "gnu.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        add_member(tar, "r/" + "n" * 200 + ".py", PY_SOURCE)
+        add_member(tar, "r/link", type=tarfile.SYMTYPE, linkname="t" * 200)
+    assert by_path(iter_repo_files(str(honest), "o/h")) == {"long_folder_name/" * 12 + "deep.py": "utf-8",
+                                                            "caf\u00e9.py": "utf-8"}
+    assert by_path(iter_repo_files(str(tmp_path / "gnu.tar"), "o/g")) == {"n" * 200 + ".py": "utf-8",
+                                                                          "link": "symlink"}
+
+
+def test_every_member_type_counts_toward_the_repository_cap(tmp_path):
+    """Only regular files counted: 10 MiB of an unknown member type passed any max_repo_bytes."""
+    archive = tmp_path / "odd.tar.gz"
+    with gzip.open(archive, "wb") as f:
+        f.write(tar_header("r/blob", b"Z", 10 << 20, tarfile.USTAR_FORMAT) + bytes(10 << 20))
+        f.write(tar_member("r/after.py", PY_SOURCE) + END_OF_ARCHIVE)
+    records = list(iter_repo_files(str(archive), "o/odd", ExtractLimits(max_repo_bytes=1 << 20)))
+    assert records == [SkippedFile("o/odd", "r/blob", "repo_size_cap")]
+    with_room = list(iter_repo_files(str(archive), "o/odd", ExtractLimits(max_repo_bytes=20 << 20)))
+    assert by_path(with_room) == {"blob": "special_file", "after.py": "utf-8"}
+
+
+def damaged_tars() -> dict[str, bytes]:
+    members = tar_member("r/a.py", PY_SOURCE) + tar_member("r/b.py", PY_SOURCE)
+    second = len(tar_member("r/a.py", PY_SOURCE))
+    bad_checksum = bytearray(members)
+    bad_checksum[second + 10] ^= 0x55  # a byte of the second header's name
+    return {
+        "cut at a header boundary": members,
+        "cut after the first member": members[:second],
+        "bad checksum mid-archive": bytes(bad_checksum) + END_OF_ARCHIVE,
+        "garbage header mid-archive": members[:second] + b"\xde\xad" * 256 + members[second:] + END_OF_ARCHIVE,
+        "cut inside a header": members[:second + 100],
+    }
+
+
+@pytest.mark.parametrize("damage", list(damaged_tars()))
+def test_damaged_tars_end_with_an_archive_error(tmp_path, damage):
+    """These yielded the files before the damage with no record (tarfile stops silently)."""
+    archive = tmp_path / "damaged.tar"
+    archive.write_bytes(damaged_tars()[damage])
+    records = list(iter_repo_files(str(archive), "o/d"))
+    assert records[-1].reason == "archive_error", records
+    whole = tmp_path / "whole.tar"
+    whole.write_bytes(tar_member("r/a.py", PY_SOURCE) + tar_member("r/b.py", PY_SOURCE) + END_OF_ARCHIVE)
+    assert by_path(iter_repo_files(str(whole), "o/w")) == {"a.py": "utf-8", "b.py": "utf-8"}
+
+
+def test_zip_announcing_too_many_entries_is_refused_before_its_directory_is_read(tmp_path, monkeypatch):
+    """A 1M-entry zip was parsed whole (zipfile reads the central directory) before the member cap."""
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"m{i}.py", PY_SOURCE)
+    raw = bytearray(archive.read_bytes())
+    eocd = raw.rindex(b"PK\x05\x06")
+    raw[eocd + 8:eocd + 12] = (1_000_000 & 0xFFFF).to_bytes(2, "little") * 2  # entries announced
+    announced = tmp_path / "announced.zip"
+    announced.write_bytes(bytes(raw))
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", lambda *a, **k: pytest.fail("the directory was parsed"))
+    assert list(iter_repo_files(str(announced), "o/z", ExtractLimits(max_members=1000))) == [
+        SkippedFile("o/z", "", "member_count_cap")]
+    monkeypatch.undo()
+    real = tmp_path / "real.zip"  # a real one, 20,000 entries, against a cap of 100: small peak memory
+    with zipfile.ZipFile(real, "w") as zf:
+        for i in range(20_000):
+            zf.writestr(f"m{i}.txt", b"")
+    tracemalloc.start()
+    try:
+        records = list(iter_repo_files(str(real), "o/r", ExtractLimits(max_members=100)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert records == [SkippedFile("o/r", "", "member_count_cap")] and peak < 1 << 20

@@ -12,16 +12,21 @@ central directory) and folders file by file. Every member that is not kept is re
   above it: a site-packages child crawled as its own repository keeps its files.
 - `file_size_cap`: a file larger than `max_file_bytes`; its size is checked before it is read, and the
   read is bounded anyway (an archive may lie about sizes, a file may grow).
-- `repo_size_cap`, `member_count_cap`: the repository holds more than `max_repo_bytes` of regular files,
-  or more than `max_members` members; the member that passes the cap is recorded and nothing after it
-  is read. The byte count is what the extractor passes over: a tar stream decompresses every member, so
-  all of its regular files count, excluded ones included; a folder walk never enters excluded folders.
+- `repo_size_cap`, `member_count_cap`: the repository holds more than `max_repo_bytes`, or more than
+  `max_members` members; the member that passes the cap is recorded and nothing after it is read. The
+  byte count is what the extractor passes over: a tar stream decompresses every member, so every byte
+  of it counts (headers, extended headers and data of every member type, excluded ones included); a
+  zip counts every member's uncompressed size; a folder walk counts regular files and never enters
+  excluded folders. A zip whose end record announces more than `max_members` entries is refused before
+  its central directory is read.
 - `duplicate_path`: an archive holding the same path twice keeps the first.
 - `path_encoding`: a name that is not valid UTF-8 (recorded with the odd bytes escaped, `\\udce9`).
 - `binary`, `decode`: see `codemill.crawl.decode`.
-- `encrypted`, `read_error`, `archive_error`: a member that cannot be read, or an archive that is
-  corrupt from that member on (the files read before it are kept; the record names the last member
-  read, or "" when the archive or folder cannot be opened at all).
+- `encrypted`, `read_error`: a member that cannot be read.
+- `archive_error`: an archive that is damaged from that member on (a bad checksum, a garbage or
+  oversized header, cut short: a tar must reach its end-of-archive block, see `codemill.crawl.tarstream`),
+  or a folder that cannot be opened; the record names the last member read, or "" when nothing could be
+  read, and it is the last record. The crawl fails such a repository rather than keep part of it.
 
 Archive paths drop one top-level folder when every member (read within the caps) sits inside it, as in
 GitHub's tarballs (`owner-repo-sha/src/x.py` -> `src/x.py`). A folder's paths are relative to the
@@ -48,6 +53,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
+from codemill.crawl import tarstream
 from codemill.crawl.decode import NotText, decode_text
 from codemill.crawl.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
 
@@ -161,6 +167,11 @@ class _Member:
     size: int                                   # declared size of a regular file
     read: Callable[[int], bytes] | None = None  # read at most n bytes (regular files)
     encrypted: bool = False
+    stored: int | None = None                   # bytes counted toward max_repo_bytes (default: size)
+
+
+class _TooManyMembers(Exception):
+    """A container that announces more members than the cap, refused before they are listed."""
 
 
 def _open_decompressed(path: str) -> BinaryIO:
@@ -176,15 +187,13 @@ def _open_decompressed(path: str) -> BinaryIO:
 
 
 def _tar_members(path: str) -> Iterator[_Member]:
-    kinds = ((tarfile.TarInfo.isreg, FILE), (tarfile.TarInfo.isdir, DIR), (tarfile.TarInfo.issym, SYMLINK),
-             (tarfile.TarInfo.islnk, HARDLINK))
-    with _open_decompressed(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:  # a stream, in order
-        for info in tar:
-            kind = next((k for test, k in kinds if test(info)), SPECIAL)
-            read = None
-            if kind == FILE:
-                read = lambda n, info=info: tar.extractfile(info).read(n)  # noqa: E731 (bound per member)
-            yield _Member(info.name, kind, info.size, read)
+    kinds = {tarstream.DIRECTORY: DIR, tarstream.SYMLINK: SYMLINK, tarstream.HARDLINK: HARDLINK}
+    with _open_decompressed(path) as raw:  # a stream, in order
+        reader = tarstream.TarReader(raw)
+        for entry in reader:
+            kind = FILE if entry.is_regular else kinds.get(entry.type, SPECIAL)
+            yield _Member(entry.name, kind, entry.size, reader.read if kind == FILE else None,
+                          stored=entry.stored_bytes)
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
@@ -198,7 +207,43 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     return FILE
 
 
-def _zip_members(path: str) -> Iterator[_Member]:
+# The end-of-central-directory record (22 bytes, then a comment of at most 64 KiB), and its zip64 forms.
+_EOCD, _EOCD64_LOCATOR, _EOCD64 = b"PK\x05\x06", b"PK\x06\x07", b"PK\x06\x06"
+_EOCD_SIZE, _MAX_COMMENT = 22, 0xFFFF
+# Central directory entries are ~100 bytes in real zips (46 fixed, a name, a few extra fields); a
+# directory averaging more than this per announced entry hides entries its end record does not count.
+_MAX_CD_BYTES_PER_ENTRY = 4096
+
+
+def zip_directory_size(path: str) -> tuple[int, int]:
+    """(entries, central directory bytes) as the end record announces them, read from the file's tail
+    without parsing the central directory; zipfile.BadZipFile when there is no end record."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        tail_start = max(0, size - _EOCD_SIZE - _MAX_COMMENT)
+        f.seek(tail_start)
+        tail = f.read()
+        pos = tail.rfind(_EOCD)
+        if pos < 0 or len(tail) - pos < _EOCD_SIZE:
+            raise zipfile.BadZipFile("no end-of-central-directory record")
+        record = tail[pos:pos + _EOCD_SIZE]
+        entries = max(int.from_bytes(record[8:10], "little"), int.from_bytes(record[10:12], "little"))
+        cd_bytes = int.from_bytes(record[12:16], "little")
+        locator = tail[pos - 20:pos] if pos >= 20 else b""
+        if locator[:4] == _EOCD64_LOCATOR:  # zip64: the counts live in the zip64 end record
+            f.seek(int.from_bytes(locator[8:16], "little"))
+            record64 = f.read(56)
+            if record64[:4] != _EOCD64 or len(record64) < 56:
+                raise zipfile.BadZipFile("a zip64 locator that points at no zip64 end record")
+            entries = max(int.from_bytes(record64[24:32], "little"), int.from_bytes(record64[32:40], "little"))
+            cd_bytes = int.from_bytes(record64[40:48], "little")
+    return entries, cd_bytes
+
+
+def _zip_members(path: str, max_members: int) -> Iterator[_Member]:
+    entries, cd_bytes = zip_directory_size(path)
+    if entries > max_members or cd_bytes > max(entries, 1) * _MAX_CD_BYTES_PER_ENTRY:
+        raise _TooManyMembers()
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             def read(n: int, info: zipfile.ZipInfo = info) -> bytes:
@@ -290,7 +335,7 @@ def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None
     if lower.endswith(TAR_SUFFIXES):
         open_members: Callable[[], Iterator[_Member]] = lambda: _tar_members(path)  # noqa: E731
     elif lower.endswith(ZIP_SUFFIXES):
-        open_members = lambda: _zip_members(path)  # noqa: E731
+        open_members = lambda: _zip_members(path, limits.max_members)  # noqa: E731
     elif os.path.isdir(path):
         yield from _extract(_folder_members(path, excluded), _Extractor(repo_full_name, limits, excluded))
         return
@@ -312,6 +357,8 @@ def _extract(members: Iterator[_Member], extractor: _Extractor) -> Iterator[Repo
             yield from records
             if stop:
                 break
+    except _TooManyMembers:
+        yield extractor.skip(current, SKIP_MEMBER_COUNT)
     except _ARCHIVE_ERRORS:
         yield extractor.skip(current, SKIP_ARCHIVE_ERROR)
     finally:
@@ -346,10 +393,9 @@ class _Extractor:
         self.members += 1
         if self.members > self.limits.max_members:
             return [self.skip(member.name, SKIP_MEMBER_COUNT)], True
-        if member.kind == FILE:
-            self.total_bytes += member.size
-            if self.total_bytes > self.limits.max_repo_bytes:
-                return [self.skip(member.name, SKIP_REPO_SIZE)], True
+        self.total_bytes += member.size if member.stored is None else member.stored
+        if self.total_bytes > self.limits.max_repo_bytes:
+            return [self.skip(member.name, SKIP_REPO_SIZE)], True
         path, unsafe = _normalize(member.name)
         if unsafe:
             return [self.skip(member.name, unsafe)], False
