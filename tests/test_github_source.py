@@ -13,18 +13,33 @@ import tarfile
 from datetime import datetime, timezone
 
 import pytest
+from github_fake import (
+    FAKE_NOW,
+    HOSTILE_KINDS,
+    FakeClock,
+    FakeGithub,
+    FakeRepo,
+    hostile_repo,
+    make_population,
+)
 from pydantic import ValidationError
 
 from codemill.crawl.sources.base import FetchError, RepoRef
 from codemill.crawl.sources.github import (
-    SEARCH_RESULT_CAP, GithubSource, GithubSourceConfig, SearchSlice,
+    SEARCH_RESULT_CAP,
+    GithubSource,
+    GithubSourceConfig,
+    SearchSlice,
 )
 from codemill.crawl.sources.github_client import ApiError, Tokens
 from codemill.crawl.sources.ratelimit import (
-    RESET_MARGIN_S, SECONDARY_LIMIT_WAIT_S, Backoff, Grant, RateHeaders, RateLimiter, classify_response,
-)
-from github_fake import (
-    FAKE_NOW, HOSTILE_KINDS, FakeClock, FakeGithub, FakeRepo, hostile_repo, make_population,
+    RESET_MARGIN_S,
+    SECONDARY_LIMIT_WAIT_S,
+    Backoff,
+    Grant,
+    RateHeaders,
+    RateLimiter,
+    classify_response,
 )
 
 PYTHON = "stars:>=1 size:<=10240 language:Python"
@@ -504,3 +519,74 @@ def test_backoff_is_jittered_exponential_and_bounded():
     for attempt, ceiling in [(0, 1), (1, 2), (2, 4), (3, 8), (10, 8)]:
         delays = [backoff.delay(attempt, rng) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays) and len(set(delays)) > 1
+
+
+# -- hostile servers (issue 10 item 8) -------------------------------------------------------------------------
+
+class _OneAnswerServer:
+    """A loopback HTTP server that gives every GET the same status, headers and body."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes = b""):
+        import http.server
+        import threading
+
+        answer = (status, headers, body)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(answer[0])
+                for key, value in answer[1].items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer[2])))
+                self.end_headers()
+                self.wfile.write(answer[2])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> _OneAnswerServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _client(api_url: str):
+    from codemill.crawl.sources.github_client import GithubClient
+
+    return GithubClient(api_url, Tokens([]), RateLimiter(1), timeout_s=5, max_retries=0, backoff=Backoff(0.01, 0.01),
+                        max_rate_limit_waits=0)
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x"])
+def test_redirects_to_other_schemes_are_not_followed(tmp_path, location):
+    """A redirect to file:// was followed: urllib opened the local file and the crawl read it."""
+    with _OneAnswerServer(302, {"Location": location}) as server:
+        with pytest.raises(ApiError, match="not followed"):
+            _client(server.url).get_text("/repos/o/r/commits/HEAD", "application/vnd.github.sha")
+
+
+def test_redirects_to_plain_http_are_followed_only_when_the_api_is_http():
+    from codemill.crawl.sources.github_client import _may_follow
+
+    assert _may_follow("https://codeload.github.com/x", "https://api.github.com")
+    assert not _may_follow("http://codeload.github.com/x", "https://api.github.com")
+    assert _may_follow("http://127.0.0.1:9/x", "http://127.0.0.1:8")
+    assert not _may_follow("file:///etc/passwd", "http://127.0.0.1:8")
+
+
+def test_response_reads_are_bounded(monkeypatch):
+    from codemill.crawl.sources import github_client
+
+    monkeypatch.setattr(github_client, "MAX_JSON_BYTES", 1024)
+    monkeypatch.setattr(github_client, "MAX_TEXT_BYTES", 64)
+    with _OneAnswerServer(200, {"Content-Type": "application/json"}, b'{"items": [' + b"1," * 5000 + b"1]}") as big:
+        with pytest.raises(ApiError, match="larger than 1024 bytes"):
+            _client(big.url).get_json("/search/repositories")
+        with pytest.raises(ApiError, match="larger than 64 bytes"):
+            _client(big.url).get_text("/repos/o/r/commits/HEAD", "application/vnd.github.sha")

@@ -3,7 +3,9 @@ of repositories made in the test), and extraction of what they fetch."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import subprocess
 import tarfile
@@ -310,3 +312,50 @@ def test_removal_is_refused_outside_the_task_folder(tmp_path):
     assert (outside / "y.py").exists()
     remove_inside(str(inside), str(tmp_path / "work"))
     assert not inside.exists()
+
+
+def _command_lines() -> list[bytes]:
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                lines.append(f.read())
+        except OSError:  # the process ended meanwhile
+            pass
+    return lines
+
+
+def test_url_credentials_reach_git_through_its_environment_never_its_command_line(tmp_path):
+    """The token of `https://user:token@host/...` was on git's argv, which `ps` shows every user."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    seen: dict = {}
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        seen["request"] = request.decode()
+        seen["command_lines"] = _command_lines()  # git is running, waiting for this answer
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://alice:s3cr3t%2Fp@ss@127.0.0.1:{server.getsockname()[1]}/octo/private.git"
+    source = GitSource(git_config(urls=[url], clone_timeout_s=60))
+    [ref] = source.list_repos()
+    assert ref.full_name == "octo/private"
+    try:
+        with pytest.raises(FetchError, match="git clone failed") as exc:
+            source.fetch(ref, str(tmp_path))
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    basic = base64.b64encode(b"alice:s3cr3t/p@ss").decode()
+    assert f"Authorization: Basic {basic}" in seen["request"]
+    assert any(b"octo/private.git" in line for line in seen["command_lines"])  # git's own command line
+    assert not any(b"s3cr3t" in line for line in seen["command_lines"])
+    assert "s3cr3t" not in str(exc.value)

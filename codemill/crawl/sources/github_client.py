@@ -36,6 +36,9 @@ REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 1 << 20
 ERROR_BODY_BYTES = 64 << 10
+# A search page of 100 repositories is about 0.5 MB of JSON; anything far larger is not GitHub's answer.
+MAX_JSON_BYTES = 32 << 20
+MAX_TEXT_BYTES = 64 << 10  # the bare-SHA answer is 40 or 64 characters
 
 T = TypeVar("T")
 
@@ -144,7 +147,7 @@ class GithubClient:
         query = f"?{urlencode(params)}" if params else ""
 
         def parse(response) -> Any:
-            body = response.read()
+            body = _read_bounded(response, MAX_JSON_BYTES, f"GET {path}")
             try:
                 return json.loads(body)
             except ValueError as exc:
@@ -154,8 +157,9 @@ class GithubClient:
                              JSON_MEDIA_TYPE, parse)
 
     def get_text(self, path: str, accept: str, resource: str = "core") -> str:
-        return self._request(f"{self.api_url}{path}", f"GET {path}", resource, accept,
-                             lambda response: response.read().decode("utf-8", "replace"))
+        what = f"GET {path}"
+        return self._request(f"{self.api_url}{path}", what, resource, accept,
+                             lambda response: _read_bounded(response, MAX_TEXT_BYTES, what).decode("utf-8", "replace"))
 
     def download(self, path: str, dest: str, max_bytes: int, resource: str = "core") -> int:
         """Stream `path` (following its redirect) to `dest`; returns the bytes written. The file appears
@@ -215,6 +219,9 @@ class GithubClient:
                                "redirects", response.status)
             hops += 1
             url = urljoin(url, location)
+            if not _may_follow(url, self.api_url):
+                raise ApiError(f"{what}: HTTP {response.status} to a {urlsplit(url).scheme}: URL, which is not "
+                               "followed (https only, or http when the API itself is http)", response.status)
             # A moved repository redirects within the API; a tarball, to another host (codeload), which
             # gets a signed URL and never the token.
             if _origin(url) != _origin(self.api_url):
@@ -254,6 +261,20 @@ class GithubClient:
         if verdict.action in ("retry", "rate_limited"):
             raise _Transient(f"HTTP {response.status} {message}".strip(), verdict.wait_s)
         raise ApiError(f"{what}: HTTP {response.status}: {message}", response.status)
+
+
+def _may_follow(url: str, api_url: str) -> bool:
+    """Redirects go to https only (http too when the API is configured as http, as a test server is):
+    never file://, ftp:// or a downgrade to plain http, which urllib would all happily open."""
+    scheme = urlsplit(url).scheme.lower()
+    return scheme == "https" or (scheme == "http" and urlsplit(api_url).scheme.lower() == "http")
+
+
+def _read_bounded(response, max_bytes: int, what: str) -> bytes:
+    body = response.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise ApiError(f"{what}: the response is larger than {max_bytes} bytes")
+    return body
 
 
 def _origin(url: str) -> tuple[str, str]:
