@@ -59,6 +59,7 @@ class LocalRayHead:
     token_file: Path | None = None  # default: a fresh token in the head's temp dir
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
+    die_with_parent: bool = False  # the head gets SIGTERM when this process dies, however it dies
     process: subprocess.Popen | None = None
 
     @property
@@ -100,9 +101,16 @@ class LocalRayHead:
                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
         env.pop("RAY_ADDRESS", None)
         log = open(self.root / "head.log", "wb")
-        self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_term_on_parent_death if self.die_with_parent else None)
         self._wait_ready()
         return self
+
+    def record(self) -> dict:
+        """What another process needs to find this head and stop it (`stop_recorded`)."""
+        return {"host": socket.gethostname(), "owner_pid": os.getpid(), "head_pid": self.process.pid,
+                "root": str(self.root), "dashboard_url": self.dashboard_url, "address": self.address,
+                "token_path": str(self.token_path)}
 
     def _wait_ready(self) -> None:
         deadline = time.time() + HEAD_START_TIMEOUT_S
@@ -140,21 +148,54 @@ class LocalRayHead:
         self.process = None
 
     def _kill_leftovers(self, session_id: int) -> None:
-        # Workers may outlive the head: they stay in its session, or carry our temp dir in argv.
-        marker = str(self.root)
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                stat = (pid_dir / "stat").read_text()
-                sid = int(stat.rsplit(")", 1)[1].split()[3])
-                if sid == session_id or marker in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(pid_dir.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError, ValueError, IndexError):
-                continue
+        kill_session(session_id, str(self.root))
 
     def __enter__(self) -> LocalRayHead:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _term_on_parent_death() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG); Ray's `start
+    --block` then shuts its head down, so a head never outlives the run that started it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def stop_recorded(record: dict) -> bool:
+    """Stop a head from its `record()` (another process started it); True if one was running."""
+    if record.get("host") != socket.gethostname():
+        return False
+    pid = int(record["head_pid"])
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        kill_session(pid, record.get("root", ""))
+        return False
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.3)
+    kill_session(pid, record.get("root", ""))
+    return True
+
+
+def kill_session(session_id: int, marker: str) -> None:
+    """SIGKILL what is left of a head: processes of its session, or carrying its temp dir in argv."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            sid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[3])
+            cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+            if sid == session_id or (marker and marker in cmdline):
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue

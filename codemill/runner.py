@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from codemill import manifest as mf
 from codemill import stages, storage
 from codemill.config import ConfigError, config_hash, load_config
+from codemill.lease import Lease, LeaseHeld
 from codemill.secrets import redact_config
 
 log = logging.getLogger("codemill")
@@ -99,14 +100,15 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
         log.info("%s: %s is %s; nothing to do", stage, out, why)
         return existing
     log.info("%s: runs (%s)", stage, why)
-    if existing is not None or storage.exists(mf.manifest_uri(out)):
-        # The old manifest no longer describes what is there; remove it before touching the data.
-        storage.delete_file(mf.manifest_uri(out))
     storage.makedirs(out)
-    run = StageRun(stage, config, out, inputs, input_manifests, existing)
-    started = time.time()
-    counts = body(run) or {}
-    finished = time.time()
+    with Lease(out, f"stage {stage}"):
+        if existing is not None or storage.exists(mf.manifest_uri(out)):
+            # The old manifest no longer describes what is there; remove it before touching the data.
+            storage.delete_file(mf.manifest_uri(out))
+        run = StageRun(stage, config, out, inputs, input_manifests, existing)
+        started = time.time()
+        counts = body(run) or {}
+        finished = time.time()
     _check_outputs(stage, out)
     failures = sum(int(counts.get(key) or 0) for key in RETRYABLE_FAILURE_COUNTS)
     manifest = mf.Manifest(
@@ -160,7 +162,7 @@ def stage_main(name: str, argv: list[str] | None = None) -> int:
         inputs = {inp.name: storage.absolute(getattr(args, f"input_{inp.name}"))
                   for inp in spec.inputs if getattr(args, f"input_{inp.name}")}
         run_stage(spec.name, config, storage.absolute(args.out), spec.load_body(), inputs, force=args.force)
-    except (ConfigError, mf.MissingInputError, InputError) as exc:
+    except (ConfigError, mf.MissingInputError, InputError, LeaseHeld) as exc:
         print(f"codemill {name}: {exc}", file=sys.stderr)
         return 2
     return 0

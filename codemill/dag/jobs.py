@@ -1,0 +1,157 @@
+"""One stage as one Ray job: submitted through the job submission API (retrying while the head's job agent
+starts or the network blips), its log followed and printed, and awaited to the end, or, for a long-running
+stage (a service), until its output is complete while the job keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from codemill import manifest as mf
+from codemill.dag.plan import PlannedStage, entrypoint
+
+log = logging.getLogger("codemill.dag")
+
+JOB_POLL_S = 1.0
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+SUBMIT_TIMEOUT_S = 120.0  # a fresh head's job agent can take this long to accept jobs
+# Passed from the runner's environment to every job: the S3 endpoint and region (never credentials) and the
+# compiled-extension cache.
+JOB_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "TORCH_EXTENSIONS_DIR")
+_TRANSIENT = re.compile(r"No available agent|Connection refused|Cannot connect|ServerDisconnected|"
+                        r"timed out|503|502|504", re.IGNORECASE)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+# Lines of Ray's and DeepSpeed's that repeat without telling a user anything (the stages' own progress and
+# summaries are logged by codemill). Filtered here, where a run is watched; the job's full log keeps them.
+_NOISE = re.compile("|".join([
+    r"PlacementGroupCleaner",
+    r"Failed to query Ray Train Controller",
+    r"Setting accelerator to CPU",
+    r"real_accelerator\.py",
+    r"use_push_based_shuffle",
+    r"use_polars",
+    r"use_arrow_tensor_v2",
+    r"DeprecationWarning",
+    r"warnings\.warn\(",
+    r"^\s*$",
+]))
+
+
+def is_noise(line: str) -> bool:
+    return bool(_NOISE.search(line))
+
+
+@dataclass
+class JobRunner:
+    """Runs stages as Ray jobs on one cluster; safe to use from several threads at once."""
+
+    dashboard_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    client: Any = field(init=False)
+    running: dict[str, str] = field(default_factory=dict)  # stage name -> job id, while it runs
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = _retry(lambda: JobSubmissionClient(self.dashboard_url, headers=self.headers or None),
+                             "connect to the job API")
+
+    def submit(self, ps: PlannedStage, dag_name: str, attempt: int) -> str:
+        env = {"PYTHONUNBUFFERED": "1", **ps.spec.env}
+        env.update({k: os.environ[k] for k in JOB_ENV_NAMES if k in os.environ and k not in env})
+        resources = ps.spec.spec.resources
+        num_cpus = ps.spec.entrypoint_num_cpus
+        submission_id = f"codemill-{dag_name}-{ps.name}-{ps.hash[:8]}-{int(time.time())}-{attempt}"
+        job_id = _retry(lambda: self.client.submit_job(
+            entrypoint=entrypoint(ps), submission_id=submission_id, runtime_env={"env_vars": env},
+            entrypoint_num_cpus=resources.entrypoint_num_cpus if num_cpus is None else num_cpus,
+            entrypoint_num_gpus=resources.entrypoint_num_gpus or None,
+            metadata={"codemill_dag": dag_name, "codemill_stage": ps.name, "config_hash": ps.hash,
+                      "attempt": str(attempt)}), f"submit stage {ps.name}")
+        with self._lock:
+            self.running[ps.name] = job_id
+        log.info("stage %s: submitted as Ray job %s (%s/#/jobs/%s)", ps.name, job_id, self.dashboard_url, job_id)
+        return job_id
+
+    def follow(self, ps: PlannedStage, job_id: str) -> str:
+        """Print the job's log until it ends; returns its final status (RUNNING for a service that is up)."""
+        try:
+            if ps.spec.spec.long_running:
+                return self._until_serving(ps, job_id)
+            asyncio.run(self._print_logs(job_id, ps.name))
+            return self._wait_terminal(job_id)
+        finally:
+            with self._lock:
+                if self.running.get(ps.name) == job_id and not ps.spec.spec.long_running:
+                    self.running.pop(ps.name)
+
+    def failure(self, ps: PlannedStage, job_id: str, status: str) -> StageFailed:
+        info = self.client.get_job_info(job_id)
+        return StageFailed(f"stage {ps.name} ended {status}: {(info.message or '').strip()[-2000:]}\n"
+                           f"logs: ray job logs {job_id} --address {self.dashboard_url}")
+
+    def stop_all(self) -> list[str]:
+        """Stop every job still running (the runner was interrupted); returns their stage names."""
+        with self._lock:
+            running = dict(self.running)
+            self.running.clear()
+        for stage, job_id in running.items():
+            with contextlib.suppress(Exception):
+                self.client.stop_job(job_id)
+                log.warning("stage %s: stopped Ray job %s", stage, job_id)
+        return list(running)
+
+    async def _print_logs(self, job_id: str, stage: str) -> None:
+        async for chunk in self.client.tail_job_logs(job_id):
+            for line in chunk.splitlines():
+                if not is_noise(line):
+                    print(f"[{stage}] {line}", flush=True)
+
+    def _wait_terminal(self, job_id: str) -> str:
+        while True:
+            status = _retry(lambda: self.client.get_job_status(job_id).value, "read a job's status")
+            if status in TERMINAL:
+                return status
+            time.sleep(JOB_POLL_S)
+
+    def _until_serving(self, ps: PlannedStage, job_id: str) -> str:
+        """A service's job runs on; it is up once its manifest is complete."""
+        while True:
+            status = self.client.get_job_status(job_id).value
+            if status in TERMINAL:
+                return status
+            manifest = mf.read_manifest(ps.out)
+            if manifest is not None and mf.is_usable(manifest):
+                log.info("stage %s: serving (Ray job %s keeps running)", ps.name, job_id)
+                return "RUNNING"
+            time.sleep(JOB_POLL_S)
+
+
+def _retry(call, what: str, timeout_s: float = SUBMIT_TIMEOUT_S):
+    """`call()`, retried with backoff while the error looks transient (the job agent of a head that just
+    started, a dropped connection), up to `timeout_s`."""
+    deadline = time.time() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # the SDK raises RuntimeError/ConnectionError/aiohttp errors alike
+            if not _TRANSIENT.search(f"{type(exc).__name__}: {exc}") or time.time() + delay > deadline:
+                raise
+            log.info("could not %s yet (%s); retrying in %.1f s", what, str(exc).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
