@@ -8,7 +8,6 @@ in the Ray-free engine and `openai_api`.
 `codemill.serve.app:build`, see infra/serve/codemill.yaml); `codemill serve` uses `application(config)`.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -24,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from codemill.config import ConfigError, build_config, read_yaml
-from codemill.serve.config import ModelSection, ServeConfig
+from codemill.serve.config import ModelSection, ServeConfig, apply_overrides
 from codemill.serve.openai_api import APIError
 
 log = logging.getLogger("codemill.serve")
@@ -225,7 +224,7 @@ def build(args: dict):
     data = read_yaml(args["config"]) if args.get("config") else {}
     overrides = [s for s in str(args.get("set", "")).split(",") if s] if isinstance(args.get("set"), str) \
         else list(args.get("set") or [])
-    cfg = build_config(ServeConfig, data, overrides, source=str(args.get("config") or "<serve args>"))
+    cfg = build_config(ServeConfig, apply_overrides(data, overrides), source=str(args.get("config") or "<serve args>"))
     if args.get("input"):
         first = cfg.models[0].model_copy(update={"input": str(args["input"])})
         cfg = cfg.model_copy(update={"models": [first, *cfg.models[1:]]})

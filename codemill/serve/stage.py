@@ -15,8 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
-from codemill.config import ConfigError, load_config
-from codemill.serve.config import DEFAULT_HOST, DEFAULT_PORT, ServeConfig
+from codemill.config import ConfigError, build_config, read_yaml
+from codemill.serve.config import DEFAULT_HOST, DEFAULT_PORT, ServeConfig, apply_overrides
 
 log = logging.getLogger("codemill.serve")
 
@@ -44,7 +44,8 @@ def resolve_config(args: argparse.Namespace) -> ServeConfig:
         overrides.append(f"host={args.host}")
     if args.port is not None:
         overrides.append(f"port={args.port}")
-    cfg = load_config(ServeConfig, args.config, overrides)
+    data = apply_overrides(read_yaml(args.config) if args.config else {}, overrides)
+    cfg = build_config(ServeConfig, data, source=args.config or "<defaults + --set>")
     if args.input:
         from codemill import storage
 
@@ -97,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codemill serve: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def on_signal(*_) -> None:
+        stop.set()
+
     import ray
     from ray import serve
 
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codemill serve: {exc}", file=sys.stderr)
         _shutdown(serve, ray, started_ray)
         return 2
+    # After ray.init, which installs its own SIGTERM handler: ours shuts the application down first.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     print(f"codemill serve: {', '.join(m.name for m in cfg.models)} at {url}/v1 (Ctrl-C to stop)", flush=True)
     while not stop.wait(1.0):  # a timed wait lets the signal handlers run
         pass

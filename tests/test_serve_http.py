@@ -1,0 +1,296 @@
+"""The serve stage end to end: real Ray Serve on loopback (the shared local head), the official `openai`
+client against it, every error of the API, 32 concurrent requests, a killed replica, and `codemill serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from codemill.config import build_config
+from codemill.serve.config import ServeConfig
+from codemill.serve.engine import GenerationParams
+from codemill.serve.loader import load_engine
+from codemill.serve.testing import write_random_export
+from codemill.train.model import PRESETS
+
+openai = pytest.importorskip("openai")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+KEY_ENV = "CODEMILL_TEST_SERVE_KEY"
+KEY = "sk-test-0123456789"
+PREFIX = "/t"
+BUSY_PREFIX = "/busy"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    a, b = str(tmp_path_factory.mktemp("export-a")), str(tmp_path_factory.mktemp("export-b"))
+    write_random_export(a, PRESETS["tiny"], seed=1, init_std=0.1)
+    write_random_export(b, PRESETS["tiny"], seed=2, init_std=0.1)
+    return {"a": a, "b": b}
+
+
+def _config(models: list[dict], **extra) -> ServeConfig:
+    return build_config(ServeConfig, {"models": models, "max_batch_size": 8, "max_n": 4, "max_num_beams": 4,
+                                      **extra})
+
+
+@pytest.fixture(scope="module")
+def server(ray_head, exports):
+    import ray
+    from ray import serve
+
+    from codemill.raycluster import free_port
+    from codemill.serve.app import application
+    from codemill.serve.stage import wait_healthy
+
+    if not ray.is_initialized():
+        ray.init(address=ray_head.address, log_to_driver=False)
+    port = free_port()
+    os.environ[KEY_ENV] = KEY
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    model = {"dtype": "fp32", "device": "cpu", "cpus_per_replica": 0.25, "replicas": 1}
+    cfg = _config([{**model, "name": "a", "input": exports["a"]}, {**model, "name": "b", "input": exports["b"]}],
+                  api_key_env=KEY_ENV, max_queue=64)
+    busy = _config([{**model, "name": "a", "input": exports["a"], "max_ongoing_requests": 1}],
+                   max_batch_size=1, max_n=1, max_num_beams=1, max_queue=1)
+    serve.run(application(cfg), name="codemill-test", route_prefix=PREFIX, blocking=False)
+    serve.run(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX, blocking=False)
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(base + PREFIX, 300)
+    wait_healthy(base + BUSY_PREFIX, 300)
+    yield {"base": base, "port": port, "ray": ray}
+    for name in ("codemill-test", "codemill-busy"):
+        serve.delete(name)
+    os.environ.pop(KEY_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def local(exports):
+    """The same exports in an engine in this process: what the server must answer."""
+    return {name: load_engine(uri, "fp32", "cpu", max_batch_size=8) for name, uri in exports.items()}
+
+
+def client(server, key: str = KEY, prefix: str = PREFIX):
+    return openai.OpenAI(base_url=server["base"] + prefix + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def local_greedy(loaded, prompt: str, max_tokens: int) -> str:
+    outs = []
+    ids = loaded.tokenizer.encode(prompt).ids
+    loaded.engine.add_request("ref", ids, GenerationParams(max_tokens=max_tokens, temperature=0), outs.append)
+    loaded.engine.run_until_done()
+    return "".join(d.text for o in outs for d in o.deltas)
+
+
+def test_health_models_and_a_completion(server, local):
+    assert httpx.get(server["base"] + PREFIX + "/healthz").status_code == 200
+    c = client(server)
+    assert sorted(m.id for m in c.models.list().data) == ["a", "b"]
+    for name in ("a", "b"):
+        r = c.completions.create(model=name, prompt="def fibonacci(n):", max_tokens=10, temperature=0)
+        assert r.object == "text_completion" and r.model == name and r.id
+        assert r.choices[0].text == local_greedy(local[name], "def fibonacci(n):", 10)
+        assert r.choices[0].finish_reason in ("length", "stop") and r.choices[0].index == 0
+        prompt_tokens = len(local[name].tokenizer.encode("def fibonacci(n):").ids)
+        assert r.usage.prompt_tokens == prompt_tokens
+        assert r.usage.total_tokens == prompt_tokens + r.usage.completion_tokens
+    a, b = (c.completions.create(model=m, prompt="int main() {", max_tokens=8, temperature=0) for m in "ab")
+    assert a.choices[0].text != b.choices[0].text  # two different exports, each behind its own deployment
+
+
+def test_streaming_equals_non_streamed(server):
+    c = client(server)
+    for extra in ({"temperature": 0}, {"temperature": 0.8, "seed": 42, "top_p": 0.9}):
+        whole = c.completions.create(model="a", prompt="import numpy as np\n", max_tokens=16, **extra)
+        chunks = list(c.completions.create(model="a", prompt="import numpy as np\n", max_tokens=16, stream=True,
+                                           **extra))
+        assert len(chunks) > 1
+        assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == whole.choices[0].text
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == whole.choices[0].finish_reason
+    raw = httpx.post(server["base"] + PREFIX + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": "a", "prompt": "x", "max_tokens": 3, "stream": True}, timeout=60)
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.text.rstrip().endswith("data: [DONE]")
+
+
+def test_n_logprobs_echo_language_and_prompt_lists(server):
+    c = client(server)
+    r = c.completions.create(model="a", prompt="for i in range(", max_tokens=6, n=3, seed=5, temperature=1.0,
+                             logprobs=2)
+    assert [ch.index for ch in r.choices] == [0, 1, 2]
+    assert len({ch.text for ch in r.choices}) > 1
+    for ch in r.choices:
+        lp = ch.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) > 0
+        assert "".join(lp.tokens).startswith(ch.text[:1]) and all(v <= 0 for v in lp.token_logprobs)
+        assert all(len(t) <= 2 for t in lp.top_logprobs)
+    e = c.completions.create(model="a", prompt="while True:", max_tokens=3, temperature=0, echo=True, logprobs=1,
+                             extra_body={"language": "Python"})
+    text = e.choices[0].text
+    assert text.startswith("# language: Python\nwhile True:")
+    assert e.choices[0].logprobs.token_logprobs[0] is None  # the first prompt token has no logprob
+    assert "".join(e.choices[0].logprobs.tokens) == text
+    multi = c.completions.create(model="a", prompt=["a = 1", "b = 2"], max_tokens=4, n=2, temperature=0)
+    assert [ch.index for ch in multi.choices] == [0, 1, 2, 3]
+    assert multi.choices[0].text == multi.choices[1].text and multi.choices[2].text == multi.choices[3].text
+    ids = c.completions.create(model="a", prompt=[1, 2, 3, 4], max_tokens=4, temperature=0)
+    assert ids.usage.prompt_tokens == 4
+    beams = c.completions.create(model="a", prompt="def f(x):", max_tokens=5, n=2,
+                                 extra_body={"num_beams": 4, "length_penalty": 1.0})
+    assert len(beams.choices) == 2
+
+
+def test_stop_and_max_tokens(server):
+    c = client(server)
+    full = c.completions.create(model="a", prompt="x = [", max_tokens=20, temperature=0).choices[0]
+    if full.finish_reason == "length":
+        assert full.text and len(full.text) > 3
+    stop = full.text[4:7]
+    cut = c.completions.create(model="a", prompt="x = [", max_tokens=20, temperature=0, stop=[stop]).choices[0]
+    assert cut.text == full.text[:full.text.index(stop)] and cut.finish_reason == "stop"
+    one = c.completions.create(model="a", prompt="x = [", max_tokens=1, temperature=0)
+    assert one.usage.completion_tokens <= 1
+
+
+def _error_of(exc) -> dict:
+    body = exc.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in body["error"]["message"]
+    return body["error"]
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"temperature": -0.5}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"), ({"n": 5}, "n"), ({"extra_body": {"num_beams": 9}}, "num_beams"),
+    ({"logprobs": 6}, "logprobs"), ({"max_tokens": 2048}, "max_tokens"), ({"extra_body": {"language": "Klingon"}},
+                                                                          "language"),
+])
+def test_bad_values_are_400(server, kwargs, param):
+    c = client(server)
+    with pytest.raises(openai.BadRequestError) as info:
+        c.completions.create(model="a", prompt="def f():", **{"max_tokens": 4, **kwargs})
+    assert info.value.status_code == 400 and _error_of(info.value)["param"] == param
+
+
+def test_other_errors_and_the_server_keeps_serving(server):
+    c = client(server)
+    with pytest.raises(openai.NotFoundError) as info:
+        c.completions.create(model="nope", prompt="x", max_tokens=2)
+    assert _error_of(info.value)["code"] == "model_not_found"
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(server, key="wrong").completions.create(model="a", prompt="x", max_tokens=2)
+    assert info.value.status_code == 401
+    url = server["base"] + PREFIX + "/v1/completions"
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    bad = httpx.post(url, content=b'{"model": "a", "prompt": ', headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    assert httpx.post(url, json={"model": "a"}, headers=headers).status_code == 400  # no prompt
+    assert httpx.post(url, json={"model": "a", "prompt": "x", "n": "two"}, headers=headers).status_code == 400
+    assert httpx.post(url, json={"model": "a", "prompt": []}, headers=headers).status_code == 400
+    assert httpx.post(url, json={"model": "a", "prompt": [-1]}, headers=headers).status_code == 400
+    assert httpx.post(url, json={"model": "a", "prompt": "x"}).status_code == 401  # no key at all
+    # the bounded queue: one slot, one waiting place; a burst gets 503s and the rest are answered
+    busy = server["base"] + BUSY_PREFIX + "/v1/completions"
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as h:
+            return await asyncio.gather(*(h.post(busy, json={"prompt": "x", "max_tokens": 64, "temperature": 0})
+                                          for _ in range(12)))
+
+    statuses = [r.status_code for r in asyncio.run(burst())]
+    assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+    r503 = next(r for r in asyncio.run(burst()) if r.status_code == 503)
+    assert set(r503.json()["error"]) == {"message", "type", "param", "code"}
+    assert c.completions.create(model="a", prompt="x", max_tokens=2).choices[0].text is not None
+
+
+def test_32_concurrent_requests_all_answered_correctly(server, local):
+    prompts = [f"def function_{i}(x):\n    return x + {i}" for i in range(32)]
+    expected = [local_greedy(local["b"], p, 12) for p in prompts]
+
+    async def run():
+        c = openai.AsyncOpenAI(base_url=server["base"] + PREFIX + "/v1", api_key=KEY, max_retries=0, timeout=300)
+        return await asyncio.gather(*(c.completions.create(model="b", prompt=p, max_tokens=12, temperature=0)
+                                      for p in prompts))
+
+    got = asyncio.run(run())
+    assert [r.choices[0].text for r in got] == expected
+
+
+def test_codemill_serve_command(server, exports):
+    """`python -m codemill.serve`: deploys, prints the URL once healthy, answers, stops on SIGTERM."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "codemill.serve", "--input", exports["a"], "--port",
+                             str(server["port"]), "--host", "127.0.0.1", "--set", "models.0.name=cli",
+                             "--set", "models.0.dtype=fp32", "--set", "models.0.cpus_per_replica=0.25"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+            if "codemill serve:" in line and "/v1" in line:
+                break
+        assert " at " in lines[-1], "".join(lines)
+        url = lines[-1].split(" at ")[1].split()[0]
+        c = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=60)
+        assert c.completions.create(model="cli", prompt="x", max_tokens=3).usage.completion_tokens >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert httpx.get(url.removesuffix("/v1") + "/healthz").status_code == 404  # the app is gone
+
+
+def test_bad_config_is_refused_before_anything_starts(tmp_path):
+    from codemill.serve.stage import main
+
+    assert main(["--set", "max_batch_size=0", "--input", str(tmp_path)]) == 2
+    assert main(["--set", "models.0.dtype=int4", "--input", str(tmp_path)]) == 2
+    assert main([]) == 2  # nothing to serve
+
+
+def test_killed_replica_is_restarted(server):
+    """Kill model b's replica while requests run: Serve starts a new one and later requests succeed."""
+    import ray
+    from ray.util.state import list_actors
+
+    def replica():
+        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                 if "codemill-test" in a.class_name and "model-b" in a.class_name]
+        return alive[0] if alive else None
+
+    victim = replica()
+    assert victim is not None
+    c = client(server)
+
+    async def during():
+        ac = openai.AsyncOpenAI(base_url=server["base"] + PREFIX + "/v1", api_key=KEY, max_retries=0, timeout=120)
+        tasks = [asyncio.create_task(ac.completions.create(model="b", prompt="x", max_tokens=200, temperature=0))
+                 for _ in range(4)]
+        await asyncio.sleep(1.0)
+        ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace), no_restart=True)
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(during())
+    deadline, answered = time.time() + 240, False
+    while time.time() < deadline and not answered:
+        try:
+            answered = bool(c.completions.create(model="b", prompt="x", max_tokens=3).choices)
+        except (openai.APIStatusError, openai.APIConnectionError):
+            time.sleep(2)
+    assert answered
+    new = replica()
+    assert new is not None and new.actor_id != victim.actor_id
