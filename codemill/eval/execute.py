@@ -60,7 +60,8 @@ def _subst(text: str, work: str) -> str:
 def _run_step(step: Step, work: str, limits: Limits, program: Program, unsafe: bool) -> SandboxResult:
     argv = [_subst(a, work) for a in step.argv]
     env = {k: _subst(v, work) for k, v in step.env.items()}
-    return run_sandboxed(argv, work, limits, env, ro_binds=program.ro_binds, unsafe=unsafe)
+    return run_sandboxed(argv, work, limits, env, ro_binds=program.ro_binds, unsafe=unsafe,
+                         detect_leftovers=step.kind == "run")
 
 
 def _tail(res: SandboxResult) -> str:
@@ -118,9 +119,15 @@ def _outcome(adapter: L.Adapter, step: Step, res: SandboxResult, limits: Limits,
              retried: bool, leftovers: int) -> Execution:
     base = dict(seconds=res.seconds, compile_seconds=compile_seconds, returncode=res.returncode,
                 stderr=_tail(res), retried=retried, leftover_killed=leftovers)
+    if res.stdout_bytes >= limits.file_bytes or res.stderr_bytes >= limits.file_bytes:
+        note = f"output limit of {limits.file_bytes} bytes exceeded\n"
+        return Execution(L.RUNTIME_ERROR, False, **{**base, "stderr": note + base["stderr"]})
     if _is_timeout(res, limits):
         note = f"timed out after {limits.wall_s:g} s (twice)\n" if retried else f"timed out after {limits.wall_s:g} s\n"
         return Execution(L.TIMEOUT, False, **{**base, "stderr": note + base["stderr"]})
+    if res.outlived:
+        note = f"{res.outlived} process(es) still running when the program ended (killed)\n"
+        return Execution(L.RUNTIME_ERROR, False, **{**base, "stderr": note + base["stderr"]})
     if res.returncode is not None and adapter.passed(res.returncode, res.stdout, res.stderr):
         return Execution(L.PASSED, True, **base)
     outcome = adapter.classify(step, res.returncode if res.returncode is not None else -1, res.stdout, res.stderr)

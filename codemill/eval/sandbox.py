@@ -42,6 +42,13 @@ SYSTEM_RO_PATHS = ("/usr", "/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.
 TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 UID_RANGE = (1_000_000, 1_900_000_000)  # fresh uids, far from any real account
 SANDBOX_HOSTNAME = "sandbox"
+OUTLIVED_MARKER = "codemill-sandbox: processes outlived the program:"
+# Runs the command as a child, then counts the live processes of the PID namespace other than bwrap's init
+# and this shell (what the namespace's teardown is about to kill) and reports them on stderr.
+LEFTOVER_WRAPPER = (
+    '"$@"; rc=$?; n=0; for p in /proc/[0-9]*; do q=${p#/proc/}; [ "$q" = 1 ] || [ "$q" = $$ ] && continue; '
+    'line=; read -r line < "$p/stat" 2>/dev/null || continue; case "$line" in *") Z "*|*") X "*) continue;; esac; '
+    'n=$((n+1)); done; [ $n -gt 0 ] && echo "' + OUTLIVED_MARKER + ' $n" >&2; exit $rc')
 
 
 class SandboxUnavailable(RuntimeError):
@@ -73,6 +80,7 @@ class SandboxResult:
     stdout_bytes: int = 0         # how much it wrote in all
     stderr_bytes: int = 0
     leftover_killed: int = 0      # processes of its uid still alive after it ended (killed)
+    outlived: int = 0             # processes it left running when its main process ended (then killed)
     sandboxed: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -198,7 +206,7 @@ def _tail(path: Path, n: int) -> tuple[str, int]:
 
 def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, str],
                   ro_binds: list[str] | None = None, unsafe: bool = False, stdin_data: bytes | None = None,
-                  _probe: bool = False) -> SandboxResult:
+                  detect_leftovers: bool = False, _probe: bool = False) -> SandboxResult:
     """Run `argv` in `workdir` (which becomes owned by the execution's uid) and return what happened.
 
     Paths are the same inside and outside: `workdir` and each of `ro_binds` are mounted at their host paths.
@@ -220,7 +228,9 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
         full = prlimit_argv(limits) + list(argv)
         popen_env = env
     else:
-        full = prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits.tmp_bytes) + list(argv)
+        wrapper = ["/bin/sh", "-c", LEFTOVER_WRAPPER, "sh"] if detect_leftovers else []
+        full = (prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits.tmp_bytes) + wrapper
+                + list(argv))
         popen_env = {"PATH": "/usr/bin:/bin"}
     io_dir = Path(tempfile.mkdtemp(prefix="cm-io-"))
     out_path, err_path = io_dir / "stdout", io_dir / "stderr"
@@ -247,9 +257,16 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
         stderr, n_err = _tail(err_path, limits.tail_bytes)
     finally:
         shutil.rmtree(io_dir, ignore_errors=True)
-    return SandboxResult(returncode=proc.returncode, timed_out=timed_out, seconds=seconds, stdout=stdout,
+    returncode = proc.returncode
+    if not unsafe and not timed_out and returncode is not None and 128 < returncode <= 128 + 64:
+        returncode = -(returncode - 128)  # bwrap (and sh) report a child killed by signal n as 128 + n
+    outlived = leftover if unsafe else 0
+    if OUTLIVED_MARKER in stderr:
+        outlived = int(stderr.rsplit(OUTLIVED_MARKER, 1)[1].split()[0] or 0)
+        stderr = stderr.replace(f"{OUTLIVED_MARKER} {outlived}\n", "")
+    return SandboxResult(returncode=returncode, timed_out=timed_out, seconds=seconds, stdout=stdout,
                          stderr=stderr, stdout_bytes=n_out, stderr_bytes=n_err, leftover_killed=leftover,
-                         sandboxed=not unsafe)
+                         outlived=outlived, sandboxed=not unsafe)
 
 
 def _feed(proc: subprocess.Popen, data: bytes) -> None:
