@@ -74,8 +74,9 @@ def test_sandbox_view_of_the_host():
     os.environ[SECRET_ENV] = "visible-on-host"
     try:
         work = Path(tempfile.mkdtemp(dir=work_root()))
-        script = ("id -u; echo HOME=$HOME; echo SECRET=${%s:-none}; ls /; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
-                  "ls /root 2>&1 | head -1; touch /usr/x 2>&1 | head -1; hostname" % SECRET_ENV)
+        script = (f"id -u; echo HOME=$HOME; echo SECRET=${{{SECRET_ENV}:-none}}; ls /; "
+                  "cat /proc/1/cmdline | tr '\\0' ' '; echo; ls /root 2>&1 | head -1; touch /usr/x 2>&1 | head -1; "
+                  "hostname")
         res = sandbox.run_sandboxed(["/bin/sh", "-c", script], str(work), Limits(wall_s=10), env={})
     finally:
         os.environ.pop(SECRET_ENV)
