@@ -28,10 +28,10 @@ import re
 import tarfile
 import threading
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 SEARCH_RESULT_CAP = 1000
@@ -341,7 +341,7 @@ class FakeGithub:
         self._created_at = [r.created_at.timestamp() for r in self._by_created]
 
     # -- lifecycle
-    def __enter__(self) -> "FakeGithub":
+    def __enter__(self) -> FakeGithub:
         for role in ("api", "codeload"):
             server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
             server.daemon_threads = True

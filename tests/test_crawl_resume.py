@@ -150,6 +150,33 @@ def test_a_task_past_its_time_limit_is_cancelled_and_recorded(tmp_path, ray_sess
     assert stats_of(out)["repos_failed_by_reason"] == {"timeout": 1}
 
 
+@pytest.mark.ray
+def test_a_deep_or_unmeasurable_repository_fails_alone(tmp_path, ray_session, monkeypatch):
+    """A local repository 1,100 folders deep killed the whole crawl (RecursionError while listing); one
+    that cannot be listed is recorded as failed, and the crawl goes on."""
+    from test_local_git_sources import deep_tree
+
+    from codemill.crawl.sources import local
+
+    corpus = make_repos(tmp_path / "corpus", 2)
+    real = local.size_kb_on_disk
+
+    def measure(path: str) -> int:
+        if path.endswith("pkg001"):
+            raise OSError(5, "Input/output error", path)
+        return real(path)
+
+    monkeypatch.setattr(local, "size_kb_on_disk", measure)  # listing runs on the driver: this process
+    with deep_tree(corpus / "zdeep", 1100):
+        out = str(tmp_path / "out")
+        m = run_stage("crawl", crawl_config(corpus), out, crawl.body)
+    assert (m.counts["repos_listed"], m.counts["repos_selected"], m.counts["repos_failed"]) == (3, 2, 1)
+    stats = stats_of(out)
+    assert stats["failed_repos"] == ["local/pkg001"] and stats["repos_failed_by_reason"] == {"list": 1}
+    deep_files = [p for p in complete_file_parts(out) if repo_key("local/zdeep") in p]
+    assert storage.read_table(deep_files[0]).column("path").to_pylist() == ["d/" * 1100 + "leaf.py"]
+
+
 # --- plan and counts, without Ray -------------------------------------------------------------------
 
 def test_plan_keeps_only_markers_made_under_the_current_settings(tmp_path):

@@ -586,3 +586,37 @@ def test_zip_announcing_too_many_entries_is_refused_before_its_directory_is_read
     finally:
         tracemalloc.stop()
     assert records == [SkippedFile("o/r", "", "member_count_cap")] and peak < 1 << 20
+
+
+def test_a_folder_swapped_for_a_symlink_after_listing_is_not_followed(tmp_path):
+    """The walk listed `b/` as a folder, then followed the symlink that replaced it to files outside."""
+    repo = tmp_path / "repo"
+    (repo / "b").mkdir(parents=True)
+    (repo / "a.py").write_bytes(PY_SOURCE)
+    (repo / "b" / "inner.py").write_bytes(PY_SOURCE)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_bytes(b"TOKEN = 'outside the repository'\n")
+    records = []
+    for record in iter_repo_files(str(repo), "o/swap"):
+        records.append(record)
+        if record.path == "a.py":  # the root is listed; now swap b/ for a link to outside/
+            (repo / "b").rename(tmp_path / "b-moved")
+            (repo / "b").symlink_to(outside, target_is_directory=True)
+    assert by_path(records) == {"a.py": "utf-8", "b": "symlink"}
+    assert not any(b"outside the repository" in r.content.encode() for r in records if isinstance(r, RepoFile))
+
+
+def test_a_file_swapped_for_a_symlink_after_listing_is_not_read(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_bytes(PY_SOURCE)
+    (repo / "b.py").write_bytes(PY_SOURCE)
+    (tmp_path / "secret.py").write_bytes(PY_SOURCE)
+    records = []
+    for record in iter_repo_files(str(repo), "o/swap"):
+        records.append(record)
+        if record.path == "a.py":
+            (repo / "b.py").unlink()
+            (repo / "b.py").symlink_to(tmp_path / "secret.py")
+    assert by_path(records) == {"a.py": "utf-8", "b.py": "symlink"}

@@ -4,6 +4,7 @@ of repositories made in the test), and extraction of what they fetch."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -359,3 +360,54 @@ def test_url_credentials_reach_git_through_its_environment_never_its_command_lin
     assert any(b"octo/private.git" in line for line in seen["command_lines"])  # git's own command line
     assert not any(b"s3cr3t" in line for line in seen["command_lines"])
     assert "s3cr3t" not in str(exc.value)
+
+
+@contextlib.contextmanager
+def deep_tree(repo: Path, levels: int):
+    """`repo/d/d/.../d/leaf.py`, built and removed one level at a time (os.makedirs and pytest's
+    clean-up recurse, and would fail on it)."""
+    deep = str(repo)
+    os.mkdir(repo)
+    for _ in range(levels):
+        deep += "/d"
+        os.mkdir(deep)
+    leaf = Path(deep, "leaf.py")
+    leaf.write_bytes(MODULE)
+    try:
+        yield leaf
+    finally:
+        leaf.unlink()
+        for _ in range(levels + 1):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)
+
+
+def test_a_repository_1100_folders_deep_is_listed_and_measured(tmp_path):
+    """Listing measured sizes with os.walk, whose recursion raised RecursionError and killed the driver."""
+    (tmp_path / "corpus").mkdir()
+    with deep_tree(tmp_path / "corpus" / "deep", 1100):
+        write(tmp_path / "corpus" / "flat" / "x.py")
+        source = LocalSource(local_config(paths=[str(tmp_path / "corpus")], expand_children=True))
+        deep, flat = source.list_repos()
+        assert (deep.full_name, deep.size_kb, deep.error) == ("local/deep", 1, None)
+        [leaf] = extract_repo(source.fetch(deep, "").path, deep.full_name).files
+        assert leaf.path == "d/" * 1100 + "leaf.py"
+        assert flat.error is None
+
+
+def test_a_repository_that_cannot_be_measured_is_listed_with_its_error(tmp_path, monkeypatch):
+    from codemill.crawl.sources import local
+
+    real = local.size_kb_on_disk
+
+    def measure(path: str) -> int:
+        if path.endswith("bad"):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(local, "size_kb_on_disk", measure)
+    write(tmp_path / "corpus" / "bad" / "x.py")
+    write(tmp_path / "corpus" / "good" / "x.py")
+    bad, good = LocalSource(local_config(paths=[str(tmp_path / "corpus")], expand_children=True)).list_repos()
+    assert bad.error is not None and bad.error.startswith("cannot measure") and "Permission denied" in bad.error
+    assert good.error is None and good.size_kb == 1

@@ -53,7 +53,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from codemill.config import StrictModel
-from codemill.crawl import tarstream
+from codemill.crawl import tarstream, walk
 from codemill.crawl.decode import NotText, decode_text
 from codemill.crawl.schema import FILES_SCHEMA, SKIPPED_SCHEMA, make_doc_id
 
@@ -152,14 +152,6 @@ FILE, DIR, SYMLINK, HARDLINK, SPECIAL, UNREADABLE = "file", "dir", "symlink", "h
 _KIND_SKIP = {SYMLINK: SKIP_SYMLINK, HARDLINK: SKIP_HARDLINK, SPECIAL: SKIP_SPECIAL, UNREADABLE: SKIP_READ_ERROR}
 
 
-class _UnsafeMember(Exception):
-    """A folder entry that turned out not to be a regular file when opened (it changed under us)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class _Member:
     name: str                                   # as the container spells it
@@ -252,51 +244,14 @@ def _zip_members(path: str, max_members: int) -> Iterator[_Member]:
             yield _Member(info.filename, _zip_kind(info), info.file_size, read, encrypted=bool(info.flag_bits & 0x1))
 
 
-def _read_regular_file(path: str, n: int) -> bytes:
-    """Read at most n bytes, refusing anything that is not a regular file when opened (no following links)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == getattr(os, "ELOOP", None) or os.path.islink(path):
-            raise _UnsafeMember(SKIP_SYMLINK) from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise _UnsafeMember(SKIP_SPECIAL)
-        return f.read(n)
-
-
-def _sorted_entries(folder: str) -> Iterator[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return iter(sorted(it, key=lambda e: e.name))
-
-
 def _folder_members(root: str, excluded: frozenset[str]) -> Iterator[_Member]:
-    """Entries in name order, depth first, without recursion (a hostile tree may be thousands of folders
-    deep); excluded folders are listed but not entered. An unreadable subfolder is a member of its own;
-    an unreadable root raises."""
-    stack = [("", _sorted_entries(root))]
-    while stack:
-        prefix, entries = stack[-1]
-        entry = next(entries, None)
-        if entry is None:
-            stack.pop()
-            continue
-        name = prefix + entry.name
-        try:
-            if entry.is_symlink():
-                yield _Member(name, SYMLINK, 0)
-            elif entry.is_dir(follow_symlinks=False):
-                yield _Member(name, DIR, 0)
-                if entry.name.casefold() not in excluded:
-                    stack.append((name + "/", _sorted_entries(entry.path)))
-            elif entry.is_file(follow_symlinks=False):
-                size = entry.stat(follow_symlinks=False).st_size
-                yield _Member(name, FILE, size, lambda n, p=entry.path: _read_regular_file(p, n))
-            else:
-                yield _Member(name, SPECIAL, 0)
-        except OSError:
-            yield _Member(name, UNREADABLE, 0)
+    """Entries in name order, depth first, through directory descriptors and without following links
+    (`codemill.crawl.walk`); excluded folders are listed but not entered. An unreadable subfolder is a
+    member of its own; an unreadable root raises."""
+    kinds = {walk.FILE: FILE, walk.DIR: DIR, walk.SYMLINK: SYMLINK, walk.SPECIAL: SPECIAL,
+             walk.UNREADABLE: UNREADABLE}
+    for entry in walk.walk(root, lambda path, name: name.casefold() not in excluded):
+        yield _Member(entry.path, kinds[entry.kind], entry.size, entry.read)
 
 
 # --- paths ----------------------------------------------------------------------------------------
@@ -447,8 +402,8 @@ class _Extractor:
             return self.skip(path, SKIP_ENCRYPTED)
         try:
             data = member.read(cap + 1)
-        except _UnsafeMember as exc:
-            return self.skip(path, exc.reason)
+        except walk.NotRegular as exc:  # a folder's file that changed under us
+            return self.skip(path, _KIND_SKIP[SYMLINK if exc.kind == walk.SYMLINK else SPECIAL])
         except (*_ARCHIVE_ERRORS, RuntimeError, NotImplementedError):
             return self.skip(path, SKIP_READ_ERROR)
         if len(data) > cap:

@@ -110,11 +110,16 @@ class LocalSource:
         for name, path in zip(names, paths):
             facts = self.metadata.get(name)
             stars = facts.stars if facts and facts.stars is not None else self.config.default_stars
-            size_kb = facts.size_kb if facts and facts.size_kb is not None else size_kb_on_disk(path)
+            size_kb, error = facts.size_kb if facts else None, None
+            if size_kb is None:
+                try:
+                    size_kb = size_kb_on_disk(path)
+                except OSError as exc:  # this repository fails; the listing goes on
+                    error = f"cannot measure {path}: {exc}"
             yield RepoRef(full_name=name, source=SOURCE_NAME, location=path, stars=stars, size_kb=size_kb,
                           main_language=facts.main_language if facts else None,
                           license=facts.license if facts else None,
-                          default_branch=facts.default_branch if facts else None)
+                          default_branch=facts.default_branch if facts else None, error=error)
 
     def fetch(self, ref: RepoRef, workdir: str) -> FetchedRepo:
         if not os.path.exists(ref.location):

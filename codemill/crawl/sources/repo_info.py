@@ -20,13 +20,13 @@ import csv
 import json
 import math
 import os
-import stat
 from pathlib import Path
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
 
 from codemill.config import ConfigError, StrictModel, format_validation_error
+from codemill.crawl.walk import FILE, walk
 
 KIB = 1024
 _CSV_INT_FIELDS = ("stars", "size_kb")
@@ -100,20 +100,12 @@ def load_metadata(path: str | None) -> dict[str, RepoMetadata]:
 
 
 def size_kb_on_disk(path: str) -> int:
-    """KB (rounded up) of an archive file, or of a folder's regular files outside `.git`, links not followed."""
+    """KB (rounded up) of an archive file, or of a folder's regular files outside `.git`, links not
+    followed, walked iteratively (a hostile tree may be thousands of folders deep)."""
     if not os.path.isdir(path):
         return math.ceil(os.path.getsize(path) / KIB)
-    total = 0
-    for folder, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if d not in SIZE_IGNORED_DIRS]
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except OSError:  # gone or unreadable: extraction records it; the size can do without it
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return math.ceil(total / KIB)
+    entries = walk(path, lambda _path, name: name not in SIZE_IGNORED_DIRS)
+    return math.ceil(sum(e.size for e in entries if e.kind == FILE) / KIB)
 
 
 def unique_names(names: list[str]) -> list[str]:
