@@ -309,15 +309,19 @@ class Engine:
         for s in live:
             s.position += 1
             s.pending = None
+        # All sampled sequences in one batched call (one host sync per step); beams per request.
+        sampled = [s for s in live if s.req.beam is None]
+        if sampled:
+            self._sample_rows(sampled, self._rows(logits, [s.slot for s in sampled]))
         for req in self._running:
-            seqs = [s for s in req.seqs if not s.finished]
-            if not seqs:
-                continue
-            rows = logits[torch.tensor([s.slot for s in seqs], device=logits.device)]
-            if req.beam is not None:
-                self._beam_step(req, rows)
-            else:
-                self._sample_rows(seqs, rows)
+            if req.beam is not None and not req.finished:
+                self._beam_step(req, self._rows(logits, [s.slot for s in req.seqs if not s.finished]))
+
+    @staticmethod
+    def _rows(logits: torch.Tensor, slots: list[int]) -> torch.Tensor:
+        if slots == list(range(slots[0], slots[0] + len(slots))):
+            return logits[slots[0]:slots[0] + len(slots)]  # the usual case after compaction: no gather
+        return logits[torch.tensor(slots, device=logits.device)]
 
     def _sample_rows(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
         params = []

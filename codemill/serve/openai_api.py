@@ -57,6 +57,7 @@ class CompletionRequest(BaseModel):
     num_beams: int = 1
     length_penalty: float = 1.0
     language: str | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever comes (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def generation_params(req: CompletionRequest, limits: Limits) -> GenerationParam
     return GenerationParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                             top_k=max(req.top_k, 0), n=req.n, seed=req.seed, stop=tuple(stop),
                             logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
-                            num_beams=req.num_beams, length_penalty=req.length_penalty)
+                            num_beams=req.num_beams, length_penalty=req.length_penalty, ignore_eos=req.ignore_eos)
 
 
 class CompletionService:

@@ -87,6 +87,9 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
     (log-softmax of the raw logits over the whole vocabulary, as the training loss computes them); the
     choice never picks the padding rows of the embedding (ids ≥ valid_vocab)."""
     device = logits.device
+    want = max((p.logprobs for p in params if p.logprobs is not None), default=None)
+    if want is None and all(p.temperature == 0 for p in params):  # plain greedy: one kernel, one copy
+        return Choice(logits[:, :valid_vocab].argmax(dim=-1).cpu(), None, None, None)
     logits = logits.float()
     raw = logits
     if valid_vocab < logits.shape[-1]:
@@ -104,7 +107,6 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
                         torch.tensor(steps, device=device))
         race = probs / -torch.log(uniform_noise(keys, logits.shape[-1]))
         chosen = torch.where(greedy, chosen, race.argmax(dim=-1))
-    want = max((p.logprobs for p in params if p.logprobs is not None), default=None)
     if want is None:
         return Choice(chosen.cpu(), None, None, None)
     logprobs = torch.log_softmax(raw, dim=-1)
