@@ -70,14 +70,14 @@ class JobRunner:
         self.client = _retry(lambda: JobSubmissionClient(self.dashboard_url, headers=self.headers or None),
                              "connect to the job API")
 
-    def submit(self, ps: PlannedStage, dag_name: str, attempt: int) -> str:
+    def submit(self, ps: PlannedStage, dag_name: str, attempt: int, force: bool = False) -> str:
         env = {"PYTHONUNBUFFERED": "1", **ps.spec.env}
         env.update({k: os.environ[k] for k in JOB_ENV_NAMES if k in os.environ and k not in env})
         resources = ps.spec.spec.resources
         num_cpus = ps.spec.entrypoint_num_cpus
         submission_id = f"codemill-{dag_name}-{ps.name}-{ps.hash[:8]}-{int(time.time())}-{attempt}"
         job_id = _retry(lambda: self.client.submit_job(
-            entrypoint=entrypoint(ps), submission_id=submission_id, runtime_env={"env_vars": env},
+            entrypoint=entrypoint(ps, force), submission_id=submission_id, runtime_env={"env_vars": env},
             entrypoint_num_cpus=resources.entrypoint_num_cpus if num_cpus is None else num_cpus,
             entrypoint_num_gpus=resources.entrypoint_num_gpus or None,
             metadata={"codemill_dag": dag_name, "codemill_stage": ps.name, "config_hash": ps.hash,

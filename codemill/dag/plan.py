@@ -95,8 +95,11 @@ def decide(ps: PlannedStage, force: bool = False) -> tuple[bool, str]:
     return mf.why_stale(mf.read_manifest(ps.out), ps.hash, records)
 
 
-def entrypoint(ps: PlannedStage) -> str:
+def entrypoint(ps: PlannedStage, force: bool = False) -> str:
+    """The job's command; `force` passes the DAG's --force on, or the stage would find itself complete."""
     parts = ["python", "-m", ps.spec.spec.module, "--config", ps.config_uri, "--out", ps.out]
     for name, uri in ps.inputs.items():
         parts += [ps.spec.spec.input(name).flag, uri]
+    if force:
+        parts.append("--force")
     return " ".join(shlex.quote(p) for p in parts)

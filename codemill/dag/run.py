@@ -297,7 +297,7 @@ class Scheduler:
         spec = ps.spec
         for attempt in range(1, spec.retries + 2):
             self.state.update(ps.name, status=st.RUNNING, attempt=attempt, start=time.time(), end=None)
-            job_id = runner.submit(ps, self.dag_name, attempt)
+            job_id = runner.submit(ps, self.dag_name, attempt, ps.name in self.forced)
             self.state.update(ps.name, job_id=job_id)
             status = runner.follow(ps, job_id)
             if status in ("SUCCEEDED", "RUNNING"):

@@ -1,0 +1,201 @@
+"""DAGs as graphs on a real Ray head: parallel stages, retries, run state, one run per output, and a runner
+killed mid-run (SIGTERM and SIGKILL) that leaves no orphan and resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from codemill import manifest as mf
+from codemill import storage
+from codemill.config import ConfigError
+from codemill.dag import load_dag, plan, run_dag, status
+from codemill.dag.run import Selection, head_file
+from codemill.dag.state import read_state
+from codemill.lease import LeaseHeld
+
+REPO = Path(__file__).resolve().parents[1]
+CODE = textwrap.dedent('''
+    """A small module of real-looking code, long enough for the size rule."""
+    import os
+
+
+    def walk_tree(root):
+        """Yield every file below root, sorted, skipping hidden folders."""
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                yield os.path.join(folder, name)
+    ''') * 8
+
+
+def make_corpus(root: Path, n: int) -> Path:
+    for i in range(n):
+        (root / f"repo{i:03d}").mkdir(parents=True)
+        (root / f"repo{i:03d}" / "walk.py").write_text(CODE + f"\n# {i}\n")
+    return root
+
+
+def diamond(path: Path, corpus: Path, dedup_extra: str = "", crawl_extra: str = "") -> Path:
+    """crawl -> filter -> (dedup_a, dedup_b): the two dedups are independent."""
+    path.write_text(textwrap.dedent(f"""
+        name: diamond
+        stages:
+          - name: crawl
+            stage: crawl
+            config:
+              source: {{type: local, paths: ["{corpus}"], expand_children: true}}
+              {crawl_extra}
+          - name: filter
+            stage: filter
+            input: crawl
+          - name: dedup_a
+            stage: dedup
+            inputs: {{input: filter}}
+            {dedup_extra}
+          - name: dedup_b
+            stage: dedup
+            inputs: {{input: filter}}
+            config: {{near: {{threshold: 0.8}}}}
+        """))
+    return path
+
+
+def test_from_until_only_select_parts_of_the_graph(tmp_path):
+    dag = diamond(tmp_path / "d.yaml", tmp_path)
+    planned = plan(load_dag(dag), dag, str(tmp_path / "run"))
+    names = lambda sel: [p.name for p in sel.apply(planned, str(dag))]  # noqa: E731
+    assert names(Selection(start="filter")) == ["filter", "dedup_a", "dedup_b"]
+    assert names(Selection(until="dedup_a")) == ["crawl", "filter", "dedup_a"]
+    assert names(Selection(start="filter", until="dedup_b")) == ["filter", "dedup_b"]
+    assert names(Selection(only=["dedup_b"])) == ["dedup_b"]
+    with pytest.raises(ConfigError, match=r"--from \['nope'\]: not stages of"):
+        Selection(start="nope").apply(planned, str(dag))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_independent_stages_run_in_parallel_and_state_is_recorded(tmp_path, ray_head):
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 3))
+    out = str(tmp_path / "run")
+    ran = run_dag(str(dag), out, address=ray_head.dashboard_url)
+    assert ran[:2] == ["crawl", "filter"] and sorted(ran[2:]) == ["dedup_a", "dedup_b"]
+    state = read_state(out)
+    assert state["status"] == "succeeded" and state["dashboard"] == ray_head.dashboard_url
+    a, b = state["stages"]["dedup_a"], state["stages"]["dedup_b"]
+    assert a["job_id"] and b["job_id"] and a["job_id"] != b["job_id"]
+    assert a["start"] < b["end"] and b["start"] < a["end"], "the two dedup stages did not overlap"
+    assert state["stages"]["filter"]["end"] <= min(a["start"], b["start"])
+    table = status(out)
+    assert "dedup_a" in table and "succeeded" in table and "docs_in=" in table
+    # Rerun: nothing to do, the state says why.
+    assert run_dag(str(dag), out, address=ray_head.dashboard_url) == []
+    assert all(s["status"] == "skipped" for s in read_state(out)["stages"].values())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_stage_that_fails_twice_then_succeeds_under_retries(tmp_path, ray_head):
+    problems = tmp_path / "problems.jsonl"  # missing at first: the dedup job fails until it exists
+    extra = (f"retries: 2\n            retry_backoff_s: 3\n"
+             f"            config: {{decontaminate: {{paths: ['{problems}']}}}}")
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 2), dedup_extra=extra)
+    out = str(tmp_path / "run")
+    run_dag(str(dag), out, address=ray_head.dashboard_url, until="filter")
+
+    def create_after_second_failure():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            state = read_state(out) or {}
+            stage = state.get("stages", {}).get("dedup_a", {})
+            if stage.get("attempt") == 2 and stage.get("status") == "failed":
+                problems.write_text(json.dumps({"task_id": "X/0", "prompt": "def f():", "canonical_solution": ""})
+                                    + "\n")
+                return
+            time.sleep(0.2)
+
+    helper = threading.Thread(target=create_after_second_failure, daemon=True)
+    helper.start()
+    assert run_dag(str(dag), out, address=ray_head.dashboard_url, only=["dedup_a"]) == ["dedup_a"]
+    helper.join(timeout=5)
+    assert read_state(out)["stages"]["dedup_a"]["attempt"] == 3
+    assert mf.read_manifest(storage.join(out, "dedup_a")).status == "complete"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_runs_of_one_output_one_is_refused(tmp_path, ray_head):
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 150), crawl_extra="max_in_flight: 1")
+    out = str(tmp_path / "run")
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            run_dag(str(dag), out, address=ray_head.dashboard_url, until="crawl")
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert len(errors) == 1 and isinstance(errors[0], LeaseHeld), errors
+    assert "is being written by" in str(errors[0]) and "dag run of d.yaml" in str(errors[0])
+    assert mf.read_manifest(storage.join(out, "crawl")).status == "complete"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
+    """The runner starts its own head (no --address), is killed during the crawl, and is run again."""
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 200), crawl_extra="max_in_flight: 1")
+    out = str(tmp_path / "run")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "token")
+    cmd = [sys.executable, "-m", "codemill.cli", "dag", "run", str(dag), "--out", out, "--until", "filter",
+           "--num-cpus", "2"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        state = read_state(out) or {}
+        if state.get("stages", {}).get("crawl", {}).get("status") == "running" and storage.exists(head_file(out)):
+            break
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    head = storage.read_json(head_file(out))
+    time.sleep(2)
+    proc.send_signal(how)
+    proc.communicate(timeout=120)
+    deadline = time.time() + 60
+    while _alive(head["head_pid"]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _alive(head["head_pid"]), "the local head outlived the run that started it"
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and head["root"] in
+                 (p / "cmdline").read_bytes().decode(errors="replace")] if Path("/proc").exists() else []
+    assert not [p for p in leftovers if _alive(int(p.name))], "Ray processes of the killed run are left"
+    assert mf.read_manifest(storage.join(out, "crawl")) is None
+
+    rerun = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "ran crawl, filter" in rerun.stdout
+    assert mf.read_manifest(storage.join(out, "filter")).status == "complete"
+    assert not storage.exists(head_file(out))
