@@ -241,3 +241,21 @@ def test_the_job_api_answers_401_without_the_token(ray_head):
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.status == 200
 
+
+
+class WithUrl(StrictModel):
+    url: str = ""
+    depth: int = 1
+
+
+def test_url_credentials_are_redacted_in_manifests_and_config_errors(tmp_path):
+    from codemill.config import build_config
+
+    secret_url = "https://user:pa@ss/w0rd@git.example.com/o/r.git"
+    out = str(tmp_path / "o")
+    run_stage("demo", WithUrl(url=secret_url), out, lambda run: {})
+    text = storage.read_bytes(mf.manifest_uri(out)).decode()
+    assert "pa@ss" not in text and "w0rd" not in text and "***@git.example.com" in text
+    with pytest.raises(ConfigError, match="invalid configuration") as err:
+        build_config(WithUrl, {"url": [secret_url], "depth": 1})
+    assert "w0rd" not in str(err.value) and "***@git.example.com" in str(err.value)
