@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt
 
 from codemill.config import StrictModel
 from codemill.crawl.extract import ExtractLimits
@@ -22,13 +22,13 @@ class CrawlConfig(StrictModel):
     source: SourceConfig
     selection: SelectionConfig = SelectionConfig()
     extract: ExtractLimits = ExtractLimits()
-    max_repos: int | None = Field(None, gt=0, description="stop after this many repositories (None: all)")
+    max_repos: StrictInt | None = Field(None, gt=0, description="stop after this many repositories (None: all)")
     # A task fetches and reads one repository; network sources wait more than they compute, so they can
     # ask for less than a CPU each and keep more downloads in flight.
-    task_num_cpus: float = Field(1.0, gt=0)
-    task_memory_mb: int = Field(DEFAULT_TASK_MEMORY_MB, ge=64, description="Ray memory request of a task")
-    task_timeout_s: float = Field(DEFAULT_TASK_TIMEOUT_S, gt=0,
+    task_num_cpus: StrictFloat = Field(1.0, gt=0, allow_inf_nan=False)
+    task_memory_mb: StrictInt = Field(DEFAULT_TASK_MEMORY_MB, ge=64, description="Ray memory request of a task")
+    task_timeout_s: StrictFloat = Field(DEFAULT_TASK_TIMEOUT_S, gt=0, allow_inf_nan=False,
                                   description="a task not done this long after it was submitted is cancelled "
                                               "and its repository recorded as failed (timeout)")
-    task_max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
-    max_in_flight: int | None = Field(None, gt=0, description="tasks in flight (default: 2 x cluster CPUs)")
+    task_max_retries: StrictInt = Field(2, ge=0, description="Ray retries of a task whose worker died")
+    max_in_flight: StrictInt | None = Field(None, gt=0, description="tasks in flight (default: 2 x cluster CPUs)")

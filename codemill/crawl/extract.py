@@ -50,7 +50,7 @@ from pathlib import PurePosixPath
 from typing import BinaryIO
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from codemill.config import StrictModel
 from codemill.crawl import tarstream, walk
@@ -99,9 +99,9 @@ _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib
 
 
 class ExtractLimits(StrictModel):
-    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
-    max_repo_bytes: int = Field(DEFAULT_MAX_REPO_BYTES, gt=0)
-    max_members: int = Field(DEFAULT_MAX_MEMBERS, gt=0)
+    max_file_bytes: StrictInt = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
+    max_repo_bytes: StrictInt = Field(DEFAULT_MAX_REPO_BYTES, gt=0)
+    max_members: StrictInt = Field(DEFAULT_MAX_MEMBERS, gt=0)
     excluded_dirs: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDED_DIRS))  # any case
 
     @field_validator("excluded_dirs")

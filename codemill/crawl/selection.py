@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from pydantic import Field, StrictBool, StrictInt
+
 from codemill import storage
 from codemill.config import StrictModel
 from codemill.crawl.sources.base import RepoRef
@@ -17,11 +19,11 @@ MAX_REPO_SIZE_KB = 10 * 1024  # GitHub's `size` is in KB: 10 MB
 
 
 class SelectionConfig(StrictModel):
-    min_stars: int = MIN_STARS
-    max_size_kb: int = MAX_REPO_SIZE_KB
+    min_stars: StrictInt = Field(MIN_STARS, ge=0)
+    max_size_kb: StrictInt = Field(MAX_REPO_SIZE_KB, ge=0)
     # Where a source does not know a repository's stars (a bare git URL with no metadata), keep it:
     # the star rule is a popularity proxy that such sources cannot apply.
-    keep_unknown_stars: bool = True
+    keep_unknown_stars: StrictBool = True
     exclude: list[str] = []
     exclude_file: str | None = None
     # Keep only repositories whose main language is one of these (paper spelling); empty keeps all.

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator
 
 from codemill.config import StrictModel
 from codemill.crawl.keys import remove_inside, repo_key, unsafe_name_reason
@@ -98,9 +98,9 @@ class GitSourceConfig(StrictModel):
     type: Literal["git"] = "git"
     urls: list[str] = Field(min_length=1)
     metadata: str | None = None
-    depth: int = Field(DEFAULT_DEPTH, ge=1)
-    clone_timeout_s: float = Field(DEFAULT_CLONE_TIMEOUT_S, gt=0)
-    default_stars: int | None = Field(None, ge=0)
+    depth: StrictInt = Field(DEFAULT_DEPTH, ge=1)
+    clone_timeout_s: StrictFloat = Field(DEFAULT_CLONE_TIMEOUT_S, gt=0, allow_inf_nan=False)
+    default_stars: StrictInt | None = Field(None, ge=0)
 
     @field_validator("urls")
     @classmethod

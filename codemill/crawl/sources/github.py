@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from codemill.config import StrictModel
 from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
@@ -59,20 +59,20 @@ class GithubSourceConfig(StrictModel):
     api_url: str = GITHUB_API_URL  # GitHub Enterprise: https://HOST/api/v3
     languages: list[str] = Field(default_factory=lambda: list(PAPER_CRAWLED_LANGUAGES),
                                  description="one search family per language (GitHub's names); [] = any")
-    min_stars: int = Field(MIN_STARS, ge=0)
-    max_size_kb: int = Field(MAX_SIZE_KB, ge=0)
+    min_stars: StrictInt = Field(MIN_STARS, ge=0)
+    max_size_kb: StrictInt = Field(MAX_SIZE_KB, ge=0)
     created_from: date = FIRST_REPOSITORY_DATE
     created_until: date | None = Field(None, description="last creation day searched; None = today")
     token_env: list[str] = Field(default_factory=lambda: ["GITHUB_TOKENS", "GITHUB_TOKEN"],
                                  description="environment variables holding one token or a comma-separated list")
-    max_repos: int | None = Field(None, ge=1)
-    per_page: int = Field(MAX_PER_PAGE, ge=1, le=MAX_PER_PAGE)
-    request_timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(5, ge=0, description="retries of a 5xx or network failure before giving up")
-    max_rate_limit_waits: int = Field(MAX_RATE_LIMIT_WAITS, ge=0)
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
-    max_tarball_mb: float = Field(MAX_TARBALL_MB, gt=0)
+    max_repos: StrictInt | None = Field(None, ge=1)
+    per_page: StrictInt = Field(MAX_PER_PAGE, ge=1, le=MAX_PER_PAGE)
+    request_timeout_s: StrictFloat = Field(30.0, gt=0, allow_inf_nan=False)
+    max_retries: StrictInt = Field(5, ge=0, description="retries of a 5xx or network failure before giving up")
+    max_rate_limit_waits: StrictInt = Field(MAX_RATE_LIMIT_WAITS, ge=0)
+    backoff_base_s: StrictFloat = Field(1.0, gt=0, allow_inf_nan=False)
+    backoff_max_s: StrictFloat = Field(60.0, gt=0, allow_inf_nan=False)
+    max_tarball_mb: StrictFloat = Field(MAX_TARBALL_MB, gt=0, allow_inf_nan=False)
 
     @field_validator("api_url")
     @classmethod

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from codemill.config import StrictModel
 from codemill.crawl.extract import ARCHIVE_SUFFIXES, is_archive
@@ -40,11 +40,11 @@ DEFAULT_CHILD_EXCLUDES = (".*", "__pycache__")
 class LocalSourceConfig(StrictModel):
     type: Literal["local"] = "local"
     paths: list[str] = Field(min_length=1)
-    expand_children: bool = False
+    expand_children: StrictBool = False
     include: list[str] = Field(default_factory=list)   # globs on child names; empty: every child
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_CHILD_EXCLUDES))
     metadata: str | None = None
-    default_stars: int = Field(DEFAULT_STARS, ge=0)
+    default_stars: StrictInt = Field(DEFAULT_STARS, ge=0)
 
     @field_validator("paths")
     @classmethod

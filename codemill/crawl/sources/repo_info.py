@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 
 from codemill.config import ConfigError, StrictModel, format_validation_error
 from codemill.crawl.walk import FILE, walk
@@ -35,11 +35,8 @@ SIZE_IGNORED_DIRS = frozenset({".git"})
 
 
 class RepoMetadata(StrictModel):
-    # CSV cells are text: numbers are read from their digits here (and only here).
-    model_config = ConfigDict(strict=False)
-
-    stars: int | None = Field(None, ge=0)
-    size_kb: int | None = Field(None, ge=0)
+    stars: StrictInt | None = Field(None, ge=0)
+    size_kb: StrictInt | None = Field(None, ge=0)
     license: str | None = None
     main_language: str | None = None
     default_branch: str | None = None
