@@ -43,6 +43,22 @@ def submit(ray_head, cfg: Path, out: Path, wait: bool = True):
     return client, job
 
 
+def wait_until_stopped(client, job, out: Path, fake: FakeGithub, quiet_s: float = 3.0) -> None:
+    """The job's terminal status, then no new marker and no new download for `quiet_s`: a stopped job's
+    tasks are killed after its driver, so a snapshot taken at once could miss a task still finishing."""
+    deadline = time.time() + 120
+    while client.get_job_status(job).value not in {"SUCCEEDED", "FAILED", "STOPPED"}:
+        assert time.time() < deadline, "the stopped job did not end"
+        time.sleep(0.5)
+    state, quiet_since = None, time.time()
+    while time.time() - quiet_since < quiet_s:
+        assert time.time() < deadline, "the stopped job's tasks kept writing"
+        now = (len(list((out / "repos").glob("*.parquet"))), len(fake.recorded("codeload")))
+        if now != state:
+            state, quiet_since = now, time.time()
+        time.sleep(0.3)
+
+
 def write_config(tmp_path: Path, api_url: str, **extra) -> Path:
     cfg = {"source": {"type": "github", "api_url": api_url, "languages": [LANGUAGE], "backoff_base_s": 0.05},
            "max_in_flight": 2, "task_num_cpus": 0.5, **extra}
@@ -69,9 +85,8 @@ def test_github_crawl_rotates_tokens_and_resumes(tmp_path, ray_head):
             assert client.get_job_status(job).value not in {"FAILED", "STOPPED"}, client.get_job_logs(job)[-3000:]
             assert time.time() < deadline
             time.sleep(0.2)
-        client.stop_job(job)
-        while client.get_job_status(job).value not in {"SUCCEEDED", "FAILED", "STOPPED"}:
-            time.sleep(0.5)
+        client.stop_job(job)  # False when the job ended already: then the rerun resumes everything
+        wait_until_stopped(client, job, out, fake)
         done_first = {p.stem for p in (out / "repos").glob("*.parquet")}
         tarballs_first = len(fake.recorded("codeload"))
 
@@ -92,7 +107,8 @@ def test_github_crawl_rotates_tokens_and_resumes(tmp_path, ray_head):
 
         used = {r.token for r in fake.recorded("api") if r.path.startswith("/repos/")}
         assert used == {TOKEN_A, TOKEN_B}, "core calls must rotate to token B once A is spent"
-        # A run's limiter learns that A is spent from a 403 (at most one per task in flight), then avoids A.
+        # A run's limiter learns that A is spent from a response (updates are awaited, so in order) or from a
+        # 403: at most one per task in flight, per run, then it avoids A.
         assert sum(r.status == 403 for r in fake.recorded("api")) <= 2 * 2
         for secret in (TOKEN_A, TOKEN_B):
             assert secret not in logs

@@ -390,7 +390,7 @@ def test_decode_text(data, text, encoding):
     ("x = 1\n".encode("utf-32"), "decode"),                        # UTF-32 looks like UTF-16 at first
 ])
 def test_not_text(data, reason):
-    with pytest.raises(NotText) as exc:
+    with pytest.raises(NotText, match=f"^{reason}$") as exc:
         decode_text(data)
     assert exc.value.reason == reason
 

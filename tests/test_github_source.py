@@ -10,7 +10,7 @@ import os
 import pickle
 import random
 import tarfile
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from github_fake import (
@@ -281,7 +281,7 @@ def test_tokens_are_never_logged_shown_or_serialised(population, clock, tokens_e
         fake.inject("/repos/", status=404, message="Not Found")
         src = source(fake, clock, languages=["Java"])
         refs = list(src.list_repos())
-        with pytest.raises(FetchError) as failure:
+        with pytest.raises(FetchError, match="HTTP 404: Not Found") as failure:
             src.fetch(refs[0], str(tmp_path))
         src.fetch(refs[1], str(tmp_path))
         shown = [caplog.text, repr(src), repr(src.config), repr(src.client()), str(failure.value),
@@ -289,7 +289,7 @@ def test_tokens_are_never_logged_shown_or_serialised(population, clock, tokens_e
     assert "token #" in caplog.text  # waits and rotations are logged, by index
     for text in shown:
         assert SECRET_A not in text and SECRET_B not in text and "SECRET" not in text
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="never serialised"):
         pickle.dumps(src.client().tokens)
     assert {r.token for r in fake.recorded("codeload")} == {None}  # the redirect target never sees a token
 
@@ -474,9 +474,12 @@ def test_config_defaults_are_the_papers_and_bad_values_are_refused():
     cfg = GithubSourceConfig()
     assert (cfg.type, cfg.min_stars, cfg.max_size_kb, cfg.per_page) == ("github", 1, 10240, 100)
     assert cfg.languages == ["Python", "Java", "C++"]
-    for bad in ({"type": "git"}, {"per_page": 101}, {"tokens": ["x"]},
-                {"created_from": "2020-01-02", "created_until": "2020-01-01"}, {"api_url": "ftp://x"}):
-        with pytest.raises(ValidationError):
+    for bad, message in (({"type": "git"}, "Input should be 'github'"), ({"per_page": 101}, "less than or equal to 100"),
+                         ({"tokens": ["x"]}, "Extra inputs are not permitted"),
+                         ({"created_from": date(2020, 1, 2), "created_until": date(2020, 1, 1)},
+                          "created_until 2020-01-01 is before created_from 2020-01-02"),
+                         ({"api_url": "ftp://x"}, "must start with http:// or https://")):
+        with pytest.raises(ValidationError, match=message):
             GithubSourceConfig.model_validate(bad)
 
 

@@ -47,7 +47,10 @@ class SharedRateLimiter:
         return ray.get(self.actor.acquire.remote(resource))
 
     def update(self, token: int, resource: str, headers: RateHeaders | None) -> None:
-        self.actor.update.remote(token, resource, headers)
+        import ray
+        # Awaited, not fired and forgotten: a task's next acquire (or another task's) must see what this
+        # response said, or a spent token is handed out again and refused (403).
+        ray.get(self.actor.update.remote(token, resource, headers))
 
     def block(self, token: int, resource: str, seconds: float) -> None:
         import ray
