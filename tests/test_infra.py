@@ -78,13 +78,32 @@ def config_model(stage: str):
     raise AssertionError(f"no config model known for stage {stage!r}")
 
 
-def kuberay_docs() -> list[tuple[Path, dict]]:
+# Besides KubeRay's resources, infra/kuberay/ holds the service account the pods run as and the Prometheus
+# Operator's scrape of them.
+OTHER_KINDS = {("v1", "ServiceAccount"), ("monitoring.coreos.com/v1", "PodMonitor")}
+
+
+def all_kuberay_docs() -> list[tuple[Path, dict]]:
     docs = []
     for path in sorted((INFRA / "kuberay").rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 docs.append((path, doc))
     return docs
+
+
+def kuberay_docs() -> list[tuple[Path, dict]]:
+    """The ray.io documents of infra/kuberay/."""
+    docs = all_kuberay_docs()
+    for path, doc in docs:
+        assert doc.get("apiVersion") == "ray.io/v1" or (doc.get("apiVersion"), doc.get("kind")) in OTHER_KINDS, \
+            f"{path.relative_to(REPO)}: {doc.get('apiVersion')} {doc.get('kind')}"
+    return [(p, d) for p, d in docs if d.get("apiVersion") == "ray.io/v1"]
+
+
+def other_doc(kind: str) -> dict:
+    (doc,) = [d for _, d in all_kuberay_docs() if d.get("kind") == kind]
+    return doc
 
 
 def rayjobs() -> dict[str, tuple[Path, dict]]:
@@ -194,6 +213,20 @@ def test_kuberay_pods_run_the_image_infra_docker_builds():
         assert images == {image}, f"{path.relative_to(REPO)}: {images}"
         for cs in cluster_specs(doc):
             assert cs["rayVersion"] == dockerfile_args()["RAY_VERSION"]
+        for pod in pod_specs(doc):
+            assert pod["serviceAccountName"] == other_doc("ServiceAccount")["metadata"]["name"]
+
+
+def test_kuberay_ray_pods_expose_the_metrics_port_the_pod_monitor_scrapes():
+    monitor = other_doc("PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert monitor["spec"]["selector"]["matchLabels"] == {"ray.io/is-ray-node": "yes"}  # KubeRay's pod label
+    for path, doc in kuberay_docs():
+        for cs in cluster_specs(doc):
+            for group in [cs["headGroupSpec"], *cs.get("workerGroupSpecs", [])]:
+                port = int(group["rayStartParams"]["metrics-export-port"])
+                ports = {p["name"]: p["containerPort"] for p in group["template"]["spec"]["containers"][0]["ports"]}
+                assert ports.get(endpoint["port"]) == port, f"{path.name}: {group.get('groupName', 'head')}"
 
 
 def test_kuberay_credentials_come_from_secrets_by_reference():
