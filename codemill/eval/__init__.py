@@ -1,0 +1,1 @@
+"""HumanEval-X evaluation: prompts, sandboxed execution, pass@k, reports (see stage.py for the CLI)."""

@@ -187,3 +187,13 @@ def ensure_go_cache(tc: Toolchain, limits: ExecLimits, unsafe: bool) -> Path | N
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return folder
+
+
+def exec_limits(cfg, wall_s: float) -> ExecLimits:
+    """ExecLimits from an `ExecutionConfig` and the task's run-time limit."""
+    run = Limits(wall_s=wall_s, memory_bytes=cfg.memory_mb << 20, processes=cfg.processes,
+                 file_bytes=cfg.output_mb << 20)
+    compile_ = Limits(wall_s=cfg.compile_time_s, memory_bytes=cfg.compile_memory_mb << 20,
+                      processes=max(512, cfg.processes), file_bytes=max(256, cfg.output_mb) << 20, open_files=1024,
+                      tmp_bytes=256 << 20)
+    return ExecLimits(run=run, compile=compile_, retry_timeouts=cfg.retry_timeouts)

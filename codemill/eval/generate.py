@@ -1,0 +1,176 @@
+"""Generation behind one small interface, so the stage does not care where completions come from:
+
+- `HTTPGenerator`: any OpenAI-compatible `/v1/completions` endpoint (codemill's serve stage included);
+- `EngineGenerator`: codemill's serve engine in this process (continuous batching over all prompts at once);
+  the stage runs one per GPU as Ray actors.
+
+Both return, for each prompt, n completion texts (the text after the prompt, stop strings excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+log = logging.getLogger("codemill.eval")
+
+MAX_STOP_STRINGS = 4  # OpenAI's limit; the language adapters put the most useful stop strings first
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int,
+                 stop: list[list[str]] | list[str]) -> list[list[str]]:
+        """n completions for each prompt; `stop` is one list for all prompts or one list per prompt."""
+        ...
+
+
+def _stops_for(stop: list[list[str]] | list[str], count: int) -> list[list[str]]:
+    if stop and isinstance(stop[0], list):
+        return [list(s) for s in stop]  # type: ignore[arg-type]
+    return [list(stop)] * count  # type: ignore[list-item]
+
+
+def _chunks(n: int, size: int) -> list[int]:
+    return [min(size, n - i) for i in range(0, n, size)]
+
+
+class HTTPGenerator:
+    """POST {endpoint}/v1/completions, a few requests in flight, retried with backoff on errors."""
+
+    def __init__(self, endpoint: str, model: str = "codemill", api_key_env: str | None = None,
+                 batch_size: int = 8, concurrency: int = 4, timeout_s: float = 600.0, max_retries: int = 3,
+                 n_per_request: int = 20, seed: int = 0):
+        base = endpoint.rstrip("/")
+        self.url = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
+        self.model, self.batch_size, self.concurrency = model, batch_size, concurrency
+        self.timeout_s, self.max_retries, self.n_per_request, self.seed = timeout_s, max_retries, n_per_request, seed
+        self.api_key = None
+        if api_key_env:
+            self.api_key = os.environ.get(api_key_env)
+            if not self.api_key:
+                raise GenerationError(f"--api-key-env {api_key_env}: that environment variable is not set")
+
+    def _post(self, body: dict) -> dict:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:500].decode("utf-8", "replace")
+                if exc.code < 500 and exc.code != 429:
+                    raise GenerationError(f"{self.url}: HTTP {exc.code}: {detail}") from None
+                last = GenerationError(f"{self.url}: HTTP {exc.code}: {detail}")
+            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+                last = exc
+            time.sleep(min(30.0, 0.5 * 2 ** attempt))
+        raise GenerationError(f"{self.url}: failed after {self.max_retries + 1} attempts: {last}")
+
+    def _request(self, prompts: list[str], n: int, stop: list[str], params: dict, seed: int) -> list[list[str]]:
+        body = {"model": self.model, "prompt": prompts, "n": n, "stop": stop[:MAX_STOP_STRINGS] or None,
+                "seed": seed, **params}
+        out = self._post(body)
+        texts: list[list[str]] = [[""] * n for _ in prompts]
+        for choice in out.get("choices", []):
+            i = int(choice.get("index", 0))
+            texts[i // n][i % n] = choice.get("text") or ""
+        return texts
+
+    def generate(self, prompts, n, temperature, top_p, max_tokens, stop) -> list[list[str]]:
+        stops = _stops_for(stop, len(prompts))
+        params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        # One request per (batch of prompts sharing their stop strings, chunk of n).
+        work = []
+        for start in range(0, len(prompts), self.batch_size):
+            idx = list(range(start, min(start + self.batch_size, len(prompts))))
+            groups: dict[tuple, list[int]] = {}
+            for i in idx:
+                groups.setdefault(tuple(stops[i]), []).append(i)
+            for stop_key, members in groups.items():
+                for c, size in enumerate(_chunks(n, self.n_per_request)):
+                    work.append((members, size, list(stop_key), self.seed + 1000 * members[0] + c))
+        results: list[list[str]] = [[] for _ in prompts]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [(members, pool.submit(self._request, [prompts[i] for i in members], size, st, params, seed))
+                       for members, size, st, seed in work]
+            for members, fut in futures:
+                for i, texts in zip(members, fut.result()):
+                    results[i].extend(texts)
+        return results
+
+
+class EngineGenerator:
+    """codemill's serve engine, loaded from an export, generating all prompts with continuous batching.
+
+    A prompt that does not fit the model's context with `max_tokens` keeps its last tokens (the function's
+    signature is at the end) and a generation budget of at least a quarter of the context."""
+
+    def __init__(self, export_uri: str, device: str = "auto", dtype: str | None = None, max_batch_size: int = 64,
+                 seed: int = 0):
+        from codemill.serve.loader import load_engine
+
+        if dtype is None:
+            import torch
+            dtype = "bf16" if (device != "cpu" and torch.cuda.is_available()) else "fp32"
+        self.loaded = load_engine(export_uri, dtype=dtype, device=device, max_batch_size=max_batch_size,
+                                  cuda_graphs=device != "cpu")
+        self.engine, self.tokenizer = self.loaded.engine, self.loaded.tokenizer
+        self.context = self.loaded.context_length
+        self.max_slots = max_batch_size
+        self.seed = seed
+        self.truncated_prompts = 0
+
+    def generate(self, prompts, n, temperature, top_p, max_tokens, stop, seeds: list[int] | None = None
+                 ) -> list[list[str]]:
+        """`seeds`: one base seed per prompt (default: derived from the prompt's position), so that how prompts
+        are spread over engines does not change what each one samples."""
+        from codemill.serve.engine import GenerationParams
+
+        stops = _stops_for(stop, len(prompts))
+        texts: dict[tuple[int, int], list[str]] = {}
+        errors: list[str] = []
+
+        def emit_for(p: int, offset: int):
+            def emit(out):
+                if out.error:
+                    errors.append(out.error)
+                for d in out.deltas:
+                    texts.setdefault((p, offset + d.index), []).append(d.text)
+            return emit
+
+        for p, prompt in enumerate(prompts):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+            budget = min(max_tokens, self.context - 1)
+            if len(ids) + budget > self.context:
+                budget = min(budget, max(self.context // 4, self.context - len(ids)))
+                if len(ids) + budget > self.context:
+                    ids = ids[-(self.context - budget):]
+                    self.truncated_prompts += 1
+            offset = 0
+            for c, size in enumerate(_chunks(n, self.max_slots)):
+                params = GenerationParams(max_tokens=budget, temperature=temperature, top_p=top_p, n=size,
+                                          seed=(seeds[p] if seeds else self.seed + 7919 * p) + c,
+                                          stop=tuple(stops[p]))
+                while self.engine.num_waiting >= max(1, self.engine.max_queue - 1):
+                    self.engine.step()  # the queue is bounded: decode until there is room
+                self.engine.add_request(f"p{p}c{c}", ids, params, emit_for(p, offset))
+                offset += size
+        self.engine.run_until_done()
+        if errors:
+            raise GenerationError(f"the engine failed {len(errors)} request(s): {errors[0]}")
+        return [["".join(texts.get((p, j), [])) for j in range(n)] for p in range(len(prompts))]
