@@ -25,8 +25,8 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
+export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
 "$VENV/bin/pip" install -q -e ".[train,serve,dev]"
 echo "$want" > "$STAMP"

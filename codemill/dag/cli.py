@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from codemill.runner import setup_logging
 
     setup_logging()
+    # The job SDK logs every closed log stream at INFO; the runner says when each stage ends.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     p = argparse.ArgumentParser(prog="codemill dag", description="run a YAML DAG of codemill stages as Ray jobs")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the DAG's stages as Ray jobs, resume a stopped run")
