@@ -396,6 +396,7 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 cat > /dev/null
 case "$2" in
   */github-tokens) printf 'tok-a,tok-b' ;;
+  */serve-api-key) exit 3 ;;
   */ray-auth-token) [ -n "$FAKE_RAY_TOKEN" ] && printf '%s' "$FAKE_RAY_TOKEN" || exit "${FAKE_RAY_RC:-3}" ;;
   *) exit 1 ;;
 esac
@@ -414,13 +415,14 @@ def test_node_secrets_script_exports_from_ssm(tmp_path, case):
         env["FAKE_RAY_RC"] = "1"
     script = INFRA / "launcher" / "node-secrets.sh"
     out = subprocess.run(["bash", "-c", f'source "{script}" && echo "G=$GITHUB_TOKENS A=${{RAY_AUTH_TOKEN:-}} '
-                                        f'M=${{RAY_AUTH_MODE:-}}"'],
+                                        f'M=${{RAY_AUTH_MODE:-}} K=${{CODEMILL_SERVE_API_KEY-unset}}"'],
                          env=env, capture_output=True, text=True, timeout=30)
     if case == "ssm-error":
         assert out.returncode != 0 and "G=" not in out.stdout  # `source ... && ray start` does not start Ray
         return
     assert out.returncode == 0, out.stderr
     want = "G=tok-a,tok-b A=rt-123 M=token" if case == "all" else "G=tok-a,tok-b A= M="
+    want += " K=unset"  # no serve-api-key parameter: left unset, the start goes on
     assert out.stdout.strip() == want
     assert "tok-a" not in out.stderr and "rt-123" not in out.stderr
 
@@ -539,6 +541,11 @@ def test_prometheus_scrapes_the_discovery_file_ray_writes():
     files = [f for sd in job["file_sd_configs"] for f in sd["files"]]
     # Ray 2.60 writes the file in the session folder (PrometheusServiceDiscoveryWriter.get_target_file_name).
     assert files == [f"/tmp/ray/session_latest/{PROMETHEUS_SERVICE_DISCOVERY_FILE}"]
+    # On the launcher's head, that folder is the host's too, where Prometheus runs beside the Ray container.
+    cluster = load_yaml(INFRA / "cluster.yaml")
+    assert "--volume /tmp/ray:/tmp/ray" in cluster["docker"]["head_run_options"]
+    start = " ".join(cluster["head_start_ray_commands"])
+    assert "RAY_PROMETHEUS_HOST=http://127.0.0.1:9090" in start and "RAY_GRAFANA_HOST=http://127.0.0.1:3000" in start
     datasource = load_yaml(INFRA / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
     listen = "127.0.0.1:9090"
     assert datasource["datasources"][0]["url"] == f"http://{listen}"

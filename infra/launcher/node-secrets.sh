@@ -4,6 +4,7 @@
 #
 # SecureString parameters under ${CODEMILL_SSM_PREFIX:-/codemill} (create them once, see infra/README.md):
 #   github-tokens   -> GITHUB_TOKENS  (comma-separated tokens; the crawl's GitHub source)
+#   serve-api-key   -> CODEMILL_SERVE_API_KEY  (the serve stage's api_key_env in dags/codegeex.yaml)
 #   ray-auth-token  -> RAY_AUTH_TOKEN and RAY_AUTH_MODE=token (Ray's token authentication, same on all nodes)
 # A parameter that does not exist is skipped with a note (a crawl from GitHub then fails with its own
 # message); any other error (no permission, no region) stops the start command.
@@ -39,6 +40,7 @@ _codemill_export_from_ssm() {
 }
 
 _codemill_export_from_ssm GITHUB_TOKENS github-tokens || [ $? -eq 1 ] || return 1
+_codemill_export_from_ssm CODEMILL_SERVE_API_KEY serve-api-key || [ $? -eq 1 ] || return 1
 if _codemill_export_from_ssm RAY_AUTH_TOKEN ray-auth-token; then
   export RAY_AUTH_MODE=token
 elif [ $? -ne 1 ]; then
