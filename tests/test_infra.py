@@ -365,6 +365,7 @@ def test_cluster_yaml_passes_rays_launcher_validation():
 
 def test_cluster_yaml_groups_install_and_secrets():
     cfg = load_yaml(INFRA / "cluster.yaml")
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text()
     types = cfg["available_node_types"]
     head = types[cfg["head_node_type"]]
     workers = {name: t for name, t in types.items() if name != cfg["head_node_type"]}
@@ -378,10 +379,14 @@ def test_cluster_yaml_groups_install_and_secrets():
     assert sum(t["max_workers"] * t["resources"]["GPU"] for t in gpu) >= train.scaling.num_workers
     # Every node: codemill's image, this checkout synced over its source and installed with the extras.
     assert cfg["docker"]["image"] == built_image()
-    assert cfg["file_mounts"] == {IMAGE_SRC: "."}
+    copied = re.findall(r"^COPY --chown=ray:ray (.+) (/opt/codemill/src/\S*)$", dockerfile, re.M)
+    in_image = {f"{dest.rstrip('/')}/{src}" if dest.endswith("/") else dest: src
+                for sources, dest in copied for src in sources.split()}
+    assert {k: v.removeprefix("./") for k, v in cfg["file_mounts"].items()} == in_image
+    assert all((REPO / src).exists() for src in in_image.values())
     setup = " ".join(cfg["setup_commands"])
     assert re.search(r"pip install .*-c /opt/codemill/constraints\.txt .*-e \"/opt/codemill/src\[train,serve\]\"", setup)
-    assert "/opt/codemill/constraints.txt" in (INFRA / "docker" / "Dockerfile").read_text()
+    assert "/opt/codemill/constraints.txt" in dockerfile
     # Secrets are fetched on the node before Ray starts, by a script that exists in this checkout.
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = " ".join(cfg[key])
@@ -447,6 +452,8 @@ def test_dockerfile_pins_match_pyproject_and_setup():
     text = (INFRA / "docker" / "Dockerfile").read_text()
     assert re.search(r"^FROM nvidia/cuda:\$\{CUDA_VERSION\}-\S*devel\S*$", text, re.M)
     assert '-e "/opt/codemill/src[train,serve]"' in text and "COPY --chown=ray:ray data " in text
+    # Ray is started by login shells (KubeRay: `bash -lc`), whose /etc/profile resets PATH.
+    assert "export PATH=/opt/codemill/venv/bin:$PATH" in text.replace("\\n", "\n") and "/etc/profile.d/" in text
     assert built_image().endswith(f":{project['version']}-{args['TORCH_CUDA']}")
 
 
