@@ -24,6 +24,7 @@ def crawl(**values) -> CrawlConfig:
     ({"task_num_cpus": float("inf")}, "task_num_cpus"),
     ({"task_timeout_s": float("nan")}, "task_timeout_s"),
     ({"task_memory_mb": 10}, "task_memory_mb"),
+    ({"task_memory_mb": 1 << 30}, "task_memory_mb"),  # Ray would overflow and schedule it as nothing
     ({"task_max_retries": -1}, "task_max_retries"),
     ({"selection": {"min_stars": -1}}, "selection.min_stars"),
     ({"selection": {"max_size_kb": -5}}, "selection.max_size_kb"),

@@ -177,6 +177,43 @@ def test_a_deep_or_unmeasurable_repository_fails_alone(tmp_path, ray_session, mo
     assert storage.read_table(deep_files[0]).column("path").to_pylist() == ["d/" * 1100 + "leaf.py"]
 
 
+@pytest.mark.ray
+def test_tasks_ask_ray_for_their_memory(tmp_path, ray_session):
+    """A task asks for `task_memory_mb`: one asking for more than any node has is never run, and ends
+    as its repository's timeout instead of exhausting a node."""
+    corpus = make_repos(tmp_path / "corpus", 1)
+    out = str(tmp_path / "out")
+    m = run_stage("crawl", crawl_config(corpus, task_memory_mb=1 << 20, task_timeout_s=3), out, crawl.body)
+    assert (m.counts["repos_failed"], m.counts["repos_selected"]) == (1, 0)
+    assert stats_of(out)["repos_failed_by_reason"] == {"timeout": 1}
+
+
+@pytest.mark.ray
+def test_the_filter_reads_only_repositories_with_a_valid_marker(tmp_path, ray_session):
+    """The filter read every files/ part, stale ones included (a repository whose redo failed, a part
+    written by a killed run)."""
+    from codemill.filter import stage as filter_stage
+    from codemill.filter.config import FilterConfig
+
+    corpus = make_repos(tmp_path / "corpus", 2)
+    out = str(tmp_path / "crawl")
+    run_stage("crawl", crawl_config(corpus), out, crawl.body)
+    [first, _] = complete_file_parts(out)
+    stale = storage.join(out, "files", "0" * 20 + ".parquet")  # a part without a marker
+    storage.write_bytes(stale, storage.read_bytes(first))
+    m = run_stage("filter", FilterConfig(), str(tmp_path / "filter"), filter_stage.body, inputs={"input": out})
+    assert m.counts["input_files"] == 4  # two repositories of two files, the stale copy not among them
+
+
+def test_failure_reasons_are_stored_without_credentials(tmp_path):
+    from codemill.crawl.repo import record_failure
+
+    out = str(tmp_path / "out")
+    result = record_failure(out, "o/r", "fetch: fatal: unable to access 'https://u:p@ss/w@host/o/r.git/'")
+    stored = storage.read_table(storage.join(out, "skipped")).to_pylist()
+    assert result.reason == stored[0]["reason"] == "fetch: fatal: unable to access 'https://***@host/o/r.git/'"
+
+
 # --- plan and counts, without Ray -------------------------------------------------------------------
 
 def test_plan_keeps_only_markers_made_under_the_current_settings(tmp_path):

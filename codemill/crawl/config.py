@@ -26,7 +26,9 @@ class CrawlConfig(StrictModel):
     # A task fetches and reads one repository; network sources wait more than they compute, so they can
     # ask for less than a CPU each and keep more downloads in flight.
     task_num_cpus: StrictFloat = Field(1.0, gt=0, allow_inf_nan=False)
-    task_memory_mb: StrictInt = Field(DEFAULT_TASK_MEMORY_MB, ge=64, description="Ray memory request of a task")
+    # At most 1 TiB: Ray's resource arithmetic overflows far above it (2**50 bytes is scheduled as nothing).
+    task_memory_mb: StrictInt = Field(DEFAULT_TASK_MEMORY_MB, ge=64, le=1 << 20,
+                                      description="Ray memory request of a task")
     task_timeout_s: StrictFloat = Field(DEFAULT_TASK_TIMEOUT_S, gt=0, allow_inf_nan=False,
                                   description="a task not done this long after it was submitted is cancelled "
                                               "and its repository recorded as failed (timeout)")
