@@ -34,6 +34,7 @@ log = logging.getLogger("codemill.crawl")
 
 PROGRESS_EVERY_S = 10.0
 WAIT_SLICE_S = 5.0  # how often the driver looks for tasks past their time limit
+CANCEL_WAIT_S = 30.0  # how long a cancelled task's worker may take to die
 
 
 class SharedRateLimiter:
@@ -149,13 +150,24 @@ def _run_tasks(ray, cfg: CrawlConfig, out: str, limiter, todo: list[tuple[RepoRe
         now = time.time()
         for obj, (ref, submitted) in list(pending.items()):
             if now - submitted > cfg.task_timeout_s:
-                ray.cancel(obj, force=True)
                 del pending[obj]
-                results.append(record_failure(out, ref.full_name,
-                                              f"timeout: not done {cfg.task_timeout_s:g} s after it was submitted"))
+                results.append(_cancel(ray, obj, out, ref, cfg.task_timeout_s))
         if time.time() - last_log > PROGRESS_EVERY_S or not (queue or pending):
             elapsed = max(time.time() - started, 1e-9)
             log.info("crawl: %d/%d repositories, %d files (%.1f files/s, %.2f MB/s)", len(results), len(todo),
                      files, files / elapsed, nbytes / elapsed / 1e6)
             last_log = time.time()
     return results
+
+
+def _cancel(ray, obj, out: str, ref: RepoRef, timeout_s: float) -> RepoResult:
+    """Kill a task past its time limit and wait for it to end, so that it cannot write its repository's
+    outputs after its failure is recorded; a task that finished meanwhile keeps its result."""
+    ray.cancel(obj, force=True)
+    ready, _ = ray.wait([obj], timeout=CANCEL_WAIT_S)
+    if ready:
+        try:
+            return ray.get(obj)
+        except ray.exceptions.RayError:  # cancelled, as intended
+            pass
+    return record_failure(out, ref.full_name, f"timeout: not done {timeout_s:g} s after it was submitted")
