@@ -235,24 +235,25 @@ def test_kuberay_credentials_come_from_secrets_by_reference():
         for c in containers(doc):
             for env in c.get("env", []):
                 name = env["name"]
-                if is_secret_name(name) and name != "RAY_AUTH_MODE":  # the mode ("token") is no secret
+                assert not name.startswith("RAY_AUTH_"), f"{path.name}: {name} is KubeRay's to set (authOptions)"
+                if is_secret_name(name):
                     assert "value" not in env, f"{path.name}: {name} has a literal value"
                     ref = env["valueFrom"]["secretKeyRef"]
                     assert ref["name"] and ref["key"], f"{path.name}: {name}"
                     referenced.add(name)
-                if name == "RAY_AUTH_MODE":
-                    assert env["value"] == "token"
             assert "envFrom" not in c, f"{path.name}: envFrom would put every key of a secret in the env"
         # Never through a Ray runtime env (the dashboard shows it to everyone who can open it).
         assert "runtimeEnvYAML" not in doc["spec"], path.name
-    assert {"RAY_AUTH_TOKEN", "GITHUB_TOKENS", "AWS_SECRET_ACCESS_KEY", "CODEMILL_SERVE_API_KEY"} <= referenced
-    # The crawl, which reads GitHub, carries the tokens on every pod of its cluster; token auth everywhere.
+    assert {"GITHUB_TOKENS", "AWS_SECRET_ACCESS_KEY", "CODEMILL_SERVE_API_KEY"} <= referenced
+    # The crawl, which reads GitHub, carries the tokens on every pod of its cluster.
     _, crawl = rayjobs()["crawl"]
     for pod in pod_specs(crawl)[:-1]:
         assert "GITHUB_TOKENS" in {e["name"] for e in pod["containers"][0]["env"]}
+    # Ray's token authentication on every cluster, its token from a secret that KubeRay hands to the Ray
+    # containers and uses for its own calls of the dashboard API (job status, Serve status).
     for _, doc in kuberay_docs():
-        for c in containers(doc):
-            assert "RAY_AUTH_TOKEN" in {e["name"] for e in c.get("env", [])}
+        for cs in cluster_specs(doc):
+            assert cs["authOptions"] == {"mode": "token", "secretName": "codemill-ray-auth"}
 
 
 def planned_by_the_dag(tmp_path: Path) -> dict:
