@@ -430,6 +430,11 @@ def test_node_secrets_script_exports_from_ssm(tmp_path, case):
     want = "G=tok-a,tok-b A=rt-123 M=token" if case == "all" else "G=tok-a,tok-b A= M="
     want += " K=unset"  # no serve-api-key parameter: left unset, the start goes on
     assert out.stdout.strip() == want
+    token_file = tmp_path / ".ray" / "auth_token"  # for Ray's CLI in later shells on the node
+    if case == "all":
+        assert token_file.read_text() == "rt-123" and token_file.stat().st_mode & 0o777 == 0o600
+    else:
+        assert not token_file.exists()
     assert "tok-a" not in out.stderr and "rt-123" not in out.stderr
 
 

@@ -1,6 +1,8 @@
 # Sourced (not run) by infra/cluster.yaml's start commands on every node, just before `ray start`: exports the
 # secrets codemill's stages and Ray read from the environment, fetched from AWS SSM Parameter Store with the
-# node's instance role. Nothing is written to disk, printed or put in a Ray runtime env.
+# node's instance role. Nothing is printed or put in a Ray runtime env; the one thing written is the Ray
+# token, to ~/.ray/auth_token (mode 0600, the container user's), where Ray's CLI finds it in later shells
+# (`ray exec infra/cluster.yaml 'ray status'`).
 #
 # SecureString parameters under ${CODEMILL_SSM_PREFIX:-/codemill} (create them once, see infra/README.md):
 #   github-tokens   -> GITHUB_TOKENS  (comma-separated tokens; the crawl's GitHub source)
@@ -43,6 +45,7 @@ _codemill_export_from_ssm GITHUB_TOKENS github-tokens || [ $? -eq 1 ] || return 
 _codemill_export_from_ssm CODEMILL_SERVE_API_KEY serve-api-key || [ $? -eq 1 ] || return 1
 if _codemill_export_from_ssm RAY_AUTH_TOKEN ray-auth-token; then
   export RAY_AUTH_MODE=token
+  (umask 077 && mkdir -p "$HOME/.ray" && printf '%s' "$RAY_AUTH_TOKEN" > "$HOME/.ray/auth_token") || return 1
 elif [ $? -ne 1 ]; then
   return 1
 fi
