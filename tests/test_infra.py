@@ -309,6 +309,17 @@ def test_kuberay_rayjobs_run_each_stage_as_the_dag_runner_would(tmp_path):
             assert {f"--{k}" for k in inputs} | {"--out"} == set(flags) - {"--config"}
 
 
+def test_eval_workers_can_create_bubblewrap_sandboxes():
+    """The eval stage refuses to run untrusted code without its sandbox, which needs namespaces and mounts
+    that the container runtimes' default seccomp and AppArmor profiles forbid."""
+    _, job = rayjobs()["eval"]
+    for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        ctx = group["template"]["spec"]["containers"][0]["securityContext"]
+        assert ctx == {"seccompProfile": {"type": "Unconfined"}, "appArmorProfile": {"type": "Unconfined"}}
+    options = load_yaml(INFRA / "cluster.yaml")["docker"]["run_options"]
+    assert {"--security-opt seccomp=unconfined", "--security-opt apparmor=unconfined"} <= set(options)
+
+
 def test_kuberay_train_cluster_has_the_gpus_its_config_asks_for():
     _, job = rayjobs()["train"]
     _, flags = parse_entrypoint(job["spec"]["entrypoint"])
@@ -458,6 +469,12 @@ def test_dockerfile_pins_match_pyproject_and_setup():
     text = (INFRA / "docker" / "Dockerfile").read_text()
     assert re.search(r"^FROM nvidia/cuda:\$\{CUDA_VERSION\}-\S*devel\S*$", text, re.M)
     assert '-e "/opt/codemill/src[train,serve]"' in text and "COPY --chown=ray:ray data " in text
+    # The eval stage's toolchains, the same packages scripts/setup-eval.sh installs (less the report
+    # test's browser), and js-md5 where codemill.eval.toolchain looks for it.
+    setup_eval = (REPO / "scripts" / "setup-eval.sh").read_text()
+    wanted = set(re.findall(r"missing\+=\(([\w.-]+)\)", setup_eval)) - {"chromium"}
+    assert wanted and all(re.search(rf"\s{re.escape(pkg)}\s", text) for pkg in wanted), wanted
+    assert '--prefix /opt/codemill/src/.cache "js-md5@' in text
     # Ray is started by login shells (KubeRay: `bash -lc`), whose /etc/profile resets PATH.
     assert "export PATH=/opt/codemill/venv/bin:$PATH" in text.replace("\\n", "\n") and "/etc/profile.d/" in text
     assert built_image().endswith(f":{project['version']}-{args['TORCH_CUDA']}")
