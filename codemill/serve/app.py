@@ -54,7 +54,7 @@ class ModelServer:
         loaded = load_engine(m.input, m.dtype, m.device, max_batch_size=cfg.max_batch_size,
                              context_length=cfg.context_length, max_queue=cfg.max_queue,
                              max_prefill_tokens=cfg.max_prefill_tokens, batch_buckets=cfg.batch_buckets,
-                             length_buckets=cfg.length_buckets, cuda_graphs=m.cuda_graphs,
+                             length_buckets=cfg.length_buckets, cuda_graphs=m.cuda_graphs, compile=m.compile,
                              on_step=self.metrics.on_step)
         self.memory = loaded.memory
         limits = Limits(cfg.max_n, cfg.max_num_beams, loaded.context_length, cfg.default_max_tokens,

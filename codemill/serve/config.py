@@ -53,6 +53,8 @@ class ModelSection(StrictModel):
     cpus_per_replica: float = Field(1.0, ge=0, le=256)
     max_ongoing_requests: int = Field(DEFAULT_MAX_ONGOING_REQUESTS, ge=1, le=100_000)
     cuda_graphs: bool = Field(True, description="capture the decode step per batch bucket (GPU only)")
+    compile: bool = Field(False, description="torch.compile the decode step's block regions (GPU: fewer kernels; "
+                                             "costs a compile at replica start)")
 
 
 class ServeConfig(StrictModel):

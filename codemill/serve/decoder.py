@@ -61,9 +61,26 @@ class _Layer:
         return sum(p.nbytes() for p in parts)
 
 
+def _pre_attention(x: torch.Tensor, norm_w, norm_b, qkv_w, qkv_b, eps: float, heads: int):
+    """Decode step, one block, before attention: LayerNorm (FP32) and the fused q/k/v projection."""
+    h = F.layer_norm(x.float(), (x.shape[-1],), norm_w, norm_b, eps).to(x.dtype)
+    b = x.shape[0]
+    return F.linear(h, qkv_w, qkv_b).view(b, 1, 3, heads, -1).permute(2, 0, 3, 1, 4)
+
+
+def _post_attention(x: torch.Tensor, attn: torch.Tensor, dense_w, dense_b, norm_w, norm_b, up_w, up_b, down_w,
+                    down_b, eps: float):
+    """Decode step, one block, after attention: output projection, residual, LayerNorm, FastGELU MLP."""
+    b, h, s, d = attn.shape
+    x = x + F.linear(attn.transpose(1, 2).reshape(b, s, h * d), dense_w, dense_b)
+    u = F.linear(F.layer_norm(x.float(), (x.shape[-1],), norm_w, norm_b, eps).to(x.dtype), up_w, up_b)
+    return x + F.linear(u * torch.sigmoid(FAST_GELU_SLOPE * u), down_w, down_b)
+
+
 class Decoder:
     def __init__(self, cfg: ModelConfig, state: dict[str, torch.Tensor], device: torch.device | str,
-                 dtype: torch.dtype, int8: bool = False, max_slots: int = 8, max_length: int | None = None):
+                 dtype: torch.dtype, int8: bool = False, max_slots: int = 8, max_length: int | None = None,
+                 compile: bool = False):
         self.cfg, self.device, self.dtype, self.int8 = cfg, torch.device(device), dtype, int8
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.max_length = min(max_length or cfg.max_seq_length, cfg.max_seq_length)
@@ -79,6 +96,15 @@ class Decoder:
         shape = (cfg.num_layers, max_slots, cfg.num_heads, self.max_length, cfg.head_dim)
         self.k_cache = torch.zeros(shape, dtype=dtype, device=dev)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=dev)
+        # Compiled regions (dense weights only): the elementwise work around each block's matmuls fused into a
+        # few kernels. The KV-cache writes and attention stay outside, so no compiled graph mutates the cache.
+        # The weights are arguments, not constants, so every block shares one graph; dynamic shapes let every
+        # batch and length bucket share it too.
+        self.compiled = compile and not int8
+        self._pre, self._post = _pre_attention, _post_attention
+        if self.compiled:
+            self._pre = torch.compile(_pre_attention, dynamic=True)
+            self._post = torch.compile(_post_attention, dynamic=True)
 
     # ---------------------------------------------------------------- sizes
     def weight_bytes(self) -> int:
@@ -147,7 +173,15 @@ class Decoder:
         rows = torch.arange(bsz, device=self.device)
         mask = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         x = (self.word_embedding[tokens] + self.position_embedding[positions])[:, None]
+        eps = self.cfg.layernorm_eps
         for i, layer in enumerate(self.blocks):
+            if self.compiled:
+                n1, n2 = layer.input_norm, layer.post_attention_norm
+                q, k, v = self._pre(x, n1.weight, n1.bias, layer.qkv.weight, layer.qkv.bias, eps, self.heads)
+                attn = self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length, merge=False)
+                x = self._post(x, attn, layer.dense.weight, layer.dense.bias, n2.weight, n2.bias, layer.up.weight,
+                               layer.up.bias, layer.down.weight, layer.down.bias, eps)
+                continue
             q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
             x = x + layer.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length))
             x = layer.mlp(x)
@@ -158,12 +192,13 @@ class Decoder:
         x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length)))
         return F.linear(x[:, 0], self.word_embedding)
 
-    def _attend_cached(self, layer, rows, positions, q, k, v, mask, bsz: int, kv_length: int) -> torch.Tensor:
+    def _attend_cached(self, layer, rows, positions, q, k, v, mask, bsz: int, kv_length: int,
+                       merge: bool = True) -> torch.Tensor:
         kc, vc = self.k_cache[layer], self.v_cache[layer]
         kc[rows, :, positions] = k[:, :, 0]
         vc[rows, :, positions] = v[:, :, 0]
         out = F.scaled_dot_product_attention(q, kc[:bsz, :, :kv_length], vc[:bsz, :, :kv_length], attn_mask=mask)
-        return self._merge_heads(out)
+        return self._merge_heads(out) if merge else out
 
     # ---------------------------------------------------------------- slots
     @torch.inference_mode()

@@ -51,7 +51,7 @@ def read_state(uri: str) -> dict[str, torch.Tensor]:
 def load_engine(uri: str, dtype: str = "bf16", device: str = "auto", *, max_batch_size: int = 64,
                 context_length: int | None = None, max_queue: int = 256, max_prefill_tokens: int = 8192,
                 batch_buckets: list[int] | None = None, length_buckets: list[int] | None = None,
-                cuda_graphs: bool = True, on_step=None) -> Loaded:
+                cuda_graphs: bool = True, compile: bool = False, on_step=None) -> Loaded:
     dev = resolve_device(device)
     cfg = load_config(uri)
     tokenizer = load_tokenizer(uri)
@@ -60,7 +60,7 @@ def load_engine(uri: str, dtype: str = "bf16", device: str = "auto", *, max_batc
         torch.cuda.reset_peak_memory_stats(dev)
         before = torch.cuda.memory_allocated(dev)
     decoder = Decoder(cfg, read_state(uri), dev, compute_dtype(dtype, dev), int8=dtype == "int8",
-                      max_slots=max_batch_size, max_length=context_length)
+                      max_slots=max_batch_size, max_length=context_length, compile=compile)
     memory = {"weights": decoder.weight_bytes(), "kv_cache": decoder.cache_bytes()}
     if dev.type == "cuda":
         memory["allocated"] = torch.cuda.memory_allocated(dev) - before
