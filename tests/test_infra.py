@@ -75,6 +75,9 @@ def config_model(stage: str):
     if stage == "serve":  # not in the registry yet: its config model is the serve package's
         from codemill.serve.config import ServeConfig
         return ServeConfig
+    if stage == "eval":  # likewise
+        from codemill.eval.config import EvalConfig
+        return EvalConfig
     raise AssertionError(f"no config model known for stage {stage!r}")
 
 
@@ -304,7 +307,7 @@ def test_kuberay_rayjobs_run_each_stage_as_the_dag_runner_would(tmp_path):
                 assert not dag_stages()[stage].get("config")
         else:
             # Not in the registry yet (eval): its package exists and it reads what the DAG wires to it.
-            assert stage in PENDING_STAGES and importlib.util.find_spec(module) is not None
+            assert stage in PENDING_STAGES and importlib.util.find_spec(f"{module}.__main__") is not None
             inputs = dag_stages()[stage]["inputs"]
             assert {f"--{k}" for k in inputs} | {"--out"} == set(flags) - {"--config"}
 
@@ -619,8 +622,8 @@ def test_codegeex_dag_shows_with_s3_storage(s3_bucket, tmp_path):
         data["stages"] = [st for st in data["stages"] if st["stage"] not in missing]
         dag_path = tmp_path / "codegeex.yaml"
         dag_path.write_text(yaml.safe_dump(data))
-        if "serve" in missing:
-            build_config(config_model("serve"), by_name["serve"]["config"], source=f"{CODEGEEX} (stage serve)")
+        for name in sorted(missing):  # their configs, against the models their packages define
+            build_config(config_model(name), by_name[name].get("config", {}), source=f"{CODEGEEX} (stage {name})")
     else:
         dag_path = CODEGEEX
     out = f"{s3_bucket}/run"
