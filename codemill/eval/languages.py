@@ -161,8 +161,10 @@ class PythonAdapter(Adapter):
     name = "Python"
     translation_name = "Python"
     stop = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\nassert ", "\n@")
+    # Syntax and undefined-name errors are the paper's "Syntax/Semantic Error"; a TypeError is a runtime error
+    # in a dynamic language (most often a wrong value reaching the test, e.g. None - 0.5).
     _semantic = ("SyntaxError", "IndentationError", "TabError", "NameError", "UnboundLocalError", "ImportError",
-                 "ModuleNotFoundError", "TypeError")
+                 "ModuleNotFoundError")
 
     def postprocess(self, completion: str, prefix: str) -> tuple[str, bool]:
         lines = completion.split("\n")
@@ -285,7 +287,7 @@ class JavaScriptAdapter(BraceAdapter):
     name = "JavaScript"
     translation_name = "JavaScript"
     stop = ("\nconst ", "\nfunction ", "\n/*", "\n//", "\nconsole.", "\nmodule.", "\n\n\n")
-    _semantic = ("SyntaxError", "ReferenceError", "TypeError")
+    _semantic = ("SyntaxError", "ReferenceError")
 
     def wrong_completion(self, problem: Problem) -> str:
         return "  return undefined;\n}\n"
@@ -335,7 +337,7 @@ class GoAdapter(BraceAdapter):
         if problem.import_ and problem.import_ in prefix:
             prefix = prefix.replace(problem.import_, "", 1)
         code = prefix + completion
-        bare = _strip_go_comments_and_strings(code)
+        bare = _strip_go_comments_and_strings(code + "\n" + problem.test)  # the test may use a package too
         candidates = list(dict.fromkeys(re.findall(r'"([^"]+)"', problem.import_) + list(GO_HELPER_PACKAGES)))
         used = [p for p in candidates if f'"{p}"' not in problem.test_setup
                 and re.search(r"\b" + re.escape(p.split("/")[-1]) + r"\.", bare)]
