@@ -132,6 +132,9 @@ def write_input(root: str, tables: list[pa.Table]) -> str:
     def body(run):
         for i, table in enumerate(tables):
             storage.write_table(table, run.path("files", f"part-{i}.parquet"))
+            # its completion marker: the filter reads only repositories that have one
+            storage.write_table(pa.table({"full_name": [f"test/part-{i}"], "selected": [True], "config_hash": ["t"]}),
+                                run.path("repos", f"part-{i}.parquet"))
         return {"files": sum(t.num_rows for t in tables)}
 
     run_stage("crawl", _CrawlOutput(), uri, body)
