@@ -456,12 +456,54 @@ def http_part(args, device, dtype, tokenizer, results, save) -> None:
     ray.shutdown()
 
 
+# ----------------------------------------------------------------------------- where the decode step's time goes
+def profile_part(args, device, dtype, tokenizer, results, save) -> None:
+    """Kernel time of the decode step by kernel (profiler, eager launches) and the graphed step per bucket."""
+    from torch.profiler import ProfilerActivity, profile
+
+    preset = args.presets[-1]
+    cfg = PRESETS[preset]
+    state = build_model(preset, device, dtype).state_dict()
+    out = {"preset": preset}
+    for compiled in (False, True):
+        engine = make_engine(cfg, state, device, dtype, int8=False, slots=8, compile=compiled)
+        dec, runner = engine.decoder, engine.runner
+        tokens = torch.zeros(1, dtype=torch.long, device=device)
+        positions = torch.full((1,), 300, dtype=torch.long, device=device)
+        for _ in range(3):
+            dec.decode(tokens, positions, 512)
+        sync(device)
+        cuda = device.type == "cuda"
+        with profile(activities=[ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                dec.decode(tokens, positions, 512)
+            sync(device)
+        table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=30,
+                                          max_name_column_width=70)
+        print(table, flush=True)
+        steps = {}
+        for (b, length), (graph, _) in sorted(runner.graphs.items()) if cuda else []:
+            graph.replay()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(50):
+                graph.replay()
+            stop.record()
+            sync(device)
+            steps[f"b{b}_L{length}"] = start.elapsed_time(stop) / 50
+        out["compiled" if compiled else "eager"] = {"kernels": table, "graph_step_ms": steps}
+        print(json.dumps(steps), flush=True)
+        del engine, dec, runner
+        save()
+    results["profile"] = out
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--presets", nargs="+", default=["350m", "1.3b"])
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    p.add_argument("--parts", nargs="+", default=["engine", "http"], choices=["engine", "http"])
+    p.add_argument("--parts", nargs="+", default=["engine", "http"], choices=["engine", "http", "profile"])
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--prompts", type=int, default=20)
@@ -497,7 +539,7 @@ def main() -> int:
         out_path.write_text(json.dumps(results, indent=2) + "\n")
 
     tokenizer = codegeex_tokenizer()
-    for part, fn in (("engine", engine_part), ("http", http_part)):
+    for part, fn in (("engine", engine_part), ("http", http_part), ("profile", profile_part)):
         if part not in args.parts:
             continue
         try:

@@ -6,7 +6,7 @@ the position). Two entry points:
 - `prefill`: prompts of different lengths padded on the right and run together with causal attention (a
   real token never attends to the padding after it); each row's keys/values go into its cache slot.
 - `decode`: one new token for slots 0..B-1, each at its own position, attending over its cache up to a
-  fixed length bucket with a mask. Fixed shapes, no host synchronisation: `graphs.GraphedDecode` captures
+  fixed length bucket with a mask. Fixed shapes, no host synchronisation: `runner.DecodeRunner` captures
   it as CUDA graphs.
 
 The numerics are the training model's: LayerNorm in FP32, attention through `scaled_dot_product_attention`
@@ -64,8 +64,7 @@ class _Layer:
 def _pre_attention(x: torch.Tensor, norm_w, norm_b, qkv_w, qkv_b, eps: float, heads: int):
     """Decode step, one block, before attention: LayerNorm (FP32) and the fused q/k/v projection."""
     h = F.layer_norm(x.float(), (x.shape[-1],), norm_w, norm_b, eps).to(x.dtype)
-    b = x.shape[0]
-    return F.linear(h, qkv_w, qkv_b).view(b, 1, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    return F.linear(h, qkv_w, qkv_b).view(x.shape[0], 3, heads, -1)
 
 
 def _post_attention(x: torch.Tensor, attn: torch.Tensor, dense_w, dense_b, norm_w, norm_b, up_w, up_b, down_w,
@@ -93,9 +92,10 @@ class Decoder:
         self.final_norm = _Norm(state["final_norm.weight"], state["final_norm.bias"], cfg.layernorm_eps, dev)
         self.top = _Layer(state, "top_query", cfg, dtype, dev, int8, top=True)
         self.max_slots = max_slots
-        shape = (cfg.num_layers, max_slots, cfg.num_heads, self.max_length, cfg.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=dtype, device=dev)
-        self.v_cache = torch.zeros(shape, dtype=dtype, device=dev)
+        # Keys and values side by side ([layer, slot, k|v, head, position, dim]): a decode step writes both
+        # of a layer with one indexed copy, straight from the projection's output.
+        shape = (cfg.num_layers, max_slots, 2, cfg.num_heads, self.max_length, cfg.head_dim)
+        self.kv_cache = torch.zeros(shape, dtype=dtype, device=dev)
         # Compiled regions (dense weights only): the elementwise work around each block's matmuls fused into a
         # few kernels. The KV-cache writes and attention stay outside, so no compiled graph mutates the cache.
         # The weights are arguments, not constants, so every block shares one graph; dynamic shapes let every
@@ -113,7 +113,7 @@ class Decoder:
         return embeddings + self.final_norm.nbytes() + self.top.nbytes() + sum(b.nbytes() for b in self.blocks)
 
     def cache_bytes(self) -> int:
-        return 2 * self.k_cache.numel() * self.k_cache.element_size()
+        return self.kv_cache.numel() * self.kv_cache.element_size()
 
     @property
     def vocab_size(self) -> int:
@@ -138,8 +138,7 @@ class Decoder:
         x = self.word_embedding[tokens] + self.position_embedding[positions]
         for i, layer in enumerate(self.blocks):
             q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
-            self.k_cache[i][slots, :, :s] = k
-            self.v_cache[i][slots, :, :s] = v
+            self.kv_cache[i][slots, :, :, :s] = torch.stack((k, v), dim=1)
             x = x + layer.dense(self._merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
             x = layer.mlp(x)
         return self._prefill_head(x, positions, lengths, slots, all_logits)
@@ -148,8 +147,7 @@ class Decoder:
         top, layer = self.top, len(self.blocks)
         x = self.final_norm(x)
         k, v = self._split_heads(top.kv(top.input_norm(x)), 2)
-        self.k_cache[layer][slots, :, :x.shape[1]] = k
-        self.v_cache[layer][slots, :, :x.shape[1]] = v
+        self.kv_cache[layer][slots, :, :, :x.shape[1]] = torch.stack((k, v), dim=1)
         if all_logits:
             q = self._split_heads(top.query(self.query_embedding[positions]).expand(x.shape[0], -1, -1), 1)[0]
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -171,33 +169,38 @@ class Decoder:
         the first `kv_length` cache positions (a bucket ≥ every position + 1), masking those past each row's."""
         bsz = tokens.shape[0]
         rows = torch.arange(bsz, device=self.device)
-        mask = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        allowed = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        # Additive, in the compute dtype, once per step (a boolean mask is converted inside every attention).
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
         x = (self.word_embedding[tokens] + self.position_embedding[positions])[:, None]
         eps = self.cfg.layernorm_eps
         for i, layer in enumerate(self.blocks):
             if self.compiled:
                 n1, n2 = layer.input_norm, layer.post_attention_norm
-                q, k, v = self._pre(x, n1.weight, n1.bias, layer.qkv.weight, layer.qkv.bias, eps, self.heads)
-                attn = self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length, merge=False)
+                qkv = self._pre(x, n1.weight, n1.bias, layer.qkv.weight, layer.qkv.bias, eps, self.heads)
+                attn = self._attend_cached(i, rows, positions, qkv[:, 0], qkv[:, 1:], mask, bsz, kv_length,
+                                           merge=False)
                 x = self._post(x, attn, layer.dense.weight, layer.dense.bias, n2.weight, n2.bias, layer.up.weight,
                                layer.up.bias, layer.down.weight, layer.down.bias, eps)
                 continue
-            q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
-            x = x + layer.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length))
+            qkv = layer.qkv(layer.input_norm(x)).view(bsz, 3, self.heads, self.head_dim)
+            x = x + layer.dense(self._attend_cached(i, rows, positions, qkv[:, 0], qkv[:, 1:], mask, bsz, kv_length))
             x = layer.mlp(x)
         top, i = self.top, len(self.blocks)
         x = self.final_norm(x)
-        k, v = self._split_heads(top.kv(top.input_norm(x)), 2)
-        q = self._split_heads(top.query(self.query_embedding[positions])[:, None], 1)[0]
-        x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, k, v, mask, bsz, kv_length)))
+        kv = top.kv(top.input_norm(x)).view(bsz, 2, self.heads, self.head_dim)
+        q = top.query(self.query_embedding[positions]).view(bsz, self.heads, self.head_dim)
+        x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, kv, mask, bsz, kv_length)))
         return F.linear(x[:, 0], self.word_embedding)
 
-    def _attend_cached(self, layer, rows, positions, q, k, v, mask, bsz: int, kv_length: int,
+    def _attend_cached(self, layer, rows, positions, q, kv, mask, bsz: int, kv_length: int,
                        merge: bool = True) -> torch.Tensor:
-        kc, vc = self.k_cache[layer], self.v_cache[layer]
-        kc[rows, :, positions] = k[:, :, 0]
-        vc[rows, :, positions] = v[:, :, 0]
-        out = F.scaled_dot_product_attention(q, kc[:bsz, :, :kv_length], vc[:bsz, :, :kv_length], attn_mask=mask)
+        """q [B, heads, dim] and the new kv [B, 2, heads, dim] of slots 0..B-1 -> attention [B, heads, 1, dim]
+        (or merged [B, 1, hidden]) over each slot's cache up to its position."""
+        cache = self.kv_cache[layer]
+        cache[rows, :, :, positions] = kv
+        k, v = cache[:bsz, 0, :, :kv_length], cache[:bsz, 1, :, :kv_length]
+        out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask)
         return self._merge_heads(out) if merge else out
 
     # ---------------------------------------------------------------- slots
@@ -209,5 +212,4 @@ class Decoder:
             return
         s = torch.tensor(src, device=self.device)
         d = torch.tensor(dst, device=self.device)
-        self.k_cache[:, d, :, :length] = self.k_cache[:, s, :, :length]
-        self.v_cache[:, d, :, :length] = self.v_cache[:, s, :, :length]
+        self.kv_cache[:, d, :, :, :length] = self.kv_cache[:, s, :, :, :length]
