@@ -42,8 +42,9 @@ def problems():
 
 
 def sandbox_processes() -> list[int]:
-    """Live processes with a sandbox uid (none may survive an execution)."""
-    lo, hi = sandbox.UID_RANGE
+    """Live processes with a uid that this process's sandboxes used (none may survive an execution)."""
+    uids = set(sandbox.recent_uids)
+    assert uids
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -54,7 +55,7 @@ def sandbox_processes() -> list[int]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         uid = int(fields.get("Uid", "0").split()[0])
-        if lo <= uid < hi and fields.get("State", "").split()[0] not in ("Z", "X"):
+        if uid in uids and fields.get("State", "").split()[0] not in ("Z", "X"):
             found.append(int(name))
     return found
 
@@ -360,3 +361,22 @@ def test_red_team(language, attack, tc, problems, server, tmp_path):
         assert res.outcome == L.TIMEOUT
     if attack in ("output_1gb", "background"):
         assert res.outcome == L.RUNTIME_ERROR
+
+
+def test_unsafe_mode_still_limits_and_cleans_up(tc, problems):
+    """--unsafe-no-sandbox: no namespaces, but the same clean environment, fresh uid, rlimits and cleanup."""
+    problem = problems["Python/0"]
+    os.environ[SECRET_ENV] = "visible-on-host"
+    try:
+        env_probe = ("    import os\n    if os.environ.get('CM_REDTEAM_SECRET'):\n        return None\n"
+                     + problem.canonical_solution)
+        assert execute_sample(problem, env_probe, "generation", tc, LIMITS, unsafe=True).outcome == L.PASSED
+    finally:
+        os.environ.pop(SECRET_ENV)
+    ctx = {"port": 1, "secret": "", "secret_file": "", "outside": []}
+    res = execute_sample(problem, _python("background", ctx) + problem.canonical_solution, "generation", tc, LIMITS,
+                         unsafe=True)
+    assert res.outcome == L.RUNTIME_ERROR and "still running" in res.stderr
+    assert execute_sample(problem, _python("infinite_loop", ctx), "generation", tc, LIMITS, unsafe=True).outcome \
+        == L.TIMEOUT
+    assert sandbox_processes() == []

@@ -193,8 +193,9 @@ def test_endpoint_generation_and_translation(checked, problems, tmp_path, monkey
     m = summary["metrics"]
     for lang in L.LANGUAGES:
         assert m["generation"]["languages"][lang]["pass_at_k"]["1"]["value"] == pytest.approx(0.5)
-        assert m["outcomes"][lang][L.UNFINISHED] >= 2
+        assert m["outcomes"][lang][L.UNFINISHED] == 2 and m["outcomes"][lang][L.PASSED] == 2
     assert m["translation"]["matrix"] == {"Python": {"Go": pytest.approx(0.5)}, "C++": {"Java": pytest.approx(0.5)}}
+    assert m["translation_outcomes"]["Go"] == {**dict.fromkeys(L.OUTCOMES, 0), L.PASSED: 2, L.UNFINISHED: 2}
     assert {a["strategy"] for a in m["allocation"]} == {"best_single", "uniform", "weighted"}
     assert (out / "charts" / "translation.png").exists()
 

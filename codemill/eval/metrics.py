@@ -68,9 +68,14 @@ def compute_metrics(rows: list[dict], languages: list[str], ks: list[int], budge
                 matrix[src][tgt] = passk.summarize(cs, translation_k, resamples, seed).value
         out["translation"] = {"k": translation_k, "matrix": matrix}
 
-    # Outcome distribution per language (the paper's Figure 7, plus timeout).
+    # Outcome distribution per language (the paper's Figure 7, plus timeout): generation samples, and
+    # translation samples by target language.
     dist: dict[str, Counter] = defaultdict(Counter)
+    tdist: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        dist[language_of_task(r["task_id"])][r["outcome"]] += 1
+        (tdist if r.get("source_language") else dist)[language_of_task(r["task_id"])][r["outcome"]] += 1
     out["outcomes"] = {lang: {o: dist[lang].get(o, 0) for o in OUTCOMES} for lang in languages if lang in dist}
+    if tdist:
+        out["translation_outcomes"] = {lang: {o: tdist[lang].get(o, 0) for o in OUTCOMES}
+                                       for lang in languages if lang in tdist}
     return out

@@ -21,6 +21,7 @@ but without namespaces: the caller must have been told so loudly (`--unsafe-no-s
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import random
@@ -97,6 +98,8 @@ def bwrap_path() -> str | None:
 
 
 _probe_cache: dict[str, str | None] = {}
+# The uids this process gave its latest executions (what a test checks for survivors).
+recent_uids: collections.deque[int] = collections.deque(maxlen=10_000)
 
 
 def probe_bwrap() -> str | None:
@@ -216,6 +219,7 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
     workdir = os.path.abspath(workdir)
     uid = fresh_uid()
     if uid is not None:
+        recent_uids.append(uid)
         for root, dirs, files in os.walk(workdir):
             os.chown(root, uid, uid)
             for name in dirs + files:
