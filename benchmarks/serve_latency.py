@@ -415,7 +415,7 @@ def http_part(args, device, dtype, tokenizer, results, save) -> None:
     ids = humaneval_prompts(tokenizer, args.prompts, 512)
     texts = [tokenizer.decode(p) for p in ids]
     ray.init(num_cpus=os.cpu_count(), num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=True)
     port = args.port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = build_config(ServeConfig, {

@@ -41,13 +41,12 @@ class ModelServer:
     """One export, loaded into one engine per replica."""
 
     def __init__(self, model: dict, config: dict):
-        from codemill.runner import setup_logging
         from codemill.serve.async_engine import AsyncEngine
         from codemill.serve.loader import load_engine
         from codemill.serve.metrics import ReplicaMetrics
         from codemill.serve.openai_api import CompletionService, Limits
 
-        setup_logging()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         cfg, m = ServeConfig.model_validate(config), ModelSection.model_validate(model)
         self.name = m.name
         self.metrics = ReplicaMetrics(m.name)
