@@ -29,8 +29,11 @@ class Loaded:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # the GPU Ray assigned this process is its current one
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
