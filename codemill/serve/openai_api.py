@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from codemill.languages import BY_NAME
 from codemill.serve.async_engine import AsyncEngine
-from codemill.serve.engine import GenerationParams, QueueFull, RequestMetrics, RequestOutput, TokenLogprob
+from codemill.serve.engine import (
+    GenerationParams,
+    QueueFull,
+    RequestMetrics,
+    RequestOutput,
+    SequenceDelta,
+    TokenLogprob,
+)
 from codemill.serve.sampling import MAX_LOGPROBS
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
@@ -110,6 +117,24 @@ def generation_params(req: CompletionRequest, limits: Limits) -> GenerationParam
                             num_beams=req.num_beams, length_penalty=req.length_penalty, ignore_eos=req.ignore_eos)
 
 
+def merge_outputs(outs: list[RequestOutput]) -> RequestOutput:
+    """Consecutive outputs of one request as one: each sequence's text, tokens and logprobs joined."""
+    if len(outs) == 1:
+        return outs[0]
+    by_index: dict[int, SequenceDelta] = {}
+    for out in outs:
+        for d in out.deltas:
+            if d.index not in by_index:
+                by_index[d.index] = SequenceDelta(d.index, "", [], [])
+            m = by_index[d.index]
+            m.text += d.text
+            m.token_ids = m.token_ids + d.token_ids
+            m.logprobs = m.logprobs + d.logprobs
+            m.finish_reason = d.finish_reason or m.finish_reason
+    first = next((o.prompt_logprobs for o in outs if o.prompt_logprobs is not None), None)
+    return RequestOutput(outs[0].request_id, list(by_index.values()), outs[-1].finished, first, outs[-1].metrics)
+
+
 class CompletionService:
     def __init__(self, engine: AsyncEngine, tokenizer, model_name: str, limits: Limits,
                  on_finished: Callable[[RequestMetrics], None] | None = None):
@@ -172,17 +197,25 @@ class CompletionService:
         try:
             remaining = len(tasks)
             while remaining:
-                i, item = await merged.get()
-                if item is done:
-                    remaining -= 1
-                elif isinstance(item, APIError):
-                    raise item
-                elif item.error:
-                    raise APIError(500, item.error, "server_error")
-                else:
-                    if item.finished and item.metrics and self.on_finished:
-                        self.on_finished(item.metrics)
-                    yield i, item
+                # Everything already waiting is taken at once and merged per prompt: when the consumer (the
+                # HTTP stream) falls behind the engine, it gets fewer, larger chunks instead of a backlog.
+                batch = [await merged.get()]
+                while not merged.empty():
+                    batch.append(merged.get_nowait())
+                ready: dict[int, list[RequestOutput]] = {}
+                for i, item in batch:
+                    if item is done:
+                        remaining -= 1
+                    elif isinstance(item, APIError):
+                        raise item
+                    elif item.error:
+                        raise APIError(500, item.error, "server_error")
+                    else:
+                        if item.finished and item.metrics and self.on_finished:
+                            self.on_finished(item.metrics)
+                        ready.setdefault(i, []).append(item)
+                for i, outs in ready.items():
+                    yield i, merge_outputs(outs)
         finally:
             for t in tasks:
                 t.cancel()
