@@ -70,7 +70,7 @@ class Lease:
             data = storage.read_json(self.uri)
         except FileNotFoundError:
             return None
-        except (ValueError, OSError):  # a torn or foreign file: nobody's lease
+        except ValueError:  # a torn or foreign file: nobody's lease
             return None
         return data if isinstance(data, dict) else None
 
@@ -112,7 +112,7 @@ class Lease:
 
 
 def _held_message(folder: str, held: dict) -> str:
-    age = time.time() - float(held.get("heartbeat", 0) or 0)
-    return (f"{folder} is being written by {held.get('owner', 'another writer')} (heartbeat {age:.0f} s ago): "
+    beat = f" (heartbeat {time.time() - float(held['heartbeat']):.0f} s ago)" if held.get("heartbeat") else ""
+    return (f"{folder} is being written by {held.get('owner', 'another writer')}{beat}: "
             f"wait for it to finish or stop it; a writer that stops heartbeating for {EXPIRES_S:.0f} s is "
             f"taken over")

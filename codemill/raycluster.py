@@ -59,6 +59,11 @@ class LocalRayHead:
     token_file: Path | None = None  # default: a fresh token in the head's temp dir
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
+    # Ray's agents default to fixed ports (52365 and others): a second head on the machine would find them
+    # taken and run without a job agent ("No available agent to submit job"). Every port is a free one.
+    agent_ports: dict[str, int] = field(default_factory=lambda: {
+        name: free_port() for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                       "runtime-env-agent-port", "metrics-export-port")})
     die_with_parent: bool = False  # the head gets SIGTERM when this process dies, however it dies
     process: subprocess.Popen | None = None
 
@@ -93,7 +98,8 @@ class LocalRayHead:
         cmd = [ray_bin, "start", "--head", "--block", "--disable-usage-stats",
                f"--node-ip-address={self.host}", f"--port={self.gcs_port}",
                "--include-dashboard=true", f"--dashboard-host={self.host}",
-               f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.root / 't'}"]
+               f"--dashboard-port={self.dashboard_port}", f"--temp-dir={self.root / 't'}",
+               *(f"--{name}={port}" for name, port in self.agent_ports.items())]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         env = {**os.environ, **auth_env(self.token_path),

@@ -22,6 +22,9 @@ import pyarrow.parquet as pq
 
 S3_SCHEME = "s3://"
 PARQUET_COMPRESSION = "zstd"
+# Object stores throttle and drop requests under load (503 SlowDown, resets): retried with backoff, this often
+# (CODEMILL_S3_MAX_ATTEMPTS overrides it).
+S3_MAX_ATTEMPTS = 10
 
 
 def is_s3(uri: str) -> bool:
@@ -66,8 +69,8 @@ def s3_endpoint() -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    kwargs: dict[str, Any] = {}
+def _s3_filesystem(endpoint: str | None, region: str | None, attempts: int) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts)}
     if endpoint:
         kwargs["endpoint_override"] = endpoint
         if endpoint.startswith("http://"):
@@ -82,7 +85,8 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     uri = str(uri)
     if is_s3(uri):
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return _s3_filesystem(s3_endpoint(), region), uri[len(S3_SCHEME):].rstrip("/")
+        attempts = int(os.environ.get("CODEMILL_S3_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS)
+        return _s3_filesystem(s3_endpoint(), region, attempts), uri[len(S3_SCHEME):].rstrip("/")
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
 
 

@@ -177,7 +177,8 @@ def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
     deadline = time.time() + 300
     while time.time() < deadline:
         state = read_state(out) or {}
-        if state.get("stages", {}).get("crawl", {}).get("status") == "running" and storage.exists(head_file(out)):
+        crawl = state.get("stages", {}).get("crawl", {})
+        if crawl.get("status") == "running" and crawl.get("job_id") and storage.exists(head_file(out)):
             break
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.5)

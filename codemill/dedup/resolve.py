@@ -71,6 +71,8 @@ def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_pe
     `members` has one row per node that appears in an edge: node, doc_id, repo_stars, path, language,
     exact_hi, exact_lo, signature. `verify_threshold` None keeps every candidate edge.
     """
+    if len(src) == 0:  # no candidate pairs (an empty or duplicate-free corpus): nothing to resolve
+        return DUPLICATES_SCHEMA.empty_table(), {"candidate_edges": 0, "verified_edges": 0, "clusters": 0}
     signatures = signature_matrix(members["signature"], num_perm)
     members = members.drop_columns(["signature"])  # the caller's copy of the signatures can be freed
     nodes = members["node"].to_numpy()
