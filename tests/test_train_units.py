@@ -178,3 +178,31 @@ def test_local_token_file_is_private(tmp_path, monkeypatch):
     ray_dir.mkdir(mode=0o755)
     ensure_token_file(ray_dir / "auth_token")
     assert stat.S_IMODE(ray_dir.stat().st_mode) == 0o700
+
+
+class _FakeRay:
+    """cluster_resources() as an autoscaling cluster shows it: GPUs appear after a while."""
+
+    def __init__(self, timeline):
+        self.timeline, self.calls = timeline, 0
+
+    def cluster_resources(self):
+        self.calls += 1
+        return self.timeline[min(self.calls - 1, len(self.timeline) - 1)]
+
+
+def test_resources_are_awaited_on_an_autoscaling_cluster():
+    from codemill.train.stage import check_resources
+
+    cfg = build_config(TrainConfig, {"scaling": {"num_workers": 2, "resource_wait_s": 60}})
+    now = [0.0]
+    sleep = lambda s: now.__setitem__(0, now[0] + s)  # noqa: E731
+    ray = _FakeRay([{"CPU": 8}, {"CPU": 8}, {"CPU": 40, "GPU": 2}])
+    check_resources(ray, cfg, sleep=sleep, clock=lambda: now[0])
+    assert ray.calls == 3 and now[0] == 10.0
+
+    ray = _FakeRay([{"CPU": 8}])
+    with pytest.raises(ConfigError, match=r"GPU: 2 needed, 0 in the cluster.*after waiting 60 s"):
+        check_resources(ray, cfg, sleep=sleep, clock=lambda: now[0])
+    trusting = build_config(TrainConfig, {"scaling": {"num_workers": 2, "trust_autoscaler": True}})
+    check_resources(_FakeRay([{}]), trusting, sleep=sleep, clock=lambda: now[0])

@@ -62,6 +62,11 @@ class ScalingSection(StrictModel):
     use_gpu: bool = True
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(1, ge=0)
+    # An autoscaling cluster may have no GPU node yet: wait this long for the resources to appear (the
+    # autoscaler starts nodes for Ray Train's request), then refuse with what is missing.
+    resource_wait_s: float = Field(600.0, ge=0, le=86_400)
+    # When the cluster's autoscaler is known to provide the nodes, skip the check and let Ray Train wait.
+    trust_autoscaler: bool = False
 
 
 class RunSection(StrictModel):

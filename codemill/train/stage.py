@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from codemill import storage
 from codemill.config import ConfigError, config_hash
@@ -72,13 +73,41 @@ def _storage(cfg: TrainConfig, out: str):
     return str(storage.filesystem(uri)[1]), None
 
 
-def check_resources(ray, cfg: TrainConfig) -> None:
-    need_gpus = cfg.scaling.num_workers * cfg.scaling.gpus_per_worker if cfg.scaling.use_gpu else 0
-    have = ray.cluster_resources()
-    if need_gpus > have.get("GPU", 0):
-        raise ConfigError(f"scaling: {cfg.scaling.num_workers} workers × {cfg.scaling.gpus_per_worker} GPU need "
-                          f"{need_gpus:g} GPUs, the Ray cluster has {have.get('GPU', 0):g}; set scaling.use_gpu=false "
-                          f"(with deepspeed.precision=fp32 or bf16) to train on CPUs")
+RESOURCE_POLL_S = 5.0
+
+
+def missing_resources(cfg: TrainConfig, have: dict[str, float]) -> str | None:
+    """What the cluster lacks for the run's workers, in words; None when it has enough (in total)."""
+    scaling = cfg.scaling
+    need = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        need["GPU"] = scaling.num_workers * scaling.gpus_per_worker
+    short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if v > have.get(k, 0.0)}
+    if not short:
+        return None
+    return ", ".join(f"{k}: {n:g} needed, {h:g} in the cluster" for k, (n, h) in short.items())
+
+
+def check_resources(ray, cfg: TrainConfig, sleep=time.sleep, clock=time.time) -> None:
+    """Refuse early and clearly when the cluster cannot hold the workers, after waiting up to
+    `scaling.resource_wait_s` for an autoscaler to add nodes (or not at all with `trust_autoscaler`)."""
+    if cfg.scaling.trust_autoscaler:
+        log.info("train: trusting the autoscaler to provide %d workers", cfg.scaling.num_workers)
+        return
+    deadline = clock() + cfg.scaling.resource_wait_s
+    warned = False
+    while (missing := missing_resources(cfg, ray.cluster_resources())) is not None:
+        if clock() >= deadline:
+            hint = (" set scaling.use_gpu=false (with deepspeed.precision=fp32 or bf16) to train on CPUs,"
+                    if cfg.scaling.use_gpu else "")
+            raise ConfigError(f"scaling: the Ray cluster cannot hold {cfg.scaling.num_workers} workers ({missing}) "
+                              f"after waiting {cfg.scaling.resource_wait_s:g} s (scaling.resource_wait_s):{hint} "
+                              f"add nodes, or set scaling.trust_autoscaler=true if an autoscaler provides them")
+        if not warned:
+            log.warning("train: waiting up to %.0f s for resources (%s); an autoscaler may be adding nodes",
+                        deadline - clock(), missing)
+            warned = True
+        sleep(RESOURCE_POLL_S)
 
 
 def require_train_v2() -> None:
