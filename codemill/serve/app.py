@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from codemill.serve.openai_api import APIError
 
 log = logging.getLogger("codemill.serve")
 HEALTH_TIMEOUT_S = 5.0
+GIL_SWITCH_INTERVAL_S = 0.0002
 
 api = FastAPI(title="codemill", docs_url=None, redoc_url=None)
 
@@ -47,6 +49,9 @@ class ModelServer:
         from codemill.serve.openai_api import CompletionService, Limits
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # The engine thread shares the GIL with this replica's event loop (HTTP streams): at Python's default
+        # 5 ms switch interval, every GPU wait in a decode step can cost it 5 ms to get the GIL back.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         cfg, m = ServeConfig.model_validate(config), ModelSection.model_validate(model)
         self.name = m.name
         self.metrics = ReplicaMetrics(m.name)
