@@ -23,6 +23,7 @@ from codemill import manifest as mf
 from codemill import stages, storage
 from codemill.config import ConfigError, config_hash, load_config
 from codemill.lease import Lease, LeaseHeld
+from codemill.metrics import publish_stage
 from codemill.secrets import redact_config
 
 log = logging.getLogger("codemill")
@@ -118,6 +119,7 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
         timings={"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3),
                  **run.timings})
     mf.write_manifest(out, manifest)
+    publish_stage(stage, counts, manifest.timings)
     log.info("%s: complete in %.1f s: %s", stage, finished - started, counts)
     return manifest
 

@@ -13,6 +13,7 @@ apt_missing=()
 command -v unshare >/dev/null || apt_missing+=(util-linux)
 command -v ip >/dev/null || apt_missing+=(iproute2)
 command -v git >/dev/null || apt_missing+=(git)
+command -v prometheus >/dev/null || apt_missing+=(prometheus)  # the monitoring test scrapes Ray with it
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing ${apt_missing[*]}"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}") >/dev/null

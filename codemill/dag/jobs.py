@@ -16,6 +16,7 @@ from typing import Any
 
 from codemill import manifest as mf
 from codemill.dag.plan import PlannedStage, entrypoint
+from codemill.metrics import RUN_ID_ENV, STANDALONE
 
 log = logging.getLogger("codemill.dag")
 
@@ -68,6 +69,7 @@ class JobRunner:
 
     dashboard_url: str
     headers: dict[str, str] = field(default_factory=dict)
+    run_id: str = STANDALONE  # labels the stages' metrics
     client: Any = field(init=False)
     running: dict[str, str] = field(default_factory=dict)  # stage name -> job id, while it runs
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,7 +81,7 @@ class JobRunner:
                              "connect to the job API")
 
     def submit(self, ps: PlannedStage, dag_name: str, attempt: int, force: bool = False) -> str:
-        env = {"PYTHONUNBUFFERED": "1", **ps.spec.env}
+        env = {"PYTHONUNBUFFERED": "1", RUN_ID_ENV: self.run_id, **ps.spec.env}
         env.update({k: os.environ[k] for k in JOB_ENV_NAMES if k in os.environ and k not in env})
         resources = ps.spec.spec.resources
         num_cpus = ps.spec.entrypoint_num_cpus

@@ -131,8 +131,9 @@ class Cluster:
     """Where jobs go: `address`, or a local head started on first use (a run with nothing to do starts none),
     which stops with the run however it ends, unless `keep_head`."""
 
-    def __init__(self, out: str, address: str | None, num_cpus: int | None, keep_head: bool):
+    def __init__(self, out: str, address: str | None, num_cpus: int | None, keep_head: bool, run_id: str):
         self.out, self.address, self.num_cpus, self.keep_head = out, address, num_cpus, keep_head
+        self.run_id = run_id
         self.head = None
         self._runner: JobRunner | None = None
         self._lock = threading.Lock()
@@ -141,7 +142,7 @@ class Cluster:
         with self._lock:
             if self._runner is None:
                 url, headers = (self.address, {}) if self.address else self._start_head()
-                self._runner = JobRunner(url, headers)
+                self._runner = JobRunner(url, headers, self.run_id)
             return self._runner
 
     def stop_jobs(self) -> list[str]:
@@ -208,7 +209,7 @@ def run_dag(dag_path: str, out: str, address: str | None = None, only: list[str]
         state = st.RunState(out, dag.name, [p.name for p in chosen])
         log.info("run %s%s: %s", state.run_id, " (resumed)" if state.data["resumed"] else "",
                  ", ".join(p.name for p in chosen))
-        where = Cluster(out, address, num_cpus, keep_head)
+        where = Cluster(out, address, num_cpus, keep_head, state.run_id)
         try:
             ran = Scheduler(chosen, dag.name, set(force or []), state, where).run()
             state.update(status=st.SUCCEEDED, ended=time.time())

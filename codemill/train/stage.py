@@ -36,6 +36,7 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
     import torch
 
+    from codemill.metrics import publish_training
     from codemill.runner import setup_logging
     from codemill.train.loop import Rank, RunPaths, Trainer
 
@@ -47,6 +48,10 @@ def train_worker(loop_config: dict) -> None:
         torch.cuda.set_device(device)
 
     def report(values: dict, checkpoint_dir: str | None) -> None:
+        if context.get_world_rank() == 0:
+            if device.type == "cuda":
+                values = {**values, "gpu_memory_bytes": torch.cuda.max_memory_allocated(device)}
+            publish_training(values)
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(values, checkpoint=ckpt, delete_local_checkpoint_after_upload=True)
 
