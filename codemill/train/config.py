@@ -67,6 +67,9 @@ class ScalingSection(StrictModel):
     resource_wait_s: float = Field(600.0, ge=0, le=86_400)
     # When the cluster's autoscaler is known to provide the nodes, skip the check and let Ray Train wait.
     trust_autoscaler: bool = False
+    # How workers are placed: PACK fills nodes first (NVLink within a node); STRICT_SPREAD puts each worker on
+    # its own node.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
 class RunSection(StrictModel):

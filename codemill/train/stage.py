@@ -142,7 +142,7 @@ def body(run: StageRun) -> dict:
         train_loop_config={"config": cfg.model_dump(mode="json"), "input": run.inputs["input"], "out": run.out},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources, placement_strategy=scaling.placement_strategy),
         run_config=RunConfig(
             # The same config resumes the same run (a rerun after a crash continues from its latest
             # checkpoint); a changed config starts a new one.
