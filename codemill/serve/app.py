@@ -64,7 +64,8 @@ class ModelServer:
         limits = Limits(cfg.max_n, cfg.max_num_beams, loaded.context_length, cfg.default_max_tokens,
                         loaded.tokenizer.get_vocab_size())
         self.service = CompletionService(AsyncEngine(loaded.engine), loaded.tokenizer, m.name, limits,
-                                         on_finished=self.metrics.on_finished)
+                                         on_finished=self.metrics.on_finished,
+                                         stream_interval_s=cfg.stream_interval_ms / 1e3)
 
     def ready(self) -> dict:
         return {"model": self.name, "memory": self.memory}

@@ -20,6 +20,7 @@ DEFAULT_MAX_N = 16               # OpenAI's `n`, per request
 DEFAULT_MAX_NUM_BEAMS = 8
 DEFAULT_MAX_PREFILL_TOKENS = 8_192  # prompt tokens prefilled in one step (bounds one step's latency)
 DEFAULT_MAX_ONGOING_REQUESTS = 256  # per replica: Serve's router queues or refuses above this
+DEFAULT_STREAM_INTERVAL_MS = 20.0  # like Ray Serve LLM's stream batching: per-chunk work bounds big batches
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # CUDA-graph batch sizes of the decode step
 DEFAULT_LENGTH_BUCKETS = (256, 512, 1_024, 2_048)          # KV lengths the graphed decode step attends over
 
@@ -69,6 +70,9 @@ class ServeConfig(StrictModel):
     max_prefill_tokens: int = Field(DEFAULT_MAX_PREFILL_TOKENS, ge=1, le=1_000_000)
     context_length: int = Field(MAX_SEQ_LENGTH, ge=8, le=MAX_SEQ_LENGTH,
                                 description="prompt + max_tokens must fit (SPEC §5: 2,048 positions)")
+    stream_interval_ms: float = Field(DEFAULT_STREAM_INTERVAL_MS, ge=0, le=1_000,
+                                      description="after the first chunk, a request's output is sent at most this "
+                                                  "often (merged); 0 = every token")
     default_max_tokens: int = Field(16, ge=1, le=MAX_SEQ_LENGTH, description="OpenAI's default for max_tokens")
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="NAME of the environment variable holding the API key")

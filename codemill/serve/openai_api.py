@@ -137,9 +137,9 @@ def merge_outputs(outs: list[RequestOutput]) -> RequestOutput:
 
 class CompletionService:
     def __init__(self, engine: AsyncEngine, tokenizer, model_name: str, limits: Limits,
-                 on_finished: Callable[[RequestMetrics], None] | None = None):
+                 on_finished: Callable[[RequestMetrics], None] | None = None, stream_interval_s: float = 0.0):
         self.engine, self.tokenizer, self.model_name, self.limits = engine, tokenizer, model_name, limits
-        self.on_finished = on_finished
+        self.on_finished, self.stream_interval_s = on_finished, stream_interval_s
 
     # ------------------------------------------------------------ prompts
     def prompts(self, req: CompletionRequest) -> list[list[int]]:
@@ -196,10 +196,17 @@ class CompletionService:
         tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
         try:
             remaining = len(tasks)
+            loop, last = asyncio.get_running_loop(), None
             while remaining:
-                # Everything already waiting is taken at once and merged per prompt: when the consumer (the
-                # HTTP stream) falls behind the engine, it gets fewer, larger chunks instead of a backlog.
+                # After the first output, outputs are gathered for up to `stream_interval_s` and merged per
+                # prompt: each chunk costs the replica's event loop serialisation and a Ray Serve stream item,
+                # and at one chunk per token per request that work, not the GPU, would bound a large batch.
                 batch = [await merged.get()]
+                if last is not None and self.stream_interval_s > 0:
+                    wait = last + self.stream_interval_s - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                last = loop.time()
                 while not merged.empty():
                     batch.append(merged.get_nowait())
                 ready: dict[int, list[RequestOutput]] = {}
