@@ -152,3 +152,99 @@ def test_a_data_stage_runs_its_tasks_on_both_nodes(cluster, nodes, data_run):
     assert set(per_node) == set(nodes.values()), (per_node, nodes)
     assert len(storage.list_files(storage.join(data_run, "crawl", CRAWL_REPOS), ".parquet")) == N_REPOS
     assert len(kept_doc_ids(data_run)) == 2 * N_REPOS
+
+
+# -- the train stage ---------------------------------------------------------------------------------------
+
+STEPS = 12
+CHECKPOINT_EVERY = 4
+TRAIN_SETTINGS = {
+    "model.preset": "tiny", "model.seq_length": 64, "model.dropout": 0.1,
+    "scaling.num_workers": 2, "scaling.use_gpu": False, "scaling.cpus_per_worker": 1,
+    "scaling.placement_strategy": "STRICT_SPREAD", "scaling.resource_wait_s": 60,
+    "deepspeed.precision": "fp32", "deepspeed.zero_stage": 2,
+    "steps": STEPS, "global_batch_size": 8, "micro_batch_size": 2,
+    "optimizer.lr_max": 3e-3, "optimizer.lr_min": 3e-4, "optimizer.warmup_steps": 2, "optimizer.decay_steps": STEPS,
+    "log_every": 2, "eval_every": 6, "eval_batches": 2, "checkpoint_every": CHECKPOINT_EVERY,
+    "run.max_failures": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def train_bucket(s3_server) -> str:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="multinode-train")
+    return "s3://multinode-train"
+
+
+@pytest.fixture(scope="module")
+def shards(train_bucket) -> str:
+    """Tokenized shards on S3, written by the tokenize stage's own writer (every node reads them there)."""
+    from codemill.tokenize.pack import write_shards_from_texts
+
+    python = [("def add(a, b):\n    return a + b\n\n\n" * 12) + f"print(add({i}, {i + 1}))\n" for i in range(30)]
+    go = [("func add(a int, b int) int {\n\treturn a + b\n}\n\n" * 12) + f"// {i}\n" for i in range(30)]
+    out = f"{train_bucket}/tokenize"
+    write_shards_from_texts({"Python": python, "Go": go}, out, seq_len=65, validation_fraction=0.1)
+    mf.write_manifest(out, mf.Manifest(stage="tokenize", status=mf.STATUS_COMPLETE, config_hash="test", config={}))
+    return out
+
+
+def run_train(shards: str, out: str) -> int:
+    from codemill.runner import stage_main
+
+    argv = ["--input", shards, "--out", out]
+    for key, value in {**TRAIN_SETTINGS, "run.storage_path": f"{out}-checkpoints"}.items():
+        argv += ["--set", f"{key}={value}"]
+    return stage_main("train", argv)
+
+
+def train_records(out: str) -> dict[int, dict]:
+    from codemill.train.metrics import METRICS_FILE, read_records
+
+    return {r["step"]: r for r in read_records(storage.join(out, METRICS_FILE))}
+
+
+def train_workers() -> dict[str, object]:
+    """Ray Train's worker actors this driver has started, alive or dead: actor id -> record."""
+    import ray
+    from ray.util.state import list_actors
+
+    job = ray.get_runtime_context().get_job_id()
+    return {a.actor_id: a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job)],
+                                                detail=True, limit=10_000, raise_on_missing_output=False)}
+
+
+def checkpoint_steps(out: str) -> set[int]:
+    return {storage.read_json(p)["step"] for p in storage.list_files(f"{out}-checkpoints", "train_state.json")}
+
+
+@pytest.fixture(scope="module")
+def train_run(cluster, shards, train_bucket):
+    """The uninterrupted run on both nodes; its output and the Ray Train worker actors it started."""
+    cluster.ensure_worker()
+    before = set(train_workers())
+    out = f"{train_bucket}/uninterrupted"
+    started = time.time()
+    assert run_train(shards, out) == 0
+    print(f"uninterrupted train run: {time.time() - started:.1f} s")
+    workers = {k: v for k, v in train_workers().items() if k not in before}
+    return out, workers
+
+
+def test_b_train_workers_run_on_different_nodes(cluster, nodes, train_run):
+    out, workers = train_run
+    assert len(workers) == 2, workers
+    assert sorted(w.node_id for w in workers.values()) == sorted(nodes.values()), (workers, nodes)
+    records = train_records(out)
+    assert sorted(records) == list(range(1, STEPS + 1))
+    assert all(r["resumes"] == 0 for r in records.values())
+    assert records[STEPS]["loss"] < records[1]["loss"] / 2, (records[1]["loss"], records[STEPS]["loss"])
+    # Both ranks' parts of each checkpoint (ZeRO-2 partitions its optimizer state) are on S3.
+    assert {CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY, STEPS} >= checkpoint_steps(out) >= {STEPS}
+    ckpt = max(storage.list_files(f"{out}-checkpoints", "train_state.json"),
+               key=lambda p: storage.read_json(p)["step"]).rsplit("/", 1)[0]
+    parts = [p for p in storage.list_files(ckpt) if "optim_states" in p]
+    assert len(parts) == 2, parts
+    assert mf.read_manifest(out).counts["steps"] == STEPS
