@@ -217,3 +217,19 @@ def test_model_export_through_the_serve_engine(checked, tmp_path):
         assert m["samples"] == 2 and m["pass_at_k"]["1"]["value"] == 0.0  # a random model solves nothing
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(isinstance(s["completion"], str) for s in samples)
+
+
+def test_run_if_missing_checks_the_benchmark_first(checked, problems, tmp_path):
+    """benchmark_check=run_if_missing (what the demo DAG uses): unchecked tasks are checked, then scored."""
+    p = problems["JavaScript/3"]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps({"task_id": p.task_id, "completion": p.canonical_solution}) + "\n")
+    out = tmp_path / "out"
+    args = ["--samples", str(samples), "--out", str(out), "--set", "metrics.k=[1]", "--set", "metrics.budget_k=[1]"]
+    assert main(args) == 2  # JavaScript/3 was not checked on this machine
+    assert main([*args, "--set", "benchmark_check=run_if_missing"]) == 0
+    check = json.loads((out / "check.json").read_text())
+    assert check["ok"] and check["checked_tasks"] == ["JavaScript/3"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmark_check"]["passed"]
+    assert summary["metrics"]["generation"]["languages"]["JavaScript"]["pass_at_k"]["1"]["value"] == 1.0

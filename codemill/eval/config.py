@@ -101,6 +101,9 @@ class EvalConfig(StrictModel):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     charts: bool = True
+    benchmark_check: Literal["require", "run_if_missing"] = Field(
+        "require", description="require: refuse to score unless `--check-benchmark` passed on this machine's "
+        "fingerprint for the scored tasks; run_if_missing: run that check for the missing tasks first")
 
     @field_validator("languages")
     @classmethod

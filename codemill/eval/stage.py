@@ -146,7 +146,8 @@ def _body(run: StageRun, config: EvalConfig, args: argparse.Namespace, source: d
     return _score(run, config, args, all_problems, numbers, unsafe, env)
 
 
-def _check(run: StageRun, config: EvalConfig, tasks: list[str], problems, unsafe: bool, env: dict) -> dict:
+def _check(run: StageRun, config: EvalConfig, tasks: list[str], problems, unsafe: bool, env: dict,
+           results_file: str = RESULTS_FILE) -> dict:
     jobs = bc.check_jobs({t: problems[t] for t in tasks})
     items = [{**j, "mode": "generation", "postprocess": False, "wall_s": config.execution.default_time_s}
              for j in jobs]
@@ -155,7 +156,7 @@ def _check(run: StageRun, config: EvalConfig, tasks: list[str], problems, unsafe
     seconds = time.time() - started
     result = bc.evaluate(rows, env["fingerprint"], tasks)
     result.update({"seconds": round(seconds, 1), "executions": len(rows), **env})
-    storage.write_bytes(run.path(RESULTS_FILE), _jsonl(rows))
+    storage.write_bytes(run.path(results_file), _jsonl(rows))
     storage.write_json(run.path(CHECK_FILE), result)
     cached = bc.merge_and_save(rows, env["fingerprint"], tasks, env)
     log.info("eval: benchmark check %s in %.0f s (%d executions, %.1f/s): %d/%d canonical solutions pass; "
@@ -182,6 +183,12 @@ def _score(run: StageRun, config: EvalConfig, args, problems, numbers: list[int]
         samples = None  # generated after the gate
     tasks = sorted({s.task_id for s in samples} if samples is not None else {j.task_id for j in jobs})
     ok, why, check = bc.gate(env["fingerprint"], tasks)
+    if not ok and config.benchmark_check == "run_if_missing" and (check is None or check.get("ok")):
+        missing = sorted(set(tasks) - set((check or {}).get("checked_tasks", [])))
+        log.info("eval: running the benchmark check first for %d task(s) not yet checked on this machine",
+                 len(missing))
+        _check(run, config, missing, problems, unsafe, env, results_file="check_results.jsonl")
+        ok, why, check = bc.gate(env["fingerprint"], tasks)
     if not ok and not args.ignore_benchmark_check:
         raise RefusedToScore(f"refusing to score: {why} (--ignore-benchmark-check overrides this)")
     if not ok:
