@@ -242,3 +242,17 @@ def test_compiled_decode_regions_match_eager():
         tokens, positions = torch.tensor([9, 10, 11, 12][:rows]), torch.tensor([5, 3, 0, 0][:rows])
         a, b = eager.decode(tokens, positions, kv), compiled.decode(tokens, positions, kv)
         assert float((a - b).abs().max()) < 1e-4
+
+
+def test_loads_an_export_from_s3(s3_bucket, tiny_export):
+    """The same export written to S3 (the moto server) loads and generates what the local one does."""
+    uri, model = tiny_export
+    remote = f"{s3_bucket}/run/train/export"
+    write_random_export(remote, PRESETS["tiny"], model=model)
+    prompt = [50, 60, 70]
+    params = GenerationParams(max_tokens=6, temperature=0, ignore_eos=True)
+    got = [tokens_of(collect(load_engine(u, "fp32", "cpu", max_batch_size=2).engine, {"r": (prompt, params)})["r"])
+           for u in (uri, remote)]
+    assert got[0] == got[1] and len(got[0]) == 6
+    with pytest.raises(FileNotFoundError):
+        load_engine(f"{s3_bucket}/nothing-here", "fp32", "cpu")
