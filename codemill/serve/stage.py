@@ -23,6 +23,7 @@ log = logging.getLogger("codemill.serve")
 STAGE = "serve"
 APP_NAME = "codemill"
 DESCRIPTION = "Serve exports over an OpenAI-compatible HTTP API with Ray Serve."
+SMOKE_PROMPT = "# language: Python\ndef fibonacci(n):\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"HTTP host (default: the config's, {DEFAULT_HOST})")
     p.add_argument("--port", type=int, help=f"HTTP port (default: the config's, {DEFAULT_PORT})")
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--smoke", action="store_true",
+                   help="deploy, ask one completion of every model, print it, shut down; exit 0 when all answered")
     return p
 
 
@@ -69,6 +72,27 @@ def wait_healthy(url: str, timeout_s: float) -> None:
         if time.time() > deadline:
             raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f} s")
         time.sleep(0.5)
+
+
+def smoke_check(url: str, cfg: ServeConfig) -> bool:
+    """One greedy completion from every served model through the HTTP API."""
+    import json
+
+    headers = {"Content-Type": "application/json"}
+    if cfg.api_key_env:
+        headers["Authorization"] = f"Bearer {os.environ.get(cfg.api_key_env, '')}"
+    ok = True
+    for m in cfg.models:
+        body = json.dumps({"model": m.name, "prompt": SMOKE_PROMPT, "max_tokens": 16, "temperature": 0}).encode()
+        request = urllib.request.Request(url + "/v1/completions", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                answer = json.loads(r.read())
+            print(f"codemill serve: smoke {m.name}: {answer['choices'][0]['text']!r} {answer['usage']}", flush=True)
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+            print(f"codemill serve: smoke {m.name} failed: {exc}", file=sys.stderr)
+            ok = False
+    return ok
 
 
 def deploy(cfg: ServeConfig, address: str | None = None) -> str:
@@ -112,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codemill serve: {exc}", file=sys.stderr)
         _shutdown(serve, ray, started_ray)
         return 2
+    if args.smoke:
+        ok = smoke_check(url, cfg)
+        _shutdown(serve, ray, started_ray)
+        return 0 if ok else 1
     # After ray.init, which installs its own SIGTERM handler: ours shuts the application down first.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
