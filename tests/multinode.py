@@ -156,19 +156,21 @@ class TwoNodeCluster:
         return old
 
 
-def start_cluster(token_path: Path) -> TwoNodeCluster:
-    """Head (1 CPU, dashboard, token auth) and one worker node (1 CPU); the caller stops it (`stop_cluster`)."""
+def start_cluster(token_path: Path, cpus_per_node: int = 2) -> TwoNodeCluster:
+    """Head (dashboard, token auth) and one worker node, `cpus_per_node` logical CPUs each; the caller stops
+    it (`stop_cluster`). Two CPUs a node by default: one node could then hold both of a 2-worker training run,
+    so only a spreading placement puts its workers on different nodes (and the test of it can fail)."""
     saved = {k: os.environ.get(k) for k in HEAD_ENV}
     os.environ.update(HEAD_ENV)
     try:
-        head = LocalRayHead(num_cpus=1, host=HEAD_IP, token_file=token_path).start()
+        head = LocalRayHead(num_cpus=cpus_per_node, host=HEAD_IP, token_file=token_path).start()
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    worker = WorkerNode(head.address, head.token_path)
+    worker = WorkerNode(head.address, head.token_path, num_cpus=cpus_per_node)
     try:
         worker.start()
     except BaseException:

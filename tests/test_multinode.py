@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from multinode import TwoNodeCluster, start_cluster, stop_cluster
+from multinode import HEAD_IP, WORKER_IP, TwoNodeCluster, start_cluster, stop_cluster
 
 from codemill import manifest as mf
 from codemill import storage
 from codemill.stages import CRAWL_REPOS, FILTER_KEPT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+# Logical CPUs of each node: one node could hold both workers of the training run, so only STRICT_SPREAD
+# puts them on different nodes.
+CPUS_PER_NODE = 2
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,7 @@ def cluster(s3_server):
     if ray.is_initialized():
         ray.shutdown()
     saved = os.environ.get("RAY_ADDRESS")
-    two = start_cluster(Path(os.environ["RAY_AUTH_TOKEN_PATH"]))
+    two = start_cluster(Path(os.environ["RAY_AUTH_TOKEN_PATH"]), cpus_per_node=CPUS_PER_NODE)
     try:
         os.environ["RAY_ADDRESS"] = two.head.address
         ray.init(address=two.head.address, log_to_driver=False)
@@ -94,6 +99,9 @@ def data_dag(tmp_path_factory) -> Path:
             stage: crawl
             config:
               source: {{type: local, paths: ["{corpus}"], expand_children: true}}
+              # A node's every CPU per task: a busy head sends the next task to the worker node (with
+              # tasks of 1 CPU, Ray's hybrid scheduling keeps nearly all of them on the driver's node).
+              task_num_cpus: {float(CPUS_PER_NODE)}
           - name: filter
             stage: filter
             input: crawl
@@ -149,6 +157,7 @@ def test_a_data_stage_runs_its_tasks_on_both_nodes(cluster, nodes, data_run):
     finished = [t for t in tasks if t.state == "FINISHED"]
     assert len(finished) == N_REPOS, [(t.state, t.node_id) for t in tasks]
     per_node = {nid: sum(t.node_id == nid for t in finished) for nid in {t.node_id for t in finished}}
+    print(f"crawl tasks per node: {per_node}")
     assert set(per_node) == set(nodes.values()), (per_node, nodes)
     assert len(storage.list_files(storage.join(data_run, "crawl", CRAWL_REPOS), ".parquet")) == N_REPOS
     assert len(kept_doc_ids(data_run)) == 2 * N_REPOS
@@ -234,6 +243,17 @@ def train_run(cluster, shards, train_bucket):
 
 
 def test_b_train_workers_run_on_different_nodes(cluster, nodes, train_run):
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    # A packing placement of the same 2 bundles fits on one node of this cluster: different nodes for the
+    # training workers are STRICT_SPREAD's doing.
+    pg = placement_group([{"CPU": 1}] * 2, strategy="PACK")
+    try:
+        ray.get(pg.ready(), timeout=60)
+        assert len(set(placement_group_table(pg)["bundles_to_node_id"].values())) == 1
+    finally:
+        remove_placement_group(pg)
     out, workers = train_run
     assert len(workers) == 2, workers
     assert sorted(w.node_id for w in workers.values()) == sorted(nodes.values()), (workers, nodes)
@@ -248,3 +268,123 @@ def test_b_train_workers_run_on_different_nodes(cluster, nodes, train_run):
     parts = [p for p in storage.list_files(ckpt) if "optim_states" in p]
     assert len(parts) == 2, parts
     assert mf.read_manifest(out).counts["steps"] == STEPS
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+
+
+class NodeFailure(threading.Thread):
+    """In the background: once `due()` says so, SIGKILL the worker node, wait until the GCS has marked it dead,
+    keep it down `down_s` seconds, then (if `restart`) start it again."""
+
+    def __init__(self, cluster: TwoNodeCluster, due, down_s: float = 5.0, restart: bool = True,
+                 timeout_s: float = 300):
+        super().__init__(daemon=True)
+        self.cluster, self.due, self.down_s, self.restart, self.timeout_s = cluster, due, down_s, restart, timeout_s
+        self.old_node: str | None = None
+        self.new_node: str | None = None
+        self.killed_at = self.back_at = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.time() + self.timeout_s
+            while not self.due():
+                if time.time() > deadline:
+                    raise TimeoutError("the moment to kill the worker node never came")
+                time.sleep(0.3)
+            self.killed_at = time.time()
+            self.old_node = self.cluster.fail_worker()
+            if self.restart:
+                time.sleep(self.down_s)
+                self.cluster.worker.start()
+                self.new_node = self.cluster.wait_both()[WORKER_IP]
+                self.back_at = time.time()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def result(self, timeout_s: float = 300) -> NodeFailure:
+        self.join(timeout_s)
+        assert not self.is_alive(), "the node failure thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+def test_c_worker_node_killed_during_training_resumes_from_the_checkpoint(cluster, nodes, shards, train_bucket,
+                                                                           train_run):
+    reference = train_records(train_run[0])
+    out = f"{train_bucket}/node-killed"
+
+    def after_the_first_checkpoint() -> bool:
+        try:
+            return max(train_records(out), default=0) >= CHECKPOINT_EVERY + 2
+        except (FileNotFoundError, OSError):
+            return False
+
+    before = set(train_workers())
+    failure = NodeFailure(cluster, after_the_first_checkpoint)
+    failure.start()
+    started = time.time()
+    assert run_train(shards, out) == 0
+    print(f"train run with the worker node killed: {time.time() - started:.1f} s "
+          f"(killed at +{failure.killed_at - started:.1f} s, back at +{failure.back_at - started:.1f} s)")
+    failure.result()
+    assert failure.old_node == nodes[WORKER_IP] and failure.new_node not in (None, failure.old_node)
+
+    records = train_records(out)
+    assert sorted(records) == list(range(1, STEPS + 1))
+    resumed_from = max(s for s, r in records.items() if r["resumes"] == 0)
+    # The first attempt's steps up to a checkpoint, then the second attempt's from that checkpoint on.
+    assert resumed_from in (CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY), records
+    assert [records[s]["resumes"] for s in range(1, STEPS + 1)] == [0] * resumed_from + [1] * (STEPS - resumed_from)
+    for step in range(1, STEPS + 1):
+        assert records[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-6, abs=1e-7), step
+    # Two worker groups: the first on the old worker node and the head, the second on the head and the node
+    # that came back (STRICT_SPREAD: it could not start before).
+    workers = [w for k, w in train_workers().items() if k not in before]
+    used = sorted(w.node_id for w in workers)
+    head = nodes[HEAD_IP]
+    assert len(workers) >= 4 and failure.old_node in used and failure.new_node in used, (used, failure.__dict__)
+    assert used.count(head) == len(workers) // 2, used
+    assert mf.read_manifest(out).counts["steps"] == STEPS
+
+
+def test_d_worker_node_killed_during_the_crawl_is_retried_with_the_same_output(cluster, nodes, data_dag, data_run):
+    from ray.util.state import list_tasks
+
+    from codemill.dag import run_dag
+
+    out = "s3://multinode-data/node-killed"
+    worker_node = nodes[WORKER_IP]
+
+    def crawl_task_running_on_the_worker_node() -> bool:
+        tasks = list_tasks(address=cluster.dashboard_url,
+                           filters=[("name", "=", "_crawl_task"), ("state", "=", "RUNNING"),
+                                    ("node_id", "=", worker_node)], limit=100, raise_on_missing_output=False)
+        return bool(tasks)
+
+    # The node stays down: Ray retries the lost tasks on the head, which finishes the stage alone.
+    failure = NodeFailure(cluster, crawl_task_running_on_the_worker_node, restart=False, timeout_s=240)
+    failure.start()
+    started = time.time()
+    assert run_dag(str(data_dag), out, address=cluster.dashboard_url) == ["crawl", "filter"]
+    print(f"data DAG with the worker node killed: {time.time() - started:.1f} s "
+          f"(killed at +{failure.killed_at - started:.1f} s)")
+    failure.result()
+
+    crawl = mf.read_manifest(storage.join(out, "crawl"))
+    assert crawl.status == mf.STATUS_COMPLETE, crawl.counts
+    assert crawl.counts["repos_failed"] == 0 and crawl.counts["repos_fetched_this_run"] == N_REPOS, crawl.counts
+    # Ray's records: attempts lost with the node, each retried (a new attempt) and finished on the head.
+    tasks = job_tasks(cluster, out, "crawl", "_crawl_task", expect=N_REPOS)
+    lost = [t for t in tasks if t.node_id == worker_node and t.state != "FINISHED"]
+    assert lost, [(t.task_id, t.attempt_number, t.state, t.node_id) for t in tasks]
+    for t in lost:
+        retries = [r for r in tasks if r.task_id == t.task_id and r.attempt_number > t.attempt_number]
+        assert any(r.state == "FINISHED" and r.node_id == nodes[HEAD_IP] for r in retries), (t, retries)
+    finished = {t.task_id for t in tasks if t.state == "FINISHED"}
+    assert len(finished) == N_REPOS
+    assert kept_doc_ids(out) == kept_doc_ids(data_run)
+    assert mf.read_manifest(storage.join(out, "filter")).counts == mf.read_manifest(
+        storage.join(data_run, "filter")).counts
