@@ -254,5 +254,8 @@ def test_loads_an_export_from_s3(s3_bucket, tiny_export):
     got = [tokens_of(collect(load_engine(u, "fp32", "cpu", max_batch_size=2).engine, {"r": (prompt, params)})["r"])
            for u in (uri, remote)]
     assert got[0] == got[1] and len(got[0]) == 6
+    # the train stage's output (what a DAG passes on) finds its export/ folder
+    from_train = load_engine(f"{s3_bucket}/run/train", "fp32", "cpu", max_batch_size=2).engine
+    assert tokens_of(collect(from_train, {"r": (prompt, params)})["r"]) == got[0]
     with pytest.raises(FileNotFoundError):
         load_engine(f"{s3_bucket}/nothing-here", "fp32", "cpu")

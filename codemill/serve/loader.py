@@ -43,6 +43,13 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def export_uri(uri: str) -> str:
+    """The export itself, or the train stage's output that holds it in export/ (what a DAG passes on)."""
+    if not storage.exists(storage.join(uri, CONFIG_FILE)) and storage.exists(storage.join(uri, "export", CONFIG_FILE)):
+        return storage.join(uri, "export")
+    return uri
+
+
 def read_state(uri: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
@@ -56,6 +63,9 @@ def load_engine(uri: str, dtype: str = "bf16", device: str = "auto", *, max_batc
                 batch_buckets: list[int] | None = None, length_buckets: list[int] | None = None,
                 cuda_graphs: bool = True, compile: bool = False, on_step=None) -> Loaded:
     dev = resolve_device(device)
+    uri = export_uri(uri)
+    if not storage.exists(storage.join(uri, CONFIG_FILE)):
+        raise FileNotFoundError(f"{uri} is not a codemill export (no {CONFIG_FILE}); train writes one in export/")
     cfg = load_config(uri)
     tokenizer = load_tokenizer(uri)
     if dev.type == "cuda":
