@@ -23,6 +23,10 @@ class TextState:
     stopped: bool = False     # a stop string was found; `text` ends before it
     _prefix: int = 0
     _read: int = 0
+    _hold: int = 0            # characters a stop string could still be forming in: longest stop - 1
+
+    def __post_init__(self) -> None:
+        self._hold = max((len(s) for s in self.stop), default=1) - 1
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
@@ -48,19 +52,16 @@ class TextState:
         self._prefix = self._read = len(self.ids)
 
     def _add(self, delta: str) -> None:
-        start = max(0, len(self.text) - self._longest_stop() + 1)
+        start = max(0, len(self.text) - self._hold)
         self.text += delta
         hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
         if hits:
             self.text = self.text[:min(hits)]
             self.stopped = True
 
-    def _longest_stop(self) -> int:
-        return max((len(s) for s in self.stop), default=0)
-
     def take(self, final: bool) -> str:
         """The text not yet handed out; before the end, less the tail a stop string could still start in."""
-        hold = 0 if final or self.stopped else max(self._longest_stop() - 1, 0)
+        hold = 0 if final or self.stopped else self._hold
         end = max(self.emitted, len(self.text) - hold)
         delta, self.emitted = self.text[self.emitted:end], end
         return delta

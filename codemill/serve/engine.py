@@ -109,6 +109,11 @@ class _Seq:
     finish_reason: str | None = None
     new_ids: list[int] = field(default_factory=list)
     new_logprobs: list[TokenLogprob] = field(default_factory=list)
+    row: RowParams | None = None      # its sampling settings, built once
+
+    def __post_init__(self) -> None:
+        p = self.req.params
+        self.row = RowParams(p.temperature, p.top_k, p.top_p, self.seed, p.logprobs)
 
     @property
     def finished(self) -> bool:
@@ -324,18 +329,17 @@ class Engine:
         return logits[torch.tensor(slots, device=logits.device)]
 
     def _sample_rows(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
-        params = []
-        for s in seqs:
-            p = s.req.params
-            params.append(RowParams(p.temperature, p.top_k, p.top_p, s.seed, p.logprobs))
+        params = [s.row for s in seqs]
         choice = sample(logits, params, [len(s.text.ids) for s in seqs], self.valid_vocab)
+        tokens = choice.tokens.tolist()  # one conversion, not one tensor index per row
+        if choice.logprobs is None:
+            for s, token in zip(seqs, tokens):
+                self._append(s, token, None)
+            return
+        chosen, top_ids, top_lps = choice.logprobs.tolist(), choice.top_ids.tolist(), choice.top_logprobs.tolist()
         for i, s in enumerate(seqs):
-            lp = None
-            if choice.logprobs is not None:
-                k = params[i].logprobs or 0
-                lp = TokenLogprob(int(choice.tokens[i]), float(choice.logprobs[i]),
-                                  list(zip(choice.top_ids[i, :k].tolist(), choice.top_logprobs[i, :k].tolist())))
-            self._append(s, int(choice.tokens[i]), lp)
+            k = params[i].logprobs or 0
+            self._append(s, tokens[i], TokenLogprob(tokens[i], chosen[i], list(zip(top_ids[i][:k], top_lps[i][:k]))))
 
     def _beam_step(self, req: _Request, logits: torch.Tensor) -> None:
         beam = req.beam
