@@ -160,11 +160,20 @@ def test_timeout_is_run_once_more(tc, problems):
     res = execute_sample(problem, BROKEN["Python"]["loop"], "generation", tc, limits)
     assert res.outcome == L.TIMEOUT and res.retried
     assert time.monotonic() - started >= 2.0
-    # A flaky-slow program that finishes on its second run passes: the first run leaves a marker.
-    slow_once = ("    import os\n    if not os.path.exists('ran_once'):\n        open('ran_once', 'w').close()\n"
-                 "        while True:\n            pass\n" + problem.canonical_solution)
-    res = execute_sample(problem, slow_once, "generation", tc, limits)
-    assert res.outcome == L.PASSED and res.retried
+    # A compiled program is retried too (the run step again, on the same binary).
+    problem = problems["CPP/0"]
+    res = execute_sample(problem, BROKEN["C++"]["loop"], "generation", tc, limits)
+    assert res.outcome == L.TIMEOUT and res.retried and res.seconds >= 1.0
+
+
+def test_test_run_cannot_fill_the_disk(tc, problems):
+    """The test run sees its work directory read-only; only its private /tmp (64 MiB) takes writes."""
+    problem = problems["Python/0"]
+    fill = ("    import os\n    try:\n        open('big', 'wb').write(b'x' * 1024)\n    except OSError:\n"
+            "        pass\n    else:\n        return None\n    for i in range(1024):\n"
+            "        with open(f'/tmp/f{i}', 'wb') as f:\n            f.write(b'x' * (1 << 20))\n")
+    res = execute_sample(problem, fill + problem.canonical_solution, "generation", tc, LIMITS)
+    assert res.outcome == L.RUNTIME_ERROR and "No space left" in res.stderr
 
 
 # ------------------------------------------------------------------ red team

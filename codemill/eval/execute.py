@@ -60,8 +60,9 @@ def _subst(text: str, work: str) -> str:
 def _run_step(step: Step, work: str, limits: Limits, program: Program, unsafe: bool) -> SandboxResult:
     argv = [_subst(a, work) for a in step.argv]
     env = {k: _subst(v, work) for k, v in step.env.items()}
+    run = step.kind == "run"  # the test run may write only to its private, size-limited /tmp
     return run_sandboxed(argv, work, limits, env, ro_binds=program.ro_binds, unsafe=unsafe,
-                         detect_leftovers=step.kind == "run")
+                         detect_leftovers=run, writable=not run)
 
 
 def _tail(res: SandboxResult) -> str:

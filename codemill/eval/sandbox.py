@@ -173,7 +173,8 @@ def kill_uid(uid: int) -> int:
     return killed
 
 
-def bwrap_argv(workdir: str, env: dict[str, str], ro_binds: list[str], tmp_bytes: int) -> list[str]:
+def bwrap_argv(workdir: str, env: dict[str, str], ro_binds: list[str], tmp_bytes: int,
+               writable: bool = True) -> list[str]:
     argv = [bwrap_path() or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
             "--hostname", SANDBOX_HOSTNAME, "--cap-drop", "ALL"]
     for path in SYSTEM_RO_PATHS:
@@ -187,13 +188,13 @@ def bwrap_argv(workdir: str, env: dict[str, str], ro_binds: list[str], tmp_bytes
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     for path in ro_binds:
         argv += ["--ro-bind", path, path]
-    argv += ["--bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
+    argv += ["--bind" if writable else "--ro-bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return argv + ["--"]
 
 
-def prlimit_argv(limits: Limits, no_fork: bool = False) -> list[str]:
+def prlimit_argv(limits: Limits) -> list[str]:
     return ["prlimit", f"--cpu={limits.cpu_seconds()}", f"--data={limits.memory_bytes}",
             f"--nproc={limits.processes}", f"--fsize={limits.file_bytes}", f"--nofile={limits.open_files}",
             "--core=0", "--"]
@@ -209,10 +210,12 @@ def _tail(path: Path, n: int) -> tuple[str, int]:
 
 def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, str],
                   ro_binds: list[str] | None = None, unsafe: bool = False, stdin_data: bytes | None = None,
-                  detect_leftovers: bool = False, _probe: bool = False) -> SandboxResult:
+                  detect_leftovers: bool = False, writable: bool = True, _probe: bool = False) -> SandboxResult:
     """Run `argv` in `workdir` (which becomes owned by the execution's uid) and return what happened.
 
     Paths are the same inside and outside: `workdir` and each of `ro_binds` are mounted at their host paths.
+    `writable=False` mounts the work directory read-only (then only the size-limited private /tmp takes
+    writes, so a program cannot fill the host's disk); HOME is then /tmp.
     """
     if not unsafe and not _probe:
         require_sandbox(False)
@@ -226,15 +229,15 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
                 p = os.path.join(root, name)
                 if not os.path.islink(p) and os.stat(p).st_nlink == 1 or os.path.isdir(p):
                     os.chown(p, uid, uid, follow_symlinks=False)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-           **env}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir if writable or unsafe else "/tmp",
+           "TMPDIR": "/tmp", "LANG": "C.UTF-8", **env}
     if unsafe:
         full = prlimit_argv(limits) + list(argv)
         popen_env = env
     else:
         wrapper = ["/bin/sh", "-c", LEFTOVER_WRAPPER, "sh"] if detect_leftovers else []
-        full = (prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits.tmp_bytes) + wrapper
-                + list(argv))
+        full = (prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits.tmp_bytes, writable)
+                + wrapper + list(argv))
         popen_env = {"PATH": "/usr/bin:/bin"}
     io_dir = Path(tempfile.mkdtemp(prefix="cm-io-"))
     out_path, err_path = io_dir / "stdout", io_dir / "stderr"
@@ -290,8 +293,10 @@ def _kill_group(pgid: int) -> None:
 
 def settings(limits: Limits, unsafe: bool) -> dict:
     """What summary.json records about the sandbox."""
-    return {"sandbox": "none (--unsafe-no-sandbox)" if unsafe else "bubblewrap",
-            "bwrap": bwrap_path(), "namespaces": [] if unsafe else ["net", "pid", "ipc", "uts", "cgroup", "user"],
-            "network": "none" if not unsafe else "host", "filesystem": "read-only /usr + selected /etc, private /tmp, "
-            "one writable work directory", "environment": "cleared", "uid": "fresh per execution" if os.geteuid() == 0
-            else "the caller's", **asdict(limits), "cpu_s": limits.cpu_seconds()}
+    return {"sandbox": "none (--unsafe-no-sandbox)" if unsafe else "bubblewrap", "bwrap": bwrap_path(),
+            "namespaces": [] if unsafe else ["net", "pid", "ipc", "uts", "cgroup", "user"],
+            "network": "host" if unsafe else "none",
+            "filesystem": "read-only /usr + selected /etc, private size-limited /tmp, the work directory "
+                          "(writable for compilers, read-only for the test run)",
+            "environment": "cleared", "uid": "fresh per execution" if os.geteuid() == 0 else "the caller's",
+            **asdict(limits), "cpu_s": limits.cpu_seconds()}
