@@ -156,6 +156,21 @@ class TwoNodeCluster:
         return old
 
 
+def session_processes(session_id: int) -> dict[int, str]:
+    """pid -> command name of the processes of one session (a node started with `start_new_session`)."""
+    found = {}
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            stat = (pid_dir / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[3]) == session_id:
+                found[int(pid_dir.name)] = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def start_cluster(token_path: Path, cpus_per_node: int = 2) -> TwoNodeCluster:
     """Head (dashboard, token auth) and one worker node, `cpus_per_node` logical CPUs each; the caller stops
     it (`stop_cluster`). Two CPUs a node by default: one node could then hold both of a 2-worker training run,

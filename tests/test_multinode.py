@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from multinode import HEAD_IP, WORKER_IP, TwoNodeCluster, start_cluster, stop_cluster
+from multinode import HEAD_IP, WORKER_IP, TwoNodeCluster, session_processes, start_cluster, stop_cluster
 
 from codemill import manifest as mf
 from codemill import storage
@@ -61,6 +61,24 @@ def cluster(s3_server):
 def nodes(cluster) -> dict[str, str]:
     """Both nodes up (a test that killed the worker node may have left it down); IP -> node id."""
     return cluster.ensure_worker()
+
+
+def test_the_cluster_is_two_raylets_at_two_addresses(cluster, nodes):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    assert set(nodes) == {HEAD_IP, WORKER_IP} and len(set(nodes.values())) == 2
+    # One raylet in each node's own session (process group): killing one group kills one node.
+    for process in (cluster.head.process, cluster.worker.process):
+        assert list(session_processes(process.pid).values()).count("raylet") == 1
+
+    @ray.remote(num_cpus=0)
+    def where() -> tuple[str, str]:
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+
+    for ip, node_id in nodes.items():
+        placed = where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+        assert ray.get(placed.remote(), timeout=120) == (node_id, ip)
 
 
 # -- a data stage ------------------------------------------------------------------------------------------
@@ -273,6 +291,9 @@ def test_b_train_workers_run_on_different_nodes(cluster, nodes, train_run):
 # -- faults ------------------------------------------------------------------------------------------------
 
 
+NODE_FAILURE_TIMEOUT_S = 300
+
+
 class NodeFailure(threading.Thread):
     """In the background: once `due()` says so, SIGKILL the worker node, wait until the GCS has marked it dead,
     keep it down `down_s` seconds, then (if `restart`) start it again."""
@@ -285,11 +306,23 @@ class NodeFailure(threading.Thread):
         self.new_node: str | None = None
         self.killed_at = self.back_at = 0.0
         self.error: BaseException | None = None
+        self.cancelled = threading.Event()
+
+    def __enter__(self) -> NodeFailure:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """The test is over (or failed): no kill after this; a kill or restart under way is waited for."""
+        self.cancelled.set()
+        self.join(NODE_FAILURE_TIMEOUT_S)
 
     def run(self) -> None:
         try:
             deadline = time.time() + self.timeout_s
             while not self.due():
+                if self.cancelled.is_set():
+                    return
                 if time.time() > deadline:
                     raise TimeoutError("the moment to kill the worker node never came")
                 time.sleep(0.3)
@@ -303,11 +336,12 @@ class NodeFailure(threading.Thread):
         except BaseException as exc:  # reported by the test
             self.error = exc
 
-    def result(self, timeout_s: float = 300) -> NodeFailure:
-        self.join(timeout_s)
+    def result(self) -> NodeFailure:
+        self.join(NODE_FAILURE_TIMEOUT_S)
         assert not self.is_alive(), "the node failure thread did not finish"
         if self.error is not None:
             raise self.error
+        assert self.killed_at, "the worker node was not killed"
         return self
 
 
@@ -323,13 +357,12 @@ def test_c_worker_node_killed_during_training_resumes_from_the_checkpoint(cluste
             return False
 
     before = set(train_workers())
-    failure = NodeFailure(cluster, after_the_first_checkpoint)
-    failure.start()
     started = time.time()
-    assert run_train(shards, out) == 0
+    with NodeFailure(cluster, after_the_first_checkpoint) as failure:
+        assert run_train(shards, out) == 0
+        failure.result()
     print(f"train run with the worker node killed: {time.time() - started:.1f} s "
           f"(killed at +{failure.killed_at - started:.1f} s, back at +{failure.back_at - started:.1f} s)")
-    failure.result()
     assert failure.old_node == nodes[WORKER_IP] and failure.new_node not in (None, failure.old_node)
 
     records = train_records(out)
@@ -365,13 +398,12 @@ def test_d_worker_node_killed_during_the_crawl_is_retried_with_the_same_output(c
         return bool(tasks)
 
     # The node stays down: Ray retries the lost tasks on the head, which finishes the stage alone.
-    failure = NodeFailure(cluster, crawl_task_running_on_the_worker_node, restart=False, timeout_s=240)
-    failure.start()
     started = time.time()
-    assert run_dag(str(data_dag), out, address=cluster.dashboard_url) == ["crawl", "filter"]
+    with NodeFailure(cluster, crawl_task_running_on_the_worker_node, restart=False, timeout_s=240) as failure:
+        assert run_dag(str(data_dag), out, address=cluster.dashboard_url) == ["crawl", "filter"]
+        failure.result()
     print(f"data DAG with the worker node killed: {time.time() - started:.1f} s "
           f"(killed at +{failure.killed_at - started:.1f} s)")
-    failure.result()
 
     crawl = mf.read_manifest(storage.join(out, "crawl"))
     assert crawl.status == mf.STATUS_COMPLETE, crawl.counts
