@@ -25,6 +25,8 @@ STATUS_COMPLETE = "complete"
 # downstream stages may use it, and a plain rerun of the stage retries the failed items.
 STATUS_COMPLETE_WITH_FAILURES = "complete_with_failures"
 USABLE = (STATUS_COMPLETE, STATUS_COMPLETE_WITH_FAILURES)
+# A service (serve) that is up: its output records where; a service is started again by every run.
+STATUS_SERVING = "serving"
 
 
 class MissingInputError(RuntimeError):

@@ -132,6 +132,11 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               inputs=(_input("tokenize", "its shards/"),),
               outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE,
                        TRAIN_FAULT_MARKER)),
+    StageSpec("serve", "codemill.serve", "serve exports over an OpenAI-compatible HTTP API with Ray Serve",
+              "codemill.serve.config:ServeConfig", "",
+              inputs=(InputSpec("input", "an export: a train stage's export/ (or its output folder)", ("train",),
+                                folder=TRAIN_EXPORT),),
+              outputs=(MANIFEST_FILE,), long_running=True, main="codemill.serve.stage:main"),
 )}
 
 

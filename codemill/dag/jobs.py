@@ -145,7 +145,7 @@ class JobRunner:
             if status in TERMINAL:
                 return status
             manifest = mf.read_manifest(ps.out)
-            if manifest is not None and mf.is_usable(manifest):
+            if manifest is not None and (mf.is_usable(manifest) or manifest.status == mf.STATUS_SERVING):
                 log.info("stage %s: serving (Ray job %s keeps running)", ps.name, job_id)
                 return "RUNNING"
             time.sleep(JOB_POLL_S)

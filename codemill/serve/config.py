@@ -78,7 +78,10 @@ class ServeConfig(StrictModel):
                                     description="NAME of the environment variable holding the API key")
     batch_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_BUCKETS), min_length=1)
     length_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTH_BUCKETS), min_length=1)
-    health_timeout_s: float = Field(600.0, gt=0, description="how long `codemill serve` waits for /healthz")
+    health_timeout_s: float = Field(600.0, gt=0, le=86_400,
+                                    description="how long `codemill serve` waits for /healthz")
+    smoke_check: bool = Field(False, description="deploy, ask every model one completion, shut down (a DAG's check "
+                                                 "that a trained model serves); `--smoke` sets it")
 
     @field_validator("batch_buckets", "length_buckets")
     @classmethod

@@ -1,7 +1,8 @@
 """`codemill serve` / `python -m codemill.serve`: deploy the Serve application for an export on a Ray cluster
 (RAY_ADDRESS / --address, or a local Ray started here), print the URL once /healthz answers 200, and stay in
 the foreground until Ctrl-C or SIGTERM, then delete the application (and stop Serve if this process started
-Ray). Long-running: it writes no manifest."""
+Ray). Long-running. With `--out` (a DAG gives it), its `_manifest.json` records the URL once the application
+answers (status `serving`), or the smoke check's result (status `complete`), so a DAG knows it is up."""
 
 from __future__ import annotations
 
@@ -38,7 +39,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--smoke", action="store_true",
                    help="deploy, ask one completion of every model, print it, shut down; exit 0 when all answered")
+    p.add_argument("--out", help="record the service here (_manifest.json: URL, models, smoke result)")
+    p.add_argument("--force", action="store_true", help="accepted for the DAG runner; a service always starts")
     return p
+
+
+def record(out: str, cfg: ServeConfig, input_uri: str | None, status: str, counts: dict) -> None:
+    """The service's manifest: what serves where (or the smoke check's result), and the input it serves."""
+    from codemill import manifest as mf
+    from codemill import storage
+    from codemill.config import config_hash
+    from codemill.secrets import redact_config
+
+    inputs = {}
+    if input_uri:
+        try:
+            inputs["input"] = mf.input_record(input_uri, mf.require_complete(input_uri, "--input"))
+        except mf.MissingInputError:
+            pass  # an export made elsewhere: served, but with no stage output to fingerprint
+    storage.makedirs(out)
+    mf.write_manifest(out, mf.Manifest(stage=STAGE, status=status, config_hash=config_hash(cfg),
+                                       config=redact_config(cfg.model_dump(mode="json")), inputs=inputs,
+                                       counts=counts))
 
 
 def resolve_config(args: argparse.Namespace) -> ServeConfig:
@@ -136,10 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codemill serve: {exc}", file=sys.stderr)
         _shutdown(serve, ray, started_ray)
         return 2
-    if args.smoke:
+    from codemill import manifest as mf
+    from codemill import storage
+
+    out = storage.absolute(args.out) if args.out else None
+    input_uri = cfg.models[0].input if args.input else None
+    if args.smoke or cfg.smoke_check:
         ok = smoke_check(url, cfg)
         _shutdown(serve, ray, started_ray)
+        if ok and out:
+            record(out, cfg, input_uri, mf.STATUS_COMPLETE, {"smoke_check": "passed", "models": len(cfg.models)})
         return 0 if ok else 1
+    if out:
+        record(out, cfg, input_uri, mf.STATUS_SERVING, {"url": f"{url}/v1", "models": len(cfg.models)})
     # After ray.init, which installs its own SIGTERM handler: ours shuts the application down first.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
