@@ -64,9 +64,7 @@ class StageRun:
     def clear(self, *names: str) -> None:
         """Remove what an earlier run left under these output names (folders or files)."""
         for name in names:
-            uri = self.path(name)
-            storage.delete_dir(uri)
-            storage.delete_file(uri)
+            storage.delete(self.path(name))
 
     def write_stats(self, stats: dict) -> None:
         """The stage's `stats.json`, with the phase timings so far."""

@@ -65,22 +65,24 @@ def losses(out: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_records(storage.join(out, METRICS_FILE))}
 
 
-def train_temp_folders() -> set[str]:
-    """The train loop's local folders (checkpoints before upload, TensorBoard) in the temp area."""
-    import tempfile
+@pytest.fixture(scope="module")
+def trained(shards, ray_head, tmp_path_factory):
+    import os
 
     from codemill.train.loop import TEMP_PREFIX
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*")}
-
-
-@pytest.fixture(scope="module")
-def trained(shards, ray_head, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("train"))
-    before = train_temp_folders()
-    # 3 checkpoints (steps 4, 8, 12) with only 2 kept: the temp area must not grow with either.
-    assert run_train(shards, out, **{"run.keep_checkpoints": 2}) == 0
-    assert train_temp_folders() - before == set(), "checkpoint or TensorBoard folders left in the temp area"
+    # The workers' temp area (TMPDIR reaches them), so other test runs on the machine do not blur the count.
+    temp = tmp_path_factory.mktemp("worker-tmp")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(temp)
+    try:
+        # 3 checkpoints (steps 4, 8, 12) with only 2 kept: the temp area must not grow with either.
+        assert run_train(shards, out, **{"run.keep_checkpoints": 2}) == 0
+    finally:
+        os.environ.pop("TMPDIR") if saved is None else os.environ.__setitem__("TMPDIR", saved)
+    used = sorted(p.name for p in Path(temp).iterdir())
+    assert not [n for n in used if n.startswith(TEMP_PREFIX)], f"left in the temp area: {used}"
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 from codemill import storage
 from codemill.serve.decoder import Decoder
 from codemill.serve.engine import Engine
+from codemill.stages import TRAIN_EXPORT
 from codemill.train.export import CONFIG_FILE, WEIGHTS_FILE, load_config, load_tokenizer
 
 log = logging.getLogger("codemill.serve")
@@ -45,8 +46,9 @@ def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def export_uri(uri: str) -> str:
     """The export itself, or the train stage's output that holds it in export/ (what a DAG passes on)."""
-    if not storage.exists(storage.join(uri, CONFIG_FILE)) and storage.exists(storage.join(uri, "export", CONFIG_FILE)):
-        return storage.join(uri, "export")
+    if not storage.exists(storage.join(uri, CONFIG_FILE)) and storage.exists(storage.join(uri, TRAIN_EXPORT,
+                                                                                         CONFIG_FILE)):
+        return storage.join(uri, TRAIN_EXPORT)
     return uri
 
 

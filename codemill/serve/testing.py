@@ -31,7 +31,7 @@ def write_random_export(uri: str, config: ModelConfig, seed: int = 0, dtype: tor
 
     model = model or random_model(config, seed, init_std)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tokenizer.json")
+        path = os.path.join(tmp, "codegeex-tokenizer.json")
         codegeex_tokenizer().save(path)
         state = {k: v.to(dtype) for k, v in model.state_dict().items()}
         write_export(state, config, path, uri)

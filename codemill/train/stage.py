@@ -24,7 +24,7 @@ from codemill.train.config import TrainConfig
 log = logging.getLogger("codemill.train")
 # Passed from the driver to every worker: the compiled-extension cache, CUDA build targets, NCCL and the
 # S3 endpoint. Never credentials: a runtime env is shown in the dashboard; nodes carry their own.
-WORKER_ENV_NAMES = ("TORCH_EXTENSIONS_DIR", "TORCH_CUDA_ARCH_LIST", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+WORKER_ENV_NAMES = ("TMPDIR", "TORCH_EXTENSIONS_DIR", "TORCH_CUDA_ARCH_LIST", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
                     "NVSHMEM_DISABLE_NVLS", "PYTHONPATH", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
                     "AWS_DEFAULT_REGION")
 WORKER_ENV_PREFIXES = ("NCCL_",)
