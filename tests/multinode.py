@@ -143,7 +143,7 @@ class TwoNodeCluster:
     def ensure_worker(self) -> dict[str, str]:
         """The worker node up (restarted if a test left it down); IP -> node id of both nodes."""
         if self.worker.process is None or self.worker.process.poll() is not None:
-            self.worker.process = None
+            self.worker.stop()  # a node that exited by itself: whatever it left behind goes too
             self.wait_nodes({HEAD_IP})
             self.worker.start()
         return self.wait_both()

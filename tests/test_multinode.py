@@ -273,8 +273,8 @@ def test_b_train_workers_run_on_different_nodes(cluster, nodes, train_run):
     finally:
         remove_placement_group(pg)
     out, workers = train_run
-    assert len(workers) == 2, workers
-    assert sorted(w.node_id for w in workers.values()) == sorted(nodes.values()), (workers, nodes)
+    placed = {actor: w.node_id for actor, w in workers.items()}
+    assert len(placed) == 2 and sorted(placed.values()) == sorted(nodes.values()), (placed, nodes)
     records = train_records(out)
     assert sorted(records) == list(range(1, STEPS + 1))
     assert all(r["resumes"] == 0 for r in records.values())
