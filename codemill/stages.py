@@ -41,6 +41,13 @@ TRAIN_TENSORBOARD = "tensorboard"
 TRAIN_METRICS = "metrics.jsonl"
 TRAIN_FIGURE = "loss_curve.png"
 TRAIN_FAULT_MARKER = "_fault_injected"  # written once by `fault_injection_step` (restart tests)
+EVAL_SAMPLES = "samples.jsonl"          # generated samples (the format `codemill eval --samples` reads)
+EVAL_RESULTS = "results.jsonl"          # one line per executed sample: outcome, seconds, stderr tail
+EVAL_CHECK_RESULTS = "check_results.jsonl"  # the benchmark check run before scoring (run_if_missing)
+EVAL_SUMMARY = "summary.json"
+EVAL_CHECK = "check.json"               # --check-benchmark's result
+EVAL_REPORT = "report.html"
+EVAL_CHARTS = "charts"
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,15 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               inputs=(_input("tokenize", "its shards/"),),
               outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE,
                        TRAIN_FAULT_MARKER)),
+    StageSpec("eval", "codemill.eval",
+              "HumanEval-X generation and translation, executed in a sandbox, scored with pass@k",
+              "codemill.eval.config:EvalConfig", "",
+              inputs=(InputSpec("model", "an export to generate with: a train stage's export/ (or its output); "
+                                "or --endpoint URL / --samples FILE", ("train",), folder=TRAIN_EXPORT,
+                                required=False),),
+              outputs=(EVAL_SAMPLES, EVAL_RESULTS, EVAL_CHECK_RESULTS, EVAL_SUMMARY, EVAL_CHECK, EVAL_REPORT,
+                       EVAL_CHARTS),
+              main="codemill.eval.stage:main"),
     StageSpec("serve", "codemill.serve", "serve exports over an OpenAI-compatible HTTP API with Ray Serve",
               "codemill.serve.config:ServeConfig", "",
               inputs=(InputSpec("input", "an export: a train stage's export/ (or its output folder)", ("train",),

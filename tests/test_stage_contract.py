@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from codemill.config import ConfigError, StrictModel, build_config, load_config
 from codemill.stages import STAGES
@@ -58,26 +59,41 @@ def test_help_shows_the_declared_inputs(name):
     assert "--out" in proc.stdout and "--config" in proc.stdout and "--set" in proc.stdout
 
 
-def _numeric_fields(model: type[BaseModel], prefix: str = ""):
-    for field_name, info in model.model_fields.items():
-        key = f"{prefix}{field_name}"
-        annotation = info.annotation
-        args = typing.get_args(annotation) or (annotation,)
+def _bounded(metadata) -> bool:
+    return any(any(getattr(m, a, None) is not None for a in ("ge", "gt", "le", "lt")) for m in metadata)
+
+
+def _unbounded_numbers(annotation, metadata, key: str):
+    """Keys of numbers (also list items and dict values) with no bound, walking nested models."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, info in annotation.model_fields.items():
+            yield from _unbounded_numbers(info.annotation, info.metadata, f"{key}{name}.")
+        return
+    if typing.get_origin(annotation) is typing.Annotated:
+        inner, *extra = typing.get_args(annotation)
+        flat = [m for e in extra for m in (e.metadata if isinstance(e, FieldInfo) else [e])]
+        yield from _unbounded_numbers(inner, [*metadata, *flat], key)
+        return
+    if annotation in (int, float):
+        if not _bounded(metadata):
+            yield key.rstrip(".")
+        return
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, tuple, set, frozenset):
         for arg in args:
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                yield from _numeric_fields(arg, key + ".")
-        if any(arg in (int, float) for arg in args):
-            yield key, info
+            if arg is not Ellipsis:
+                yield from _unbounded_numbers(arg, [], key)
+    elif origin is dict:
+        yield from _unbounded_numbers(args[1], [], key)
+    elif args:  # unions, Optional
+        for arg in args:
+            yield from _unbounded_numbers(arg, metadata, key)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_every_numeric_setting_is_bounded(name):
     model = STAGES[name].load_config_model()
-    unbounded = []
-    for key, info in _numeric_fields(model):
-        bounds = [m for m in info.metadata if any(hasattr(m, a) for a in ("ge", "gt", "le", "lt"))]
-        if not bounds:
-            unbounded.append(key)
+    unbounded = sorted(set(_unbounded_numbers(model, [], "")))
     assert not unbounded, f"{name}: numeric settings without bounds: {unbounded}"
 
 

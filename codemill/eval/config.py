@@ -3,7 +3,7 @@ CodeGeeX paper's settings (SPEC §8) where it has one."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -63,12 +63,13 @@ class ExecutionConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    k: list[int] = Field(default_factory=lambda: list(PAPER_K))
+    k: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(default_factory=lambda: list(PAPER_K))
     bootstrap_resamples: int = Field(1000, ge=10, le=1_000_000)
     bootstrap_seed: int = Field(0, ge=0)
-    budget_k: list[int] = Field(default_factory=lambda: [PAPER_BUDGET_K], description="budgets of pass@k_pi")
+    budget_k: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(default_factory=lambda: [PAPER_BUDGET_K],
+        description="budgets of pass@k_pi")
     strategies: list[Literal["best_single", "uniform", "weighted"]] = Field(default_factory=lambda: list(STRATEGIES))
-    weights: dict[str, float] = Field(default_factory=lambda: dict(PAPER_WEIGHTS),
+    weights: dict[str, Annotated[float, Field(ge=0.0, le=1e6)]] = Field(default_factory=lambda: dict(PAPER_WEIGHTS),
                                       description="Weighted strategy: share of the budget per language")
     translation_k: int = Field(1, ge=1, description="the k of the translation matrix")
 
@@ -92,7 +93,8 @@ class MetricsConfig(StrictModel):
 
 class EvalConfig(StrictModel):
     languages: list[Language] = Field(default_factory=lambda: list(ALL_LANGUAGES))
-    problems: list[int] = Field(default_factory=list, description="problem numbers 0-163; empty = all 164")
+    problems: list[Annotated[int, Field(ge=0, le=163)]] = Field(
+        default_factory=list, description="problem numbers 0-163; empty = all 164")
     mode: Literal["generation", "translation", "both"] = "generation"
     translation_pairs: list[str] = Field(default_factory=list,
                                          description="'Src->Tgt' pairs; empty = all ordered pairs of `languages`")

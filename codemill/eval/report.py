@@ -10,6 +10,7 @@ import io
 
 from codemill import storage
 from codemill.eval.languages import OUTCOMES
+from codemill.stages import EVAL_CHARTS, EVAL_REPORT
 
 OUTCOME_COLORS = {"passed": "#2ca02c", "wrong_answer": "#d62728", "runtime_error": "#ff7f0e",
                   "compile_error": "#9467bd", "timeout": "#8c564b", "unfinished": "#7f7f7f"}
@@ -180,10 +181,10 @@ def write_report(out: str, summary: dict) -> dict[str, str]:
                                           ("translation", translation_chart(m))) if png}
     written = {}
     for name, png in charts.items():
-        uri = storage.join(out, "charts", f"{name}.png")
+        uri = storage.join(out, EVAL_CHARTS, f"{name}.png")
         storage.write_bytes(uri, png)
         written[name] = uri
-    report = storage.join(out, "report.html")
+    report = storage.join(out, EVAL_REPORT)
     storage.write_bytes(report, render_html(summary, charts).encode())
     written["report"] = report
     return written

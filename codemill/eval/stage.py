@@ -36,12 +36,23 @@ from codemill.eval.toolchain import default_toolchain, toolchain_versions
 from codemill.humaneval import DATA_DIR, dataset_hash, load_problems, task_id_for
 from codemill.manifest import MissingInputError
 from codemill.runner import StageRun, run_stage, setup_logging
+from codemill.stages import (
+    EVAL_CHECK,
+    EVAL_CHECK_RESULTS,
+    EVAL_REPORT,
+    EVAL_RESULTS,
+    EVAL_SAMPLES,
+    EVAL_SUMMARY,
+    MANIFEST_FILE,
+    TRAIN_EXPORT,
+)
 
 log = logging.getLogger("codemill.eval")
 
 STAGE = "eval"
+CONFIG_FILE = "config.json"  # an export's (codemill.train.export.CONFIG_FILE, not imported: it needs torch)
 SAMPLES_FILE, RESULTS_FILE, SUMMARY_FILE, CHECK_FILE, REPORT_FILE = (
-    "samples.jsonl", "results.jsonl", "summary.json", "check.json", "report.html")
+    EVAL_SAMPLES, EVAL_RESULTS, EVAL_SUMMARY, EVAL_CHECK, EVAL_REPORT)
 # Slowest to build first, so the last tasks of a run are short ones (longest-processing-time order).
 LANGUAGE_COST = {"Java": 0, "Go": 1, "C++": 2, "JavaScript": 3, "Python": 4}
 
@@ -81,11 +92,11 @@ def parser() -> argparse.ArgumentParser:
 def resolve_model(uri: str) -> tuple[str, str | None]:
     """(the export folder, the stage output whose manifest records it): accepts export/ or its train output."""
     uri = storage.absolute(uri)
-    if storage.exists(storage.join(uri, "_manifest.json")) and storage.exists(storage.join(uri, "export",
-                                                                                         "config.json")):
-        return storage.join(uri, "export"), uri
+    if storage.exists(storage.join(uri, MANIFEST_FILE)) and storage.exists(storage.join(uri, TRAIN_EXPORT,
+                                                                                         CONFIG_FILE)):
+        return storage.join(uri, TRAIN_EXPORT), uri
     parent = uri.rstrip("/").rsplit("/", 1)[0]
-    if storage.exists(storage.join(parent, "_manifest.json")):
+    if storage.exists(storage.join(parent, MANIFEST_FILE)):
         return uri, parent
     return uri, None
 
@@ -187,7 +198,7 @@ def _score(run: StageRun, config: EvalConfig, args, problems, numbers: list[int]
         missing = sorted(set(tasks) - set((check or {}).get("checked_tasks", [])))
         log.info("eval: running the benchmark check first for %d task(s) not yet checked on this machine",
                  len(missing))
-        _check(run, config, missing, problems, unsafe, env, results_file="check_results.jsonl")
+        _check(run, config, missing, problems, unsafe, env, results_file=EVAL_CHECK_RESULTS)
         ok, why, check = bc.gate(env["fingerprint"], tasks)
     if not ok and not args.ignore_benchmark_check:
         raise RefusedToScore(f"refusing to score: {why} (--ignore-benchmark-check overrides this)")

@@ -4,12 +4,12 @@ every request is checked against. Defaults follow SPEC §5/§7 and what Ray Serv
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from codemill.config import StrictModel
-from codemill.train.model import MAX_SEQ_LENGTH
+from codemill.train.model_config import MAX_SEQ_LENGTH
 
 DEFAULT_MODEL_NAME = "codemill"
 DEFAULT_PORT = 8000
@@ -76,8 +76,10 @@ class ServeConfig(StrictModel):
     default_max_tokens: int = Field(16, ge=1, le=MAX_SEQ_LENGTH, description="OpenAI's default for max_tokens")
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="NAME of the environment variable holding the API key")
-    batch_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_BATCH_BUCKETS), min_length=1)
-    length_buckets: list[int] = Field(default_factory=lambda: list(DEFAULT_LENGTH_BUCKETS), min_length=1)
+    batch_buckets: list[Annotated[int, Field(ge=1, le=1_024)]] = Field(
+        default_factory=lambda: list(DEFAULT_BATCH_BUCKETS), min_length=1)
+    length_buckets: list[Annotated[int, Field(ge=1, le=MAX_SEQ_LENGTH)]] = Field(
+        default_factory=lambda: list(DEFAULT_LENGTH_BUCKETS), min_length=1)
     health_timeout_s: float = Field(600.0, gt=0, le=86_400,
                                     description="how long `codemill serve` waits for /healthz")
     smoke_check: bool = Field(False, description="deploy, ask every model one completion, shut down (a DAG's check "
