@@ -234,8 +234,10 @@ def _score(run: StageRun, config: EvalConfig, args, problems, numbers: list[int]
         write_report(run.out, summary)
     _print_summary(metrics)
     outcomes = Counter(r["outcome"] for r in rows)
-    return {"samples": len(samples), "passed": outcomes.get(L.PASSED, 0), **{f"outcome_{k}": v for k, v in
-                                                                             sorted(outcomes.items())}}
+    average = (metrics.get("generation") or {}).get("average") or {}
+    return {**{f"pass@{k}": v for k, v in average.items() if v is not None},
+            "samples": len(samples), "passed": outcomes.get(L.PASSED, 0),
+            **{f"outcome_{k}": v for k, v in sorted(outcomes.items())}}
 
 
 def _print_summary(metrics: dict) -> None:
