@@ -60,7 +60,7 @@ def record(out: str, cfg: ServeConfig, input_uri: str | None, status: str, count
     storage.makedirs(out)
     mf.write_manifest(out, mf.Manifest(stage=STAGE, status=status, config_hash=config_hash(cfg),
                                        config=redact_config(cfg.model_dump(mode="json")), inputs=inputs,
-                                       counts=counts))
+                                       counts=counts, timings={"finished_at": time.time()}))
 
 
 def resolve_config(args: argparse.Namespace) -> ServeConfig:
