@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 from codemill.crawl.decode import NotText, decode_text
 from codemill.crawl.extract import ExtractLimits, extract_repo
 

@@ -25,10 +25,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from github_fake import FakeClock, FakeGithub, make_population  # noqa: E402
+from github_fake import FakeClock, FakeGithub, make_population
 
-from codemill.crawl.sources.github import (  # noqa: E402
-    SEARCH_RESULT_CAP, GithubSource, GithubSourceConfig, SearchSlice,
+from codemill.crawl.sources.github import (
+    SEARCH_RESULT_CAP,
+    GithubSource,
+    GithubSourceConfig,
+    SearchSlice,
 )
 
 SEARCH_CALLS_PER_MINUTE = 30  # GitHub's search budget for one authenticated token
