@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,34 @@ def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
     assert "ran crawl, filter" in rerun.stdout
     assert mf.read_manifest(storage.join(out, "filter")).status == "complete"
     assert not storage.exists(head_file(out))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_keep_head_leaves_the_dashboard_up_until_stop_head(tmp_path):
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 2))
+    out = str(tmp_path / "run")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "token")
+    run = subprocess.run([sys.executable, "-m", "codemill.cli", "dag", "run", str(dag), "--out", out, "--only", "crawl",
+                          "--num-cpus", "1", "--keep-head"], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    head = storage.read_json(head_file(out))
+    try:
+        assert "The local Ray head stays up: dashboard http://127.0.0.1:" in run.stdout
+        assert f"codemill dag stop-head {out}" in run.stdout and str(tmp_path / "token") in run.stdout
+        assert _alive(head["head_pid"])
+        request = urllib.request.Request(f"{head['dashboard_url']}/api/jobs/", headers={
+            "Authorization": f"Bearer {(tmp_path / 'token').read_text().strip()}"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            jobs = json.loads(resp.read())
+        assert any("codemill.crawl" in (j.get("entrypoint") or "") for j in jobs), "the finished run's job is listed"
+    finally:
+        stop = subprocess.run([sys.executable, "-m", "codemill.cli", "dag", "stop-head", out], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
+    deadline = time.time() + 30
+    while _alive(head["head_pid"]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _alive(head["head_pid"]) and not storage.exists(head_file(out))
