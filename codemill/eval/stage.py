@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         source["sandbox"] = "none" if args.unsafe_no_sandbox else "bubblewrap"
         if args.ignore_benchmark_check:
             source["ignore_benchmark_check"] = "true"
-        run_stage(STAGE, EvalRun(config=config, source=source), storage.absolute(args.out),
+        # A model read from a stage output is identified by that input's fingerprint, so the manifest hashes
+        # the config alone, as the DAG runner does; any other source is part of what the output depends on.
+        from_stage = source["kind"] == "model" and "model" in inputs and set(source) == {"kind", "export", "sandbox"} \
+            and source["sandbox"] == "bubblewrap"
+        identity = config if from_stage else EvalRun(config=config, source=source)
+        run_stage(STAGE, identity, storage.absolute(args.out),
                   functools.partial(_body, config=config, args=args, source=source), inputs, force=args.force)
     except (ConfigError, MissingInputError, SamplesError, sandbox.SandboxUnavailable, GenerationError,
             RefusedToScore, FileNotFoundError) as exc:

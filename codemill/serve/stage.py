@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def record(out: str, cfg: ServeConfig, input_uri: str | None, status: str, counts: dict) -> None:
-    """The service's manifest: what serves where (or the smoke check's result), and the input it serves."""
+    """The service's manifest: what serves where (or the smoke check's result), and the input it serves.
+    Its config hash is the config's as given (before `--input` fills the first model), as a DAG computes it;
+    the input is identified by its fingerprint."""
     from codemill import manifest as mf
     from codemill import storage
     from codemill.config import config_hash
@@ -57,6 +59,9 @@ def record(out: str, cfg: ServeConfig, input_uri: str | None, status: str, count
             inputs["input"] = mf.input_record(input_uri, mf.require_complete(input_uri, "--input"))
         except mf.MissingInputError:
             pass  # an export made elsewhere: served, but with no stage output to fingerprint
+        first = cfg.models[0].model_copy(update={"input": None})
+        cfg = ServeConfig.model_validate({**cfg.model_dump(), "models": [first.model_dump(), *[
+            m.model_dump() for m in cfg.models[1:]]]})
     storage.makedirs(out)
     mf.write_manifest(out, mf.Manifest(stage=STAGE, status=status, config_hash=config_hash(cfg),
                                        config=redact_config(cfg.model_dump(mode="json")), inputs=inputs,
