@@ -122,8 +122,21 @@ def smoke_check(url: str, cfg: ServeConfig) -> bool:
     return ok
 
 
-def deploy(cfg: ServeConfig, address: str | None = None) -> str:
-    """Start (or reuse) Serve's HTTP proxy and deploy the application; returns its base URL once healthy."""
+def serve_is_running() -> bool:
+    """Whether the cluster already runs Serve (its controller actor), e.g. another team's applications."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def deploy(cfg: ServeConfig, address: str | None = None, started: dict | None = None) -> str:
+    """Start (or reuse) Serve's HTTP proxy and deploy the application; returns its base URL once healthy.
+    `started["serve"]` tells whether this call started Serve (then stopping it is this process's job)."""
     import ray
     from ray import serve
 
@@ -131,6 +144,8 @@ def deploy(cfg: ServeConfig, address: str | None = None) -> str:
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    if started is not None:
+        started["serve"] = not serve_is_running()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(application(cfg), name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
     url = f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
@@ -156,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
+    # Serve is one per cluster: stop it at the end only if this process started it (or Ray itself).
+    started = {"serve": False}
     started_ray = not (args.address or os.environ.get("RAY_ADDRESS"))
     try:
-        url = deploy(cfg, args.address)
+        url = deploy(cfg, args.address, started)
     except (ConfigError, TimeoutError) as exc:
         print(f"codemill serve: {exc}", file=sys.stderr)
-        _shutdown(serve, ray, started_ray)
+        _shutdown(serve, ray, started_ray or started["serve"])
         return 2
     from codemill import manifest as mf
     from codemill import storage
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     input_uri = cfg.models[0].input if args.input else None
     if args.smoke or cfg.smoke_check:
         ok = smoke_check(url, cfg)
-        _shutdown(serve, ray, started_ray)
+        _shutdown(serve, ray, started_ray or started["serve"])
         if ok and out:
             record(out, cfg, input_uri, mf.STATUS_COMPLETE, {"smoke_check": "passed", "models": len(cfg.models)})
         return 0 if ok else 1
@@ -183,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(1.0):  # a timed wait lets the signal handlers run
         pass
     log.info("stopping")
-    _shutdown(serve, ray, started_ray)
+    _shutdown(serve, ray, started_ray or started["serve"])
     return 0
 
 
-def _shutdown(serve, ray, started_ray: bool) -> None:
+def _shutdown(serve, ray, stop_serve: bool) -> None:
     try:
         serve.delete(APP_NAME)
-        if started_ray:
+        if stop_serve:
             serve.shutdown()
     finally:
         if ray.is_initialized():
