@@ -62,15 +62,19 @@ def server(ray_head, exports):
                   api_key_env=KEY_ENV, max_queue=64)
     busy = _config([{**model, "name": "a", "input": exports["a"], "max_ongoing_requests": 1}],
                    max_batch_size=1, max_n=1, max_num_beams=1, max_queue=1)
-    serve.run(application(cfg), name="codemill-test", route_prefix=PREFIX, blocking=False)
-    serve.run(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX, blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    wait_healthy(base + PREFIX, 300)
-    wait_healthy(base + BUSY_PREFIX, 300)
-    yield {"base": base, "port": port, "ray": ray}
-    for name in ("codemill-test", "codemill-busy"):
-        serve.delete(name)
-    os.environ.pop(KEY_ENV, None)
+    try:
+        serve.run(application(cfg), name="codemill-test", route_prefix=PREFIX, blocking=False)
+        serve.run(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX, blocking=False)
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base + PREFIX, 300)
+        wait_healthy(base + BUSY_PREFIX, 300)
+        yield {"base": base, "port": port, "ray": ray}
+    finally:
+        # Replicas hold CPUs of the shared head, which later tests (training) need whole.
+        for name in ("codemill-test", "codemill-busy"):
+            serve.delete(name)
+        serve.shutdown()
+        os.environ.pop(KEY_ENV, None)
 
 
 @pytest.fixture(scope="module")
