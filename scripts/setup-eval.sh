@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Evaluation toolchains (bubblewrap sandbox, Go + testify, Boost, OpenSSL, js-md5, Chromium for the report
-# test): installed only when missing, so a second run does nothing. `apt-get update` runs at most once, and
-# only when a package is missing. js-md5 goes into the project-local `.cache/node_modules` (gitignored).
+# Evaluation toolchains (bubblewrap sandbox, Go + testify, Boost, OpenSSL, js-md5, numpy/pandas/scikit-learn
+# for MTPB's programs, Chromium for the report test): installed only when missing, so a second run does
+# nothing. `apt-get update` runs at most once, and only when a package is missing. js-md5 goes into the
+# project-local `.cache/node_modules` (gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -20,6 +21,10 @@ have_cmd javac || missing+=(default-jdk-headless)
 have_cmd node || missing+=(nodejs)
 have_cmd npm || missing+=(npm)
 have_cmd chromium || missing+=(chromium)
+# MTPB's programs import these; the sandbox runs the system's /usr/bin/python3, so they are Debian's packages.
+/usr/bin/python3 -c "import numpy" 2>/dev/null || missing+=(python3-numpy)
+/usr/bin/python3 -c "import pandas" 2>/dev/null || missing+=(python3-pandas)
+/usr/bin/python3 -c "import sklearn" 2>/dev/null || missing+=(python3-sklearn)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-eval: installing ${missing[*]}"
