@@ -19,6 +19,12 @@ PAPER_TOP_P = 0.95
 PAPER_TEMPERATURE_PASS1 = 0.2
 PAPER_TEMPERATURE_PASS100 = 0.8
 PAPER_BUDGET_K = 100
+# SPEC §10: MTPB's reference samples 40 programs per test case at t = 0.2, top-p 0.95; a program gets 20 s.
+MTPB_N = 40
+MTPB_TEMPERATURE = 0.2
+MTPB_TIME_S = 20.0
+HUMANEVAL_X_PROBLEMS = 164
+MTPB_PROBLEMS = 115
 
 
 class GenerationConfig(StrictModel):
@@ -60,6 +66,7 @@ class ExecutionConfig(StrictModel):
     postprocess: bool = Field(True, description="apply the stop rules to given completions too (idempotent)")
     cpp_std: str = Field("c++11", pattern=r"^(c|gnu)\+\+(98|03|11|14|17|20|23)$",
                          description="CodeGeeX's harness compiles with -std=c++11")
+    mtpb_time_s: float = Field(MTPB_TIME_S, gt=0.0, le=600.0, description="wall-clock limit of an MTPB program")
 
 
 class MetricsConfig(StrictModel):
@@ -92,13 +99,18 @@ class MetricsConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    benchmark: Literal["humaneval-x", "mtpb"] = Field(
+        "humaneval-x", description="HumanEval-X (SPEC §8) or CodeGen's multi-turn MTPB (SPEC §10; Python)")
+    mtpb_mode: Literal["multi-turn", "single-turn", "both"] = Field(
+        "multi-turn", description="MTPB: turn by turn, all prompts at once, or both side by side")
     languages: list[Language] = Field(default_factory=lambda: list(ALL_LANGUAGES))
-    problems: list[Annotated[int, Field(ge=0, le=163)]] = Field(
-        default_factory=list, description="problem numbers 0-163; empty = all 164")
+    problems: list[Annotated[int, Field(ge=0, le=max(HUMANEVAL_X_PROBLEMS - 1, MTPB_PROBLEMS))]] = Field(
+        default_factory=list, description="HumanEval-X problem numbers 0-163 or MTPB ids 1-115; empty = all")
     mode: Literal["generation", "translation", "both"] = "generation"
     translation_pairs: list[str] = Field(default_factory=list,
                                          description="'Src->Tgt' pairs; empty = all ordered pairs of `languages`")
-    data_dir: str | None = Field(None, description="HumanEval-X folder; default: the data shipped in data/humaneval-x")
+    data_dir: str | None = Field(None, description="the benchmark's data folder; default: the data shipped in "
+                                                "data/humaneval-x or data/mtpb")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -114,12 +126,28 @@ class EvalConfig(StrictModel):
             raise ValueError("at least one language")
         return [lang for lang in ALL_LANGUAGES if lang in v]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mtpb_generation_defaults(cls, data):
+        """MTPB's reference sampling (n, temperature) where the config leaves them unset."""
+        if isinstance(data, dict) and data.get("benchmark") == "mtpb" and isinstance(data.get("generation"),
+                                                                                  dict | None):
+            data = {**data, "generation": {"n": MTPB_N, "temperature": MTPB_TEMPERATURE,
+                                           **(data.get("generation") or {})}}
+        return data
+
     @field_validator("problems")
     @classmethod
     def _problems(cls, v: list[int]) -> list[int]:
-        if any(p < 0 or p > 163 for p in v):
-            raise ValueError("problem numbers are 0-163")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _problem_range(self) -> EvalConfig:
+        low, high = (1, MTPB_PROBLEMS) if self.benchmark == "mtpb" else (0, HUMANEVAL_X_PROBLEMS - 1)
+        bad = [p for p in self.problems if not low <= p <= high]
+        if bad:
+            raise ValueError(f"problems {bad}: {self.benchmark} problem numbers are {low}-{high}")
+        return self
 
     @model_validator(mode="after")
     def _pairs(self) -> EvalConfig:

@@ -28,9 +28,10 @@ class GenerationError(RuntimeError):
 
 
 class Generator(Protocol):
-    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int,
-                 stop: list[list[str]] | list[str]) -> list[list[str]]:
-        """n completions for each prompt; `stop` is one list for all prompts or one list per prompt."""
+    def generate(self, prompts: list[str], n: int | list[int], temperature: float, top_p: float,
+                 max_tokens: int | list[int], stop: list[list[str]] | list[str]) -> list[list[str]]:
+        """n completions for each prompt; `n` and `max_tokens` are one value for all prompts or one per prompt
+        (MTPB's turns differ in both), `stop` is one list for all prompts or one list per prompt."""
         ...
 
 
@@ -38,6 +39,14 @@ def _stops_for(stop: list[list[str]] | list[str], count: int) -> list[list[str]]
     if stop and isinstance(stop[0], list):
         return [list(s) for s in stop]  # type: ignore[arg-type]
     return [list(stop)] * count  # type: ignore[list-item]
+
+
+def per_prompt(value: int | list[int], count: int) -> list[int]:
+    if isinstance(value, list):
+        if len(value) != count:
+            raise ValueError(f"{len(value)} values for {count} prompts")
+        return list(value)
+    return [value] * count
 
 
 def _chunks(n: int, size: int) -> list[int]:
@@ -93,21 +102,22 @@ class HTTPGenerator:
 
     def generate(self, prompts, n, temperature, top_p, max_tokens, stop) -> list[list[str]]:
         stops = _stops_for(stop, len(prompts))
-        params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-        # One request per (batch of prompts sharing their stop strings, chunk of n).
+        ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
+        # One request per (batch of prompts sharing their stop strings, n and length limit, chunk of n).
         work = []
         for start in range(0, len(prompts), self.batch_size):
             idx = list(range(start, min(start + self.batch_size, len(prompts))))
             groups: dict[tuple, list[int]] = {}
             for i in idx:
-                groups.setdefault(tuple(stops[i]), []).append(i)
-            for stop_key, members in groups.items():
-                for c, size in enumerate(_chunks(n, self.n_per_request)):
-                    work.append((members, size, list(stop_key), self.seed + 1000 * members[0] + c))
+                groups.setdefault((tuple(stops[i]), ns[i], limits[i]), []).append(i)
+            for (stop_key, count, limit), members in groups.items():
+                params = {"temperature": temperature, "top_p": top_p, "max_tokens": limit}
+                for c, size in enumerate(_chunks(count, self.n_per_request)):
+                    work.append((members, size, list(stop_key), params, self.seed + 1000 * members[0] + c))
         results: list[list[str]] = [[] for _ in prompts]
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = [(members, pool.submit(self._request, [prompts[i] for i in members], size, st, params, seed))
-                       for members, size, st, seed in work]
+                       for members, size, st, params, seed in work]
             for members, fut in futures:
                 for i, texts in zip(members, fut.result()):
                     results[i].extend(texts)
@@ -142,6 +152,7 @@ class EngineGenerator:
         from codemill.serve.engine import GenerationParams
 
         stops = _stops_for(stop, len(prompts))
+        ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
         texts: dict[tuple[int, int], list[str]] = {}
         errors: list[str] = []
 
@@ -155,14 +166,14 @@ class EngineGenerator:
 
         for p, prompt in enumerate(prompts):
             ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-            budget = min(max_tokens, self.context - 1)
+            budget = min(limits[p], self.context - 1)
             if len(ids) + budget > self.context:
                 budget = min(budget, max(self.context // 4, self.context - len(ids)))
                 if len(ids) + budget > self.context:
                     ids = ids[-(self.context - budget):]
                     self.truncated_prompts += 1
             offset = 0
-            for c, size in enumerate(_chunks(n, self.max_slots)):
+            for c, size in enumerate(_chunks(ns[p], self.max_slots)):
                 params = GenerationParams(max_tokens=budget, temperature=temperature, top_p=top_p, n=size,
                                           seed=(seeds[p] if seeds else self.seed + 7919 * p) + c,
                                           stop=tuple(stops[p]))
@@ -173,4 +184,4 @@ class EngineGenerator:
         self.engine.run_until_done()
         if errors:
             raise GenerationError(f"the engine failed {len(errors)} request(s): {errors[0]}")
-        return [["".join(texts.get((p, j), [])) for j in range(n)] for p in range(len(prompts))]
+        return [["".join(texts.get((p, j), [])) for j in range(ns[p])] for p in range(len(prompts))]

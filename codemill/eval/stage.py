@@ -5,6 +5,7 @@
     codemill eval --endpoint URL [--api-key-env NAME] --out URI   any OpenAI-compatible /v1/completions
     codemill eval --samples FILE.jsonl --out URI         execute and score given samples
     codemill eval --check-benchmark --out URI            the benchmark's own health on this machine
+    codemill eval --benchmark mtpb [--mtpb-mode both] …  CodeGen's multi-turn MTPB instead (codemill.eval.mtpb_stage)
 
 Executions are Ray tasks over the cluster's CPUs (a few samples each, the slow languages first, identical
 programs run once). Output: samples.jsonl (when generated), results.jsonl, summary.json, charts/*.png and
@@ -31,6 +32,7 @@ from codemill.eval.config import EvalConfig
 from codemill.eval.execute import exec_limits, execute_sample
 from codemill.eval.generate import GenerationError, HTTPGenerator
 from codemill.eval.metrics import compute_metrics
+from codemill.eval.mtpb import MtpbDataError
 from codemill.eval.samples import PromptJob, Sample, SamplesError, build_jobs, read_samples, samples_jsonl
 from codemill.eval.toolchain import default_toolchain, toolchain_versions
 from codemill.humaneval import DATA_DIR, dataset_hash, load_problems, task_id_for
@@ -76,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--samples", metavar="FILE.jsonl", help="execute and score these samples")
     src.add_argument("--check-benchmark", action="store_true",
                      help="run every canonical and a wrong solution per task; store the result for this machine")
+    p.add_argument("--benchmark", choices=("humaneval-x", "mtpb"),
+                   help="the benchmark (config key `benchmark`; default humaneval-x)")
+    p.add_argument("--mtpb-mode", choices=("multi-turn", "single-turn", "both"),
+                   help="MTPB: turn by turn, all prompts at once, or both side by side (config key `mtpb_mode`)")
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the endpoint's API key")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="execute WITHOUT bubblewrap (namespaces off; only rlimits): never on a machine you care about")
@@ -107,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.api_key_env and not args.endpoint:
             raise ConfigError("--api-key-env goes with --endpoint")
-        config = load_config(EvalConfig, args.config, args.overrides)
+        flags = [f"{key}={value}" for key, value in (("benchmark", args.benchmark), ("mtpb_mode", args.mtpb_mode))
+                 if value]
+        config = load_config(EvalConfig, args.config, [*args.overrides, *flags])
         inputs: dict[str, str] = {}
         if args.check_benchmark:
             source = {"kind": "check-benchmark"}
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(STAGE, identity, storage.absolute(args.out),
                   functools.partial(_body, config=config, args=args, source=source), inputs, force=args.force)
     except (ConfigError, MissingInputError, SamplesError, sandbox.SandboxUnavailable, GenerationError,
-            RefusedToScore, FileNotFoundError) as exc:
+            RefusedToScore, FileNotFoundError, MtpbDataError) as exc:
         print(f"codemill eval: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -147,6 +155,10 @@ def _body(run: StageRun, config: EvalConfig, args: argparse.Namespace, source: d
         log.warning("eval: --unsafe-no-sandbox: generated code runs WITHOUT bubblewrap (no namespaces, host "
                     "filesystem and network visible); only rlimits and a private uid apply")
     sandbox.require_sandbox(unsafe)
+    if config.benchmark == "mtpb":
+        from codemill.eval import mtpb_stage
+
+        return mtpb_stage.body(run, config, args, unsafe, RefusedToScore)
     data_dir = config.data_dir or str(DATA_DIR)
     all_problems = load_problems(None, data_dir)
     numbers = config.problems or list(range(164))
@@ -361,30 +373,55 @@ class _EngineActor:
         return self.gen.generate(prompts, n, temperature, top_p, max_tokens, stops, seeds=seeds)
 
 
+class EnginePool:
+    """codemill's serve engine on Ray actors: one per GPU (continuous batching inside each), or CPU actors when
+    the cluster has no GPU; prompts dealt round-robin. Kept across calls (MTPB generates turn by turn)."""
+
+    def __init__(self, export: str, config: EvalConfig):
+        from codemill.raysupport import ensure_ray
+
+        self.ray = ensure_ray()
+        g = self.g = config.generation
+        gpus = float(self.ray.cluster_resources().get("GPU", 0)) if g.device != "cpu" else 0.0
+        use_gpu = gpus > 0 and g.gpus_per_actor > 0
+        count = g.actors or (max(1, int(gpus // g.gpus_per_actor)) if use_gpu else 1)
+        self.device = ("cuda" if use_gpu else "cpu") if g.device == "auto" else g.device
+        actor_cls = self.ray.remote(_EngineActor).options(num_gpus=g.gpus_per_actor if use_gpu else 0,
+                                                           num_cpus=g.cpus_per_actor)
+        self.actors = [actor_cls.remote(export, self.device, g.max_batch_size, g.seed) for _ in range(count)]
+
+    def generate(self, prompts: list[str], n: int | list[int], max_tokens: int | list[int],
+                 stops: list[list[str]], seeds: list[int]) -> list[list[str]]:
+        """Completions of every prompt (`n` and `max_tokens` for all prompts or one per prompt), one fixed seed
+        per prompt, so how prompts are spread over actors does not change what each one samples."""
+        from codemill.eval.generate import per_prompt
+
+        ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
+        count = len(self.actors)
+        shards = [list(range(a, len(prompts), count)) for a in range(count)]
+        refs = [actor.generate.remote([prompts[i] for i in idx], [ns[i] for i in idx], self.g.temperature,
+                                      self.g.top_p, [limits[i] for i in idx], [stops[i] for i in idx],
+                                      [seeds[i] for i in idx])
+                for actor, idx in zip(self.actors, shards) if idx]
+        results: list[list[str]] = [[] for _ in prompts]
+        for idx, texts in zip([i for i in shards if i], self.ray.get(refs)):
+            for i, t in zip(idx, texts):
+                results[i] = t
+        return results
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+
+
 def generate_with_engines(export: str, prompts: list[str], stops: list[list[str]], config: EvalConfig
                           ) -> list[list[str]]:
-    """Every prompt through codemill's serve engine: one Ray actor per GPU (continuous batching inside each),
-    or CPU actors when the cluster has no GPU; prompts dealt round-robin, seeds fixed per prompt."""
-    from codemill.raysupport import ensure_ray
-
-    ray = ensure_ray()
+    """Every prompt through codemill's serve engine (EnginePool), n samples each, seeds fixed per prompt."""
     g = config.generation
-    gpus = float(ray.cluster_resources().get("GPU", 0)) if g.device != "cpu" else 0.0
-    use_gpu = gpus > 0 and g.gpus_per_actor > 0
-    count = g.actors or (max(1, int(gpus // g.gpus_per_actor)) if use_gpu else 1)
-    device = ("cuda" if use_gpu else "cpu") if g.device == "auto" else g.device
-    actor_cls = ray.remote(_EngineActor).options(num_gpus=g.gpus_per_actor if use_gpu else 0,
-                                                  num_cpus=g.cpus_per_actor)
-    actors = [actor_cls.remote(export, device, g.max_batch_size, g.seed) for _ in range(count)]
-    log.info("eval: generating %d prompts x %d samples on %d engine actor(s) (%s)", len(prompts), g.n, count, device)
-    shards = [list(range(a, len(prompts), count)) for a in range(count)]
-    refs = [actor.generate.remote([prompts[i] for i in idx], g.n, g.temperature, g.top_p, g.max_tokens,
-                                  [stops[i] for i in idx], [g.seed + 7919 * i for i in idx])
-            for actor, idx in zip(actors, shards)]
-    results: list[list[str]] = [[] for _ in prompts]
-    for idx, texts in zip(shards, ray.get(refs)):
-        for i, t in zip(idx, texts):
-            results[i] = t
-    for actor in actors:
-        ray.kill(actor)
-    return results
+    pool = EnginePool(export, config)
+    log.info("eval: generating %d prompts x %d samples on %d engine actor(s) (%s)", len(prompts), g.n,
+             len(pool.actors), pool.device)
+    try:
+        return pool.generate(prompts, g.n, g.max_tokens, stops, [g.seed + 7919 * i for i in range(len(prompts))])
+    finally:
+        pool.close()
