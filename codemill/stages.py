@@ -59,10 +59,11 @@ class InputSpec:
     stages: tuple[str, ...]   # the stages whose output it reads (checked in DAGs)
     folder: str = ""          # the part of that output it reads, when a DAG wires it (train's export/)
     required: bool = True
+    cli_flag: str = ""        # the command line's flag when it is not `--<name>` (train's data: --input)
 
     @property
     def flag(self) -> str:
-        return f"--{self.name.replace('_', '-')}"
+        return self.cli_flag or f"--{self.name.replace('_', '-')}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
                        TOKENIZE_FIGURE)),
     StageSpec("train", "codemill.train", "pretrain the CodeGeeX model with Ray Train + DeepSpeed",
               "codemill.train.config:TrainConfig", "codemill.train.stage:body",
-              inputs=(_input("tokenize", "its shards/"),),
+              inputs=(InputSpec("data", "the tokenize stage's output URI (its shards/)", ("tokenize",),
+                                cli_flag="--input"),
+                      InputSpec("init", "a train stage's export/ to start from (CodeGen's Multi -> Mono; or the "
+                                "config's init_from)", ("train",), folder=TRAIN_EXPORT, required=False)),
               outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE,
                        TRAIN_FAULT_MARKER)),
     StageSpec("eval", "codemill.eval",

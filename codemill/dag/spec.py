@@ -22,7 +22,7 @@ MAX_RETRIES = 10
 class DagStage(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     stage: str
-    input: str | None = None                  # shorthand for `inputs: {input: <stage>}`
+    input: str | None = None                  # shorthand for the input the command line calls --input
     inputs: dict[str, str] = Field(default_factory=dict)  # input name (as the registry declares) -> stage name
     config: dict[str, Any] = Field(default_factory=dict)
     config_file: str | None = None            # relative to the DAG file; `config` keys override it
@@ -54,13 +54,20 @@ class DagStage(StrictModel):
         if isinstance(data, dict) and data.get("input") is not None:
             if data.get("inputs"):
                 raise ValueError("give either `input:` or `inputs:`, not both")
-            data = {**data, "inputs": {"input": data["input"]}}
+            data = {**data, "inputs": {_input_named_input(data.get("stage")): data["input"]}}
             data.pop("input")
         return data
 
     @property
     def spec(self) -> StageSpec:
         return STAGES[self.stage]
+
+
+def _input_named_input(stage: Any) -> str:
+    """The input `input:` stands for: the one whose flag is --input (train's `data`); "input" otherwise, for the
+    wiring check to name."""
+    spec = STAGES.get(stage) if isinstance(stage, str) else None
+    return next((i.name for i in spec.inputs if i.flag == "--input"), "input") if spec else "input"
 
 
 class Dag(StrictModel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from codemill.config import StrictModel
+from codemill.languages import LANGUAGE_NAMES
 from codemill.train import schedule
 from codemill.train.model_config import DROPOUT, MAX_SEQ_LENGTH, PRESETS, ModelConfig
 
@@ -79,12 +80,32 @@ class RunSection(StrictModel):
     keep_checkpoints: int = Field(2, ge=1)
 
 
+class DataSection(StrictModel):
+    languages: list[str] | None = Field(
+        None, min_length=1, description="train (and validate) on the rows of these languages only; default: all")
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        unknown = [name for name in v if name not in LANGUAGE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown languages {unknown}; known (as SPEC §2 spells them): {list(LANGUAGE_NAMES)}")
+        return sorted(set(v), key=LANGUAGE_NAMES.index)
+
+
 class TrainConfig(StrictModel):
     model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
     optimizer: OptimizerSection = OptimizerSection()
     deepspeed: DeepSpeedSection = DeepSpeedSection()
     scaling: ScalingSection = ScalingSection()
     run: RunSection = RunSection()
+    # Staged training (CodeGen's Multi -> Mono): start from another run's weights; the optimizer, the schedule
+    # and the step count start afresh. In a DAG, wire it as the train stage's `init` input instead.
+    init_from: str | None = Field(None, min_length=1, description="a train stage's export/ (local or s3://) "
+                                  "whose weights the run starts from")
     steps: int = Field(PAPER_STEPS, ge=1, description="optimizer steps")
     global_batch_size: int = Field(PAPER_GLOBAL_BATCH, ge=1, description="sequences per optimizer step")
     micro_batch_size: int = Field(PAPER_MICRO_BATCH, ge=1, description="sequences per worker per pass")

@@ -3,13 +3,18 @@
 The rows of optimizer step n on a rank are a pure function of (seed, epoch, n): each epoch's order comes
 from `reader.rank_indices(rank, world_size, epoch, seed)`, and step n takes the next `rows_per_step` of
 them. A resumed run therefore reads exactly the rows an uninterrupted run would have read.
+
+`data.languages` narrows a split to the rows of some languages (`LanguageRows`), chosen by each row's
+`language` column: the tokens are never decoded, so one tokenize output serves every language mix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from codemill.train.model import IGNORE_INDEX
 
@@ -36,6 +41,68 @@ def make_batch(reader, indices: np.ndarray, seq_length: int) -> Batch:
     document_ids = np.stack([np.searchsorted(np.asarray(reader.doc_starts(int(i))), positions, side="right")
                              for i in indices]).clip(min=1).astype(np.int64)
     return Batch(tokens, labels, document_ids, tuple(reader.language(int(i)) for i in indices))
+
+
+def row_languages(reader) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(code of each row of `reader`'s split, the names the codes index), read from the shards' `language`
+    column alone: memory-mapped, so only that column's few bytes per row are touched."""
+    from codemill.languages import LANGUAGE_NAMES
+
+    # The reader maps the split's shards from the folder that holds its tokenizer (the output itself, or
+    # the local cache of an s3:// output).
+    root = Path(reader.tokenizer_path).parent
+    codes = []
+    for entry in reader.manifest["splits"][reader.split]["shards"]:
+        shard = pa.ipc.open_file(pa.memory_map(str(root / entry["path"]), "r"))
+        for b in range(shard.num_record_batches):
+            language = shard.get_batch(b).column("language")
+            to_global = np.array([LANGUAGE_NAMES.index(n) for n in language.dictionary.to_pylist()], np.int64)
+            codes.append(to_global[language.indices.to_numpy(zero_copy_only=False)])
+    codes = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    if len(codes) != len(reader):
+        raise ValueError(f"{reader.uri}: the {reader.split} shards' language column has {len(codes)} rows, "
+                         f"the reader {len(reader)}")
+    return codes, LANGUAGE_NAMES
+
+
+class LanguageRows:
+    """The rows of some languages of a reader's split, read like the reader itself: row i of this view is
+    global row `indices[i]`, and each epoch permutes the view's rows as the reader permutes all of its."""
+
+    def __init__(self, reader, languages: list[str]):
+        codes, names = row_languages(reader)
+        wanted = [names.index(name) for name in languages]
+        self.reader, self.languages = reader, tuple(languages)
+        self.indices = np.flatnonzero(np.isin(codes, wanted))
+        self.seq_len, self.tokenizer_path = reader.seq_len, reader.tokenizer_path
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def rank_indices(self, rank: int, world_size: int, epoch: int, seed: int) -> np.ndarray:
+        """Global rows, as `ShardReader.rank_indices` deals them, over this view's rows only."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+        order = np.random.default_rng([seed, epoch]).permutation(len(self))
+        return self.indices[order[rank::world_size]]
+
+    # Rows are addressed by their global index, so reading one is the reader's job.
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        return self.reader.rows(indices)
+
+    def n_tokens(self, i: int) -> int:
+        return self.reader.n_tokens(i)
+
+    def language(self, i: int) -> str:
+        return self.reader.language(i)
+
+    def doc_starts(self, i: int) -> np.ndarray:
+        return self.reader.doc_starts(i)
+
+
+def select_languages(reader, languages: list[str] | None):
+    """The reader itself for all languages, else the view of the given ones."""
+    return reader if languages is None else LanguageRows(reader, languages)
 
 
 class RankRows:

@@ -18,9 +18,9 @@ import torch
 from codemill import storage
 from codemill.languages import LANGUAGE_NAMES
 from codemill.stages import TRAIN_EXPORT, TRAIN_FAULT_MARKER, TRAIN_TENSORBOARD
-from codemill.train import checkpoint, export, flops, metrics
+from codemill.train import checkpoint, export, flops, init, metrics
 from codemill.train.config import TrainConfig
-from codemill.train.data import Batch, RankRows, make_batch, validation_rows
+from codemill.train.data import Batch, RankRows, make_batch, select_languages, validation_rows
 from codemill.train.ds_config import deepspeed_config
 from codemill.train.model import IGNORE_INDEX, CodeGeeX
 from codemill.train.schedule import learning_rate
@@ -65,7 +65,10 @@ def dropout_seed(seed: int, step: int, rank: int, world_size: int) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, paths: RunPaths, rank: Rank, report: Report):
+    """`init_from`: an export whose weights replace the initial ones (a fresh run only: a resumed run's
+    checkpoint holds its own weights)."""
+
+    def __init__(self, cfg: TrainConfig, paths: RunPaths, rank: Rank, report: Report, init_from: str | None = None):
         import deepspeed
 
         from codemill.tokenize.reader import ShardReader
@@ -73,13 +76,17 @@ class Trainer:
         self.cfg, self.paths, self.rank, self.report = cfg, paths, rank, report
         self.is_chief = rank.rank == 0
         self.seq_length = cfg.model.seq_length
-        self.train_reader = ShardReader(paths.input, split="train")
+        self.train_reader = select_languages(ShardReader(paths.input, split="train"), cfg.data.languages)
         self.rows = RankRows(self.train_reader, rank.rank, rank.world_size, cfg.seed,
                              cfg.micro_batch_size * cfg.gradient_accumulation_steps)
-        self.val_reader = self._validation_reader(ShardReader, paths.input)
+        self.val_reader = self._validation_reader(ShardReader, paths.input, cfg.data.languages)
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = CodeGeeX(cfg.model.build()).to(rank.device)
+        model = CodeGeeX(cfg.model.build())
+        if init_from:  # before DeepSpeed copies the weights into its optimizer state
+            init.load_weights(model, init_from)
+            log.info("rank %d: weights from %s", rank.rank, init_from)
+        model = model.to(rank.device)
         self.flops_per_token = model.flops_per_token(self.seq_length)
         self.num_parameters = model.num_parameters()
         if cfg.model.compile:
@@ -99,9 +106,9 @@ class Trainer:
                             if self.is_chief else None)
 
     @staticmethod
-    def _validation_reader(reader_cls, uri: str):
+    def _validation_reader(reader_cls, uri: str, languages: list[str] | None):
         try:
-            reader = reader_cls(uri, split="validation")
+            reader = select_languages(reader_cls(uri, split="validation"), languages)
         except (FileNotFoundError, KeyError, ValueError) as exc:
             log.warning("no validation split in %s (%s): validation loss is not computed", uri, exc)
             return None

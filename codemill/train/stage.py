@@ -10,15 +10,18 @@ driver's environment: every NCCL_* variable is passed on to the workers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
 
+from codemill import manifest as mf
 from codemill import storage
 from codemill.config import ConfigError, config_hash
 from codemill.runner import StageRun
 from codemill.stages import TRAIN_CHECKPOINTS
-from codemill.train import metrics
+from codemill.train import budget, metrics
 from codemill.train.config import TrainConfig
 
 log = logging.getLogger("codemill.train")
@@ -55,9 +58,11 @@ def train_worker(loop_config: dict) -> None:
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(values, checkpoint=ckpt, delete_local_checkpoint_after_upload=True)
 
-    trainer = Trainer(cfg, RunPaths(loop_config["input"], loop_config["out"]),
-                      Rank(context.get_world_rank(), context.get_world_size(), device), report)
     latest = ray.train.get_checkpoint()
+    # A restarted run continues from its own checkpoint, whose weights have moved on from init_from's.
+    trainer = Trainer(cfg, RunPaths(loop_config["input"], loop_config["out"]),
+                      Rank(context.get_world_rank(), context.get_world_size(), device), report,
+                      init_from=loop_config["init"] if latest is None else None)
     if latest is not None:
         with latest.as_directory() as directory:
             trainer.resume(directory)
@@ -124,13 +129,51 @@ def require_train_v2() -> None:
                           f"process: unset {V2_ENABLED_ENV_VAR} (V2 is Ray 2.60's default)")
 
 
+def init_source(run: StageRun) -> tuple[str, mf.Manifest] | None:
+    """The export the run starts from (the `init` input, or `init_from`) and the train stage output that
+    holds it; None for a run from random weights."""
+    cfg: TrainConfig = run.config
+    if "init" in run.inputs and cfg.init_from:
+        raise ConfigError(f"init_from={cfg.init_from} and the init input {run.inputs['init']}: give one of them")
+    if "init" in run.inputs:
+        return run.inputs["init"], run.input_manifests["init"]
+    if cfg.init_from:
+        uri = storage.absolute(cfg.init_from)
+        return uri, mf.require_complete(uri, "init_from")
+    return None
+
+
+def run_name(cfg: TrainConfig, identities: dict[str, str]) -> str:
+    """Ray Train's run name: the same config on the same inputs resumes the same run (a rerun after a crash
+    continues from its latest checkpoint); a changed config, other data or other initial weights start a
+    new one."""
+    if cfg.run.name:
+        return cfg.run.name
+    key = json.dumps({"config": config_hash(cfg), **identities}, sort_keys=True)
+    return f"train-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 def body(run: StageRun) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from codemill.raysupport import ensure_ray
+    from codemill.train.init import check_export
 
     cfg: TrainConfig = run.config
+    data_uri = run.inputs["data"]
+    data = budget.data_budget(data_uri, cfg)
+    log.info("train: %s", budget.describe(data))
+    identities = {name: m.fingerprint for name, m in run.input_manifests.items()}
+    init = init_source(run)
+    if init is not None:
+        init_uri, owner = init
+        if owner.stage != "train":
+            raise ConfigError(f"init_from {init_uri}: a {owner.stage} stage's output, not a train stage's export/")
+        exported = check_export(init_uri, data_uri, cfg.model.preset)
+        identities["init"] = owner.fingerprint
+        log.info("train: starting from %s (step %s of its run); optimizer, schedule and steps start afresh",
+                 init_uri, exported.get("step"))
     require_train_v2()
     ray = ensure_ray()
     check_resources(ray, cfg)
@@ -139,14 +182,13 @@ def body(run: StageRun) -> dict:
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "input": run.inputs["input"], "out": run.out},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "input": data_uri, "out": run.out,
+                           "init": init[0] if init else None},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources, placement_strategy=scaling.placement_strategy),
         run_config=RunConfig(
-            # The same config resumes the same run (a rerun after a crash continues from its latest
-            # checkpoint); a changed config starts a new one.
-            name=cfg.run.name or f"train-{config_hash(cfg)}",
+            name=run_name(cfg, identities),
             storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
@@ -157,10 +199,11 @@ def body(run: StageRun) -> dict:
     records = metrics.read_records(run.path(metrics.METRICS_FILE))
     storage.write_bytes(run.path(metrics.LOSS_CURVE_FILE),
                         metrics.loss_curve_png(records, f"CodeGeeX {cfg.model.preset}: loss"))
-    stats = summarize(records, cfg)
-    stats["checkpoint"] = result.checkpoint.path if result.checkpoint else None
-    run.write_stats(stats)
-    return {k: v for k, v in stats.items() if k != "checkpoint"}
+    stats = {**summarize(records, cfg), "init_from": init[0] if init else None,
+             "tokens_available": {name: c["tokens"] for name, c in data["languages"].items()},
+             "epochs": round(data["epochs"], 4)}
+    run.write_stats({**stats, "data": data, "checkpoint": result.checkpoint.path if result.checkpoint else None})
+    return stats
 
 
 def summarize(records: list[dict], cfg: TrainConfig) -> dict:
