@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from codemill.tokenize import batches
+from codemill.tokenize import batches, chunks, shards
 from codemill.tokenize.pack import tag_ids
 from codemill.tokenize.split import TRAIN, split_of
 from codemill.tokenize.stats import whitespace_savings
@@ -64,11 +65,34 @@ def test_summary_counts_and_whitespace_savings(tokenizers):
 
 def test_pack_documents_orders_by_doc_id_and_assigns_shards(tokenizers):
     tokenizer, _ = tokenizers
-    out = batches.kept(batches.tokenize_documents(documents(), tokenizer, None, 0.0, 0.0))
+    out = batches.kept_in_chunks(batches.tokenize_documents(documents(), tokenizer, None, 0.0, 0.0), {})
     tags = {"Python": tag_ids(tokenizer, "Python").tolist()}
     reversed_order = out.take(pa.array(np.arange(out.num_rows)[::-1]))
-    a = batches.pack_documents(out, tags, EOT_ID, 64, seed=3, n_shards={TRAIN: 4})
-    b = batches.pack_documents(reversed_order, tags, EOT_ID, 64, seed=3, n_shards={TRAIN: 4})
+    first_rows = {(TRAIN, "Python", 0): 0}
+    a = batches.pack_documents(out, tags, EOT_ID, 64, seed=3, n_shards={TRAIN: 4}, first_rows=first_rows)
+    b = batches.pack_documents(reversed_order, tags, EOT_ID, 64, seed=3, n_shards={TRAIN: 4}, first_rows=first_rows)
     assert a.equals(b), "the rows do not depend on the order documents arrive in"
     assert set(a["split"].to_pylist()) == {TRAIN} and set(a["shard"].to_pylist()) <= {0, 1, 2, 3}
-    assert a.num_rows == batches.stream_rows(sum(out["n_ids"].to_pylist()), out.num_rows, len(tags["Python"]), 64)
+    assert a.num_rows == shards.stream_rows(sum(out["n_ids"].to_pylist()), out.num_rows, len(tags["Python"]), 64)
+
+
+def test_chunks_are_counted_planned_and_packed_one_per_task(tokenizers):
+    tokenizer, _ = tokenizers
+    tokenized = batches.tokenize_documents(documents(), tokenizer, None, 0.0, 0.0)
+    n_chunks = {(TRAIN, "Python"): 3}
+    docs = batches.kept_in_chunks(tokenized, n_chunks)
+    assert set(docs["chunk"].to_pylist()) == {0, 1, 2}, "40 documents by hash over 3 chunks: none empty"
+    counted = batches.summarize_chunks(tokenized, n_chunks).to_pylist()
+    for c in counted:
+        mine = docs.filter(pc.equal(docs["chunk"], c["chunk"]))
+        assert c["documents"] == mine.num_rows and c["doc_tokens"] == pc.sum(mine["n_ids"]).as_py()
+    tags = {"Python": tag_ids(tokenizer, "Python").tolist()}
+    planned = chunks.plan(counted, {"Python": len(tags["Python"])}, 64)
+    first_rows = {(c["split"], c["language"], c["chunk"]): c["first_row"] for c in planned}
+    packed = [batches.pack_documents(docs.filter(pc.equal(docs["chunk"], c["chunk"])), tags, EOT_ID, 64, 3,
+                                     {TRAIN: 4}, first_rows) for c in planned]
+    assert [t.num_rows for t in packed] == [c["rows"] for c in planned]
+    rows = np.concatenate([t["stream_row"].to_numpy() for t in packed])
+    assert np.array_equal(rows, np.arange(sum(c["rows"] for c in planned))), "one stream, numbered once"
+    with pytest.raises(ValueError, match="one chunk"):
+        batches.pack_documents(docs, tags, EOT_ID, 64, 3, {TRAIN: 4}, first_rows)

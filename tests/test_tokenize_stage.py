@@ -22,7 +22,9 @@ from codemill.tokenize.tokenizer import codegeex_tokenizer, decode
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SETTINGS = ["--set", "shard_mb=0.5", "--set", "validation_fraction=0.05", "--set", "batch_docs=64"]
+# chunks of 200k ids: Python's ~700k ids are packed in several chunks, the other streams in one each
+SETTINGS = ["--set", "shard_mb=0.5", "--set", "validation_fraction=0.05", "--set", "batch_docs=64",
+            "--set", "chunk_tokens=200000"]
 
 
 def real_python(n: int = 240) -> list[str]:
@@ -105,6 +107,11 @@ def test_stage_local_output(ray_session, tmp_path):
     stats = json.loads((tmp_path / "tokenize" / "stats.json").read_text())
     assert stats["rejected"] == {"empty content": 1, "language without a tag": 2}
     assert stats["whitespace"]["sample_documents"] > 0 and stats["whitespace"]["saved_fraction"] > 0.05
+    packing = stats["packing"]
+    assert packing["chunks"] > packing["streams"] == 6, "Python's train stream is cut into chunks"
+    assert packing["padded_rows"] == train["padded_rows"] + validation["padded_rows"] <= packing["chunks"]
+    assert packing["rows"] == train["rows"] + validation["rows"] == packing["rows_unchunked"] + packing["extra_rows"]
+    assert 0 < packing["extra_rows"] < packing["chunks"]
     assert (tmp_path / "tokenize" / "tokens_per_language.png").read_bytes()[:4] == b"\x89PNG"
     complete = mf.read_manifest(out)
     assert complete.status == mf.STATUS_COMPLETE and complete.counts["rejected"] == 3
@@ -112,8 +119,10 @@ def test_stage_local_output(ray_session, tmp_path):
     # rows are deterministic: a second output with the same seed is the same, another seed is not
     again = str(tmp_path / "again")
     assert run_stage(input_uri, again) == 0
-    a, b = ShardReader(out), ShardReader(again)
-    assert np.array_equal(a.rows(np.arange(len(a))), b.rows(np.arange(len(b))))
+    assert (tmp_path / "again" / "manifest.json").read_bytes() == (tmp_path / "tokenize" / "manifest.json").read_bytes()
+    for entry in train["shards"] + validation["shards"]:
+        assert (tmp_path / "again" / entry["path"]).read_bytes() == (tmp_path / "tokenize" / entry["path"]).read_bytes()
+    a = ShardReader(out)
     reseeded = str(tmp_path / "reseeded")
     assert run_stage(input_uri, reseeded, "--set", "seed=1") == 0
     c = ShardReader(reseeded)

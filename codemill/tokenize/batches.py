@@ -2,9 +2,11 @@
 
 1. `tokenize_documents`: a batch of documents -> one row per document: its split, ids, and the reason it
    was rejected, if it was (bad input is kept and counted, never dropped silently).
-2. `summarize_documents`: per (split, language) counts, from which the driver sizes the shards and
-   measures what the whitespace tokens save.
-3. `pack_documents`: all documents of one (split, language) -> packed rows, each with its shard number.
+2. `summarize_documents`: per (split, language) counts, from which the driver measures what the whitespace
+   tokens save and how many chunks each stream is cut into (`codemill.tokenize.chunks`).
+3. `summarize_chunks`: per (split, language, chunk) counts, from which the driver numbers each chunk's rows
+   in its stream and sizes the shards.
+4. `kept_in_chunks` + `pack_documents`: the documents of one chunk -> packed rows, each with its shard.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from codemill.languages import BY_NAME
+from codemill.tokenize.chunks import chunk_of_keys
 from codemill.tokenize.pack import pack_stream
 from codemill.tokenize.shards import shard_of_keys
-from codemill.tokenize.split import in_stats_sample, split_of
+from codemill.tokenize.split import chunk_key, in_stats_sample, split_of
 from codemill.tokenize.tokenizer import TOKEN_ID_DTYPE
 
 INPUT_COLUMNS = ["doc_id", "language", "content"]
@@ -32,6 +35,7 @@ TOKENIZED_SCHEMA = pa.schema([
     ("ids", pa.large_list(pa.uint16())), ("n_ids", pa.int64()),
     ("gpt2_n_ids", pa.int64()),  # plain GPT-2's count, for documents in the statistics sample
     ("reason", pa.string()),     # null when the document is kept
+    ("chunk_key", pa.uint64()),  # which packing chunk of its stream it joins (`chunks.chunk_of_keys`)
 ])
 
 
@@ -81,6 +85,7 @@ def tokenize_documents(batch: pa.Table, tokenizer, gpt2, validation_fraction: fl
         pa.array([split_of(d, validation_fraction) for d in doc_ids], pa.string()),
         pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, pa.uint16())),
         pa.array(lengths, pa.int64()), pa.array(gpt2_counts, pa.int64()), pa.array(reasons, pa.string()),
+        pa.array(np.fromiter(map(chunk_key, doc_ids), dtype=np.uint64, count=len(doc_ids)), pa.uint64()),
     ], schema=TOKENIZED_SCHEMA)
 
 
@@ -115,24 +120,49 @@ def summarize_documents(tokenized: pa.Table) -> pa.Table:
     ], schema=SUMMARY_SCHEMA)
 
 
-def stream_rows(doc_tokens: int, documents: int, tag_len: int, seq_len: int) -> int:
-    """How many rows a (split, language) stream packs into (documents + one separator each)."""
-    return -(-(doc_tokens + documents) // (seq_len - tag_len))
+CHUNK_SUMMARY_SCHEMA = pa.schema([
+    ("split", pa.string()), ("language", pa.string()), ("chunk", pa.int64()), ("documents", pa.int64()),
+    ("doc_tokens", pa.int64()),
+])
+
+
+def kept_in_chunks(tokenized: pa.Table, n_chunks: dict[tuple[str, str], int]) -> pa.Table:
+    """The kept documents with their packing chunk (`chunk`), given the chunks of each (split, language)."""
+    docs = kept(tokenized)
+    counts = np.ones(docs.num_rows, dtype=np.uint64)
+    for (split, language), n in n_chunks.items():
+        if n > 1:
+            in_stream = pc.and_(pc.equal(docs["split"], split), pc.equal(docs["language"], language))
+            counts[in_stream.to_numpy(zero_copy_only=False)] = n
+    chunk = chunk_of_keys(docs["chunk_key"].to_numpy(), counts)
+    return docs.append_column("chunk", pa.array(chunk, pa.int64()))
+
+
+def summarize_chunks(tokenized: pa.Table, n_chunks: dict[tuple[str, str], int]) -> pa.Table:
+    """Per (split, language, chunk) of the kept documents: count and ids."""
+    docs = kept_in_chunks(tokenized, n_chunks).select(["split", "language", "chunk", "n_ids"])
+    grouped = docs.group_by(["split", "language", "chunk"]).aggregate([("n_ids", "count"), ("n_ids", "sum")])
+    return pa.Table.from_arrays([grouped["split"], grouped["language"], grouped["chunk"], grouped["n_ids_count"],
+                                 grouped["n_ids_sum"]], schema=CHUNK_SUMMARY_SCHEMA)
 
 
 def pack_documents(docs: pa.Table, tags: dict[str, list[int]], eot_id: int, seq_len: int, seed: int,
-                   n_shards: dict[str, int]) -> pa.Table:
-    """The packed rows of one (split, language) group of kept documents, in doc_id order (so the result
-    does not depend on how the documents reached this task), with their `split` and `shard`."""
-    split = docs["split"][0].as_py()
-    language = docs["language"][0].as_py()
+                   n_shards: dict[str, int], first_rows: dict[tuple[str, str, int], int]) -> pa.Table:
+    """The packed rows of one chunk of kept documents (`kept_in_chunks`), in doc_id order (so the result
+    does not depend on how the documents reached this task), numbered from the chunk's first row in its
+    stream (`first_rows`, from `chunks.plan`), with their `split` and `shard`. A task is given one chunk
+    and nothing more: that is what bounds its memory, so a group of several is refused."""
+    group = ["split", "language", "chunk"]
+    if any(pc.count_distinct(docs[c]).as_py() != 1 for c in group):
+        raise ValueError(f"a packing task takes the documents of one chunk, got several {group} groups")
+    split, language, chunk = (docs[c][0].as_py() for c in group)
     docs = docs.take(pc.sort_indices(docs["doc_id"]))
     ids = docs["ids"].combine_chunks()
     values = ids.values.to_numpy(zero_copy_only=False)
     offsets = ids.offsets.to_numpy()
     streams = [values[offsets[k]:offsets[k + 1]] for k in range(len(offsets) - 1)]
     rows = pack_stream(streams, docs["doc_id"].to_pylist(), language, np.asarray(tags[language], TOKEN_ID_DTYPE),
-                       split, seed, seq_len, eot_id)
+                       split, seed, seq_len, eot_id, first_rows[(split, language, chunk)])
     shard = shard_of_keys(rows["shuffle_key"].to_numpy(), n_shards[split])
     return rows.append_column("split", pa.array([split] * rows.num_rows, pa.string())) \
                .append_column("shard", pa.array(shard, pa.int64()))

@@ -6,6 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from codemill.config import StrictModel
+from codemill.tokenize.chunks import CHUNK_TOKENS
 from codemill.tokenize.pack import SEQ_LEN
 from codemill.tokenize.shards import SHARD_BYTES
 from codemill.tokenize.split import VALIDATION_FRACTION
@@ -38,6 +39,10 @@ class TokenizeConfig(StrictModel):
     seed: int = Field(0, ge=0, description="the global shuffle of rows")
     shard_mb: float = Field(SHARD_BYTES / 2**20, gt=0, description="target shard size (MiB)")
     batch_docs: int = Field(TOKENIZE_BATCH_DOCS, ge=1, description="documents per tokenization batch")
+    chunk_tokens: int = Field(CHUNK_TOKENS, ge=1, description=(
+        "ids per packing chunk, on average (documents join a chunk by the hash of their doc_id): one task "
+        "packs one chunk, so this bounds a packing worker's memory (2 bytes per id, a few copies); each chunk "
+        "ends in at most one padded row"))
     whitespace_sample_fraction: float = Field(WHITESPACE_SAMPLE_FRACTION, ge=0.0, le=1.0,
                                               description="documents also encoded with plain GPT-2 for stats")
 

@@ -61,10 +61,11 @@ def row_schema(seq_len: int) -> pa.Schema:
 
 
 def row_table(rows: np.ndarray, language: str, n_tokens: np.ndarray, doc_starts: pa.ListArray,
-              doc_ids: pa.ListArray, first_continues: np.ndarray, shuffle_key: np.ndarray) -> pa.Table:
-    """Rows of one language as a table of `row_schema` (the ids are not copied)."""
+              doc_ids: pa.ListArray, first_continues: np.ndarray, shuffle_key: np.ndarray,
+              first_row: int = 0) -> pa.Table:
+    """Rows `first_row ..` of one language's stream as a table of `row_schema` (the ids are not copied)."""
     n_rows, seq_len = rows.shape
-    stream_row = np.arange(n_rows, dtype=np.int64)
+    stream_row = np.arange(first_row, first_row + n_rows, dtype=np.int64)
     input_ids = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), ID_TYPE), seq_len)
     code = LANGUAGE_NAMES.index(language)
     languages = pa.DictionaryArray.from_arrays(pa.array(np.full(n_rows, code, np.int8)), _LANGUAGES)
@@ -78,14 +79,21 @@ def row_bytes(seq_len: int) -> int:
     return seq_len * ID_TYPE.byte_width
 
 
+def stream_rows(doc_tokens: int, documents: int, tag_len: int, seq_len: int) -> int:
+    """How many rows a stream (or a packing chunk) of documents packs into: its ids plus one separator per
+    document, `seq_len - tag_len` of them per row."""
+    return -(-(doc_tokens + documents) // (seq_len - tag_len))
+
+
 def shard_count(n_rows: int, seq_len: int, shard_bytes: int = SHARD_BYTES) -> int:
     return max(1, math.ceil(n_rows * row_bytes(seq_len) / shard_bytes))
 
 
-def shard_of_keys(keys: np.ndarray, n_shards: int) -> np.ndarray:
-    """Range partition of uint64 keys into `n_shards` equal key ranges (monotonic in the key)."""
+def shard_of_keys(keys: np.ndarray, n_shards: int | np.ndarray) -> np.ndarray:
+    """Range partition of uint64 keys into `n_shards` equal key ranges (monotonic in the key); `n_shards` may
+    be one count per key (packing chunks: each stream has its own count)."""
     high = np.asarray(keys, dtype=np.uint64) >> np.uint64(32)
-    return ((high * np.uint64(n_shards)) >> np.uint64(32)).astype(np.int64)
+    return ((high * np.asarray(n_shards, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
 
 
 def shard_path(split: str, index: int) -> str:
@@ -112,19 +120,22 @@ def write_shard(rows: pa.Table, out: str, split: str, index: int) -> dict:
 def _per_language(rows: pa.Table) -> dict[str, dict[str, int]]:
     codes = rows["language"].combine_chunks().indices.to_numpy(zero_copy_only=False)
     tokens = rows["n_tokens"].to_numpy()
+    padded = tokens < rows.schema.field("input_ids").type.list_size
     # A row begins one document per piece, except a first piece that continues an earlier row's.
     begun = pc.list_value_length(rows["doc_ids"]).to_numpy() - rows["first_continues"].to_numpy(zero_copy_only=False)
     return {LANGUAGE_NAMES[c]: {"rows": int((codes == c).sum()), "tokens": int(tokens[codes == c].sum()),
-                                "documents": int(begun[codes == c].sum())}
+                                "documents": int(begun[codes == c].sum()),
+                                "padded_rows": int(padded[codes == c].sum())}
             for c in np.unique(codes)}
 
 
 def split_summary(records: list[dict], tags: dict[str, list[int]], seq_len: int) -> dict:
-    """Rows, tokens, documents, document tokens and padding of one split, in all and per language."""
+    """Rows, tokens, documents, document tokens, padding and padded rows (at most one per packing chunk) of
+    one split, in all and per language."""
     languages: dict[str, dict[str, int]] = {}
     for record in records:
         for language, c in record["languages"].items():
-            acc = languages.setdefault(language, {"rows": 0, "tokens": 0, "documents": 0})
+            acc = languages.setdefault(language, {"rows": 0, "tokens": 0, "documents": 0, "padded_rows": 0})
             for key in acc:
                 acc[key] += c[key]
     for language, acc in languages.items():
@@ -132,7 +143,7 @@ def split_summary(records: list[dict], tags: dict[str, list[int]], seq_len: int)
         acc["doc_tokens"] = acc["tokens"] - acc["rows"] * len(tags[language]) - acc["documents"]
         acc["padding"] = acc["rows"] * seq_len - acc["tokens"]
     totals = {key: sum(acc[key] for acc in languages.values())
-              for key in ("rows", "tokens", "documents", "doc_tokens", "padding")}
+              for key in ("rows", "tokens", "documents", "doc_tokens", "padding", "padded_rows")}
     ordered = sorted(records, key=lambda r: r["path"])
     return {**totals, "languages": dict(sorted(languages.items())),
             "shards": [{"path": r["path"], "rows": r["rows"], "bytes": r["bytes"]} for r in ordered]}

@@ -1,14 +1,16 @@
 """The tokenize stage on Ray: dedup's `kept/` documents -> packed, shuffled Arrow IPC shards.
 
     read kept/ Parquet ─▶ map_batches(tokenize, a task per batch on one CPU) ─▶ materialize
-        ├─▶ per (split, language) counts ─▶ shard counts, whitespace savings (driver; a few numbers)
+        ├─▶ per (split, language) counts ─▶ chunks per stream, whitespace savings (driver; a few numbers)
+        ├─▶ per (split, language, chunk) counts ─▶ each chunk's first row, shard counts (driver; one per chunk)
         ├─▶ rejected documents with their reason ─▶ rejected/
-        └─▶ groupby(split, language).map_groups(pack) ─▶ groupby(split, shard).map_groups(sort + write)
+        └─▶ groupby(split, language, chunk).map_groups(pack) ─▶ groupby(split, shard).map_groups(sort + write)
 
-Each row gets a random key at packing time and each shard a range of keys, so the global shuffle is a Ray
-Data shuffle by shard number and no process ever holds more than one shard's rows. Packing takes one (split, language)
-stream per task: its documents' ids must fit in one worker's memory (2 bytes per token: 1B tokens of one
-language need 2 GB); that is the scale bound of this stage.
+Packing takes one chunk of a (split, language) stream per task (`codemill.tokenize.chunks`: `chunk_tokens`
+ids on average, chosen by the hash of doc_id), so a packing worker holds one chunk, however large a
+language grows. Each row gets a random key at packing time and each shard a range of keys, so the global
+shuffle is a Ray Data shuffle by shard number and no process ever holds more than one shard's rows. The
+driver holds counts: one per stream and one per chunk.
 
 Outputs under --out: `shards/`, `tokenizer.json`, `manifest.json` (the dataset: `codemill.tokenize.shards`),
 `rejected/` (doc_id, language, reason), `stats.json`, `tokens_per_language.png`, then `_manifest.json`.
@@ -30,7 +32,7 @@ from codemill import storage
 from codemill.languages import BY_NAME, LANGUAGE_NAMES
 from codemill.runner import StageRun
 from codemill.stages import DEDUP_KEPT, TOKENIZE_FIGURE, TOKENIZE_REJECTED
-from codemill.tokenize import batches, shards
+from codemill.tokenize import batches, chunks, shards
 from codemill.tokenize.config import TokenizeConfig
 from codemill.tokenize.pack import tag_ids
 from codemill.tokenize.split import TRAIN, split_of
@@ -95,22 +97,20 @@ def build_tokenizer(config: TokenizeConfig, kept_uri: str):
     return train_codegeex_style_tokenizer(training_texts(kept_uri, config), train.vocab_size, train.min_frequency)
 
 
-def merged_summary(table: pa.Table) -> list[dict]:
-    """Per-batch counts summed per (split, language)."""
+def merged_summary(table: pa.Table, keys: tuple[str, ...] = ("split", "language")) -> list[dict]:
+    """Per-batch counts summed per `keys` (the table's other columns are the counts)."""
     if not table.num_rows:
         return []
-    keys = ["split", "language"]
-    sums = [name for name in batches.SUMMARY_SCHEMA.names if name not in keys]
-    grouped = table.group_by(keys).aggregate([(name, "sum") for name in sums])
+    sums = [name for name in table.column_names if name not in keys]
+    grouped = table.group_by(list(keys)).aggregate([(name, "sum") for name in sums])
     return [{**{k: row[k] for k in keys}, **{name: row[f"{name}_sum"] for name in sums}}
             for row in grouped.to_pylist()]
 
 
-def shard_counts(summary: list[dict], tags: dict[str, list[int]], config: TokenizeConfig) -> dict[str, int]:
+def shard_counts(planned: list[dict], config: TokenizeConfig) -> dict[str, int]:
     rows: Counter[str] = Counter()
-    for s in summary:
-        rows[s["split"]] += batches.stream_rows(s["doc_tokens"], s["documents"], len(tags[s["language"]]),
-                                                config.seq_len)
+    for c in planned:
+        rows[c["split"]] += c["rows"]
     return {split: shards.shard_count(n, config.seq_len, config.shard_bytes) for split, n in rows.items()}
 
 
@@ -152,11 +152,19 @@ def _tokenize(run: StageRun) -> dict:
     rejected = collect_table(tokenized.map_batches(batches.rejected, batch_format="pyarrow"), batches.REJECTED_SCHEMA)
     storage.write_table(rejected, run.path(TOKENIZE_REJECTED, "part-00000.parquet"))
 
-    n_shards = shard_counts(summary, tags, config)
-    pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards)
-    # One shuffle partition per group: Ray's default (hundreds) costs more than the work on small corpora.
-    records_ds = (tokenized.map_batches(batches.kept, batch_format="pyarrow")
-                  .groupby(["split", "language"], num_partitions=max(1, len(summary)))
+    n_chunks = chunks.stream_chunk_counts(summary, config.chunk_tokens)
+    chunk_summary = merged_summary(
+        collect_table(tokenized.map_batches(batches.summarize_chunks, fn_args=(n_chunks,), batch_format="pyarrow"),
+                      batches.CHUNK_SUMMARY_SCHEMA), keys=("split", "language", "chunk"))
+    tag_lens = {language: len(tag) for language, tag in tags.items()}
+    planned = chunks.plan(chunk_summary, tag_lens, config.seq_len)
+    n_shards = shard_counts(planned, config)
+    first_rows = {(c["split"], c["language"], c["chunk"]): c["first_row"] for c in planned}
+    pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards, first_rows)
+    # One shuffle partition per chunk, so a packing task holds about one chunk (Ray's default, hundreds of
+    # partitions, also costs more than the work on small corpora).
+    records_ds = (tokenized.map_batches(batches.kept_in_chunks, fn_args=(n_chunks,), batch_format="pyarrow")
+                  .groupby(["split", "language", "chunk"], num_partitions=max(1, len(planned)))
                   .map_groups(batches.pack_documents, fn_args=pack_args, batch_format="pyarrow")
                   .groupby(["split", "shard"], num_partitions=max(1, sum(n_shards.values())))
                   .map_groups(write_shard_group, fn_args=(run.out,), batch_format="pyarrow"))
@@ -165,7 +173,8 @@ def _tokenize(run: StageRun) -> dict:
                                           config.validation_fraction, tags)
     seconds = time.time() - started
 
-    stats = tokenize_stats(manifest, summary, dict(Counter(rejected["reason"].to_pylist())), seconds)
+    packing = chunks.packing_stats(planned, summary, tag_lens, config.seq_len, config.chunk_tokens)
+    stats = tokenize_stats(manifest, summary, dict(Counter(rejected["reason"].to_pylist())), seconds, packing)
     tokenized_documents = sum(s["documents"] for s in summary)
     stats["documents"] = {"input": tokenized.count(), "tokenized": tokenized_documents, "rejected": rejected.num_rows}
     stats["throughput"]["tokenize_seconds"] = round(tokenized_s, 3)
@@ -174,6 +183,7 @@ def _tokenize(run: StageRun) -> dict:
     counts = {f"{split}_{key}": manifest["splits"][split][key]
               for split in manifest["splits"] for key in ("rows", "tokens", "documents")}
     counts.update({"documents_in": stats["documents"]["input"], "rejected": rejected.num_rows, "shards": len(records),
+                   "chunks": len(planned), "padded_rows": stats["packing"]["padded_rows"],
                    "tokenizer_sha256": manifest["tokenizer"]["sha256"],
                    "whitespace_saved_fraction": stats["whitespace"]["saved_fraction"]})
     return counts

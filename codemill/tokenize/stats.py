@@ -16,8 +16,10 @@ def whitespace_savings(summary: list[dict]) -> dict:
             "saved_fraction": round(1 - ours / gpt2, 6) if gpt2 else None}
 
 
-def tokenize_stats(manifest: dict, summary: list[dict], rejected: dict[str, int], seconds: float) -> dict:
-    """Everything worth a glance after a run; the shard list stays in manifest.json."""
+def tokenize_stats(manifest: dict, summary: list[dict], rejected: dict[str, int], seconds: float,
+                   packing: dict) -> dict:
+    """Everything worth a glance after a run; the shard list stays in manifest.json. `packing`: what
+    `chunks.packing_stats` says chunking cost; the rows it padded are counted here from the shards."""
     splits = {name: {k: v for k, v in split.items() if k != "shards"} | {"shards": len(split["shards"])}
               for name, split in manifest["splits"].items()}
     tokens = tokens_per_language(manifest)
@@ -31,6 +33,7 @@ def tokenize_stats(manifest: dict, summary: list[dict], rejected: dict[str, int]
                              "codegeex_share": round(corpus_share(name), 6)}
                       for name, n in sorted(tokens.items(), key=lambda kv: -kv[1])},
         "whitespace": whitespace_savings(summary),
+        "packing": {**packing, "padded_rows": sum(split["padded_rows"] for split in manifest["splits"].values())},
         "rejected": dict(sorted(rejected.items())),
         "throughput": {"seconds": round(seconds, 3), "document_tokens": doc_tokens,
                        "tokens_per_s": round(doc_tokens / seconds, 1) if seconds > 0 else None},
