@@ -13,12 +13,11 @@ import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
-from codemill.dedup.components import connected_components
 from codemill.dedup.decontam import build_index, find_contamination, load_index
 from codemill.dedup.lsh import band_keys, optimal_bands_rows, star_edges
 from codemill.dedup.minhash import estimated_jaccard, permutations, signatures
 from codemill.dedup.normalize import exact_key, normalize
-from codemill.dedup.resolve import resolve_clusters, signature_column
+from codemill.dedup.resolve import resolve_members, signature_column
 from codemill.dedup.shingles import code_tokens, jaccard, shingles
 from codemill.dedup.survivor import choose_survivors, survivor_order
 from codemill.humaneval import read_problems
@@ -122,15 +121,6 @@ def test_star_edges_link_each_bucket_to_its_smallest_node():
     assert list(zip(src, dst)) == [(2, 3)]
 
 
-def test_connected_components_label_with_smallest_node():
-    src = np.array([10, 3, 7, 100])
-    dst = np.array([3, 7, 10, 200])
-    nodes, comp = connected_components(src, dst)
-    assert dict(zip(nodes.tolist(), comp.tolist())) == {3: 3, 7: 3, 10: 3, 100: 100, 200: 100}
-    nodes, comp = connected_components(src[::-1], dst[::-1])  # order does not matter
-    assert dict(zip(nodes.tolist(), comp.tolist()))[10] == 3
-
-
 def test_survivor_rule_stars_then_depth_then_path_then_doc_id():
     table = pa.table({
         "doc_id": ["d5", "d4", "d3", "d2", "d1", "d0"],
@@ -168,23 +158,22 @@ def _members(texts, stars, paths, exact_keys=None):
     })
 
 
-def test_resolve_clusters_verifies_labels_and_keeps_the_best_copy():
+def test_resolve_members_labels_and_keeps_the_best_copy():
     base = (REPO_ROOT / "codemill" / "config.py").read_text()
     near = base.replace("import", "import  # x\nimport", 1)
     other = (REPO_ROOT / "codemill" / "storage.py").read_text()
     members = _members([base, base, near, other], [1, 5, 3, 9], ["a.py", "b.py", "c.py", "d.py"],
                        exact_keys=[7, 7, 8, 9])
-    # candidate edges: 5-15 exact copy, 15-25 near copy, 25-35 an LSH false positive
-    src, dst = np.array([5, 15, 25]), np.array([15, 25, 35])
-    dups, counts = resolve_clusters(src, dst, members, 256, verify_threshold=0.7)
-    assert counts == {"candidate_edges": 3, "verified_edges": 2, "clusters": 1}
+    # one cluster (an exact copy and a near copy) and d.py alone in its own
+    dups, removed = resolve_members(members.append_column("root", pa.array([0, 0, 0, 3])), 256)
     rows = {r["doc_id"]: r for r in dups.to_pylist()}
-    assert set(rows) == {"doc0", "doc2"}
+    assert set(rows) == {"doc0", "doc2"} and sorted(removed.tolist()) == [0, 2]
     assert rows["doc0"]["kind"] == "exact" and rows["doc0"]["similarity"] == 1.0
     assert rows["doc2"]["kind"] == "near" and 0.7 <= rows["doc2"]["similarity"] < 1.0
     assert {r["kept_doc_id"] for r in rows.values()} == {"doc1"} and {r["cluster_id"] for r in rows.values()} == {5}
-    unverified, counts = resolve_clusters(src, dst, members, 256, verify_threshold=None)
-    assert counts["verified_edges"] == 3 and "doc1" in set(unverified["doc_id"].to_pylist())  # d.py has 9 stars
+    # all four in one cluster (an unverified LSH false positive joined them): d.py has 9 stars and survives
+    together, _ = resolve_members(members.append_column("root", pa.array([3, 3, 3, 3])), 256)
+    assert "doc1" in set(together["doc_id"].to_pylist()) and set(together["kept_doc_id"].to_pylist()) == {"doc3"}
 
 
 @pytest.mark.skipif(not HUMANEVAL_FILES, reason="HumanEval-X data not found beside the repository")
@@ -221,7 +210,7 @@ def test_exact_copies_keep_one_copy_even_when_a_near_copy_survives():
     near = base.replace("import", "import  # x\nimport", 1)
     # rows: original (1 star), its exact copy (2 stars), a near copy (100 stars: the survivor)
     members = _members([base, base, near], [1, 2, 100], ["a.py", "b.py", "c.py"], exact_keys=[7, 7, 8])
-    dups, _ = resolve_clusters(np.array([5, 5]), np.array([15, 25]), members, 256, verify_threshold=0.7)
+    dups, _ = resolve_members(members.append_column("root", pa.array([1, 1, 1])), 256)
     rows = {r["doc_id"]: r for r in dups.to_pylist()}
     assert rows["doc0"]["kind"] == "exact" and rows["doc0"]["similarity"] == 1.0
     assert rows["doc1"]["kind"] == "near" and rows["doc1"]["similarity"] < 1.0

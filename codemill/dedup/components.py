@@ -1,28 +1,55 @@
-"""Connected components of the duplicate graph, from its edge list alone.
+"""Connected components of the duplicate graph by alternating large-star and small-star steps
+(Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
 
-Only nodes that have an edge are touched, so memory follows the number of edges (duplicate pairs),
-not the number of documents: documents without a duplicate never reach this code.
+Each step needs only the neighbours of one node at a time, so the edge list can be split by node into
+any number of partitions and each partition processed on its own; the graph shrinks to one star per
+component, centred on its smallest node, in O(log^2 n) rounds (a handful in practice). Pure numpy on
+int64 (node, neighbour) arrays; the stage routes the pairs between partitions (graph.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components as _scipy_components
+
+from codemill.dedup.lsh import unique_pairs
 
 
-def connected_components(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(nodes, component) for every node that has an edge: nodes sorted, component = the smallest
-    node of its component, so the labelling does not depend on edge order or partitioning."""
-    if len(src) == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty
-    nodes, dense = np.unique(np.concatenate([src, dst]).astype(np.int64), return_inverse=True)
-    n_edges = len(src)
-    graph = coo_matrix((np.ones(n_edges, np.int8), (dense[:n_edges], dense[n_edges:])), shape=(len(nodes),) * 2)
-    _, labels = _scipy_components(graph, directed=False)
-    # nodes are sorted, so the first node seen for each label is that component's smallest node.
-    first_of_label = np.full(labels.max() + 1, -1, np.int64)
-    first_index = np.unique(labels, return_index=True)[1]
-    first_of_label[labels[first_index]] = nodes[first_index]
-    return nodes, first_of_label[labels]
+def _neighbourhoods(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct pairs without self-loops, sorted by (u, v); each node's first row and its degree."""
+    keep = u != v
+    u, v = u[keep], v[keep]
+    first = unique_pairs(u, v)
+    u, v = u[first], v[first]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, np.int64)
+    degree = np.diff(np.append(starts, len(u)))
+    return u, v, starts, degree
+
+
+Edges = tuple[np.ndarray, np.ndarray]
+
+
+def large_star(u: np.ndarray, v: np.ndarray) -> tuple[Edges, Edges, int]:
+    """One large-star step over every node of a partition, given all its neighbours (pairs in both
+    orientations): each larger neighbour links to the smallest node of the neighbourhood.
+
+    Returns the new edges (larger, smaller), each node's current root (its smallest neighbour or itself),
+    and how many nodes are unsettled (a smaller neighbour and more than one neighbour). When no node of
+    any partition is unsettled, every component is a star and the roots are the components' smallest nodes.
+    """
+    u, v, starts, degree = _neighbourhoods(u, v)
+    nodes = u[starts]
+    roots = np.minimum(nodes, v[starts])  # v is sorted within a node: its first row is the smallest
+    per_row = np.repeat(roots, degree)
+    larger = v > u
+    unsettled = int(np.count_nonzero((v[starts] < nodes) & (degree > 1)))
+    return (v[larger], per_row[larger]), (nodes, roots), unsettled
+
+
+def small_star(u: np.ndarray, v: np.ndarray) -> Edges:
+    """One small-star step over pairs (larger, smaller) grouped by their larger node: the node and its
+    smaller neighbours all link to the smallest of them. Returns the new edges (larger, smaller)."""
+    u, v, starts, degree = _neighbourhoods(u, v)
+    nodes, roots = u[starts], v[starts]
+    per_row = np.repeat(roots, degree)
+    other = v != per_row
+    return np.concatenate([v[other], nodes]), np.concatenate([per_row[other], roots])

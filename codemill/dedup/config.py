@@ -22,7 +22,10 @@ FALSE_NEGATIVE_WEIGHT = 0.5
 DECONTAMINATION_NGRAM = 13
 BOILERPLATE_MIN_PROBLEMS = 3
 DOCS_PER_BATCH = 1024  # documents per signature batch: ~10 MB of code, big enough to amortise the kernel call
-BAND_ROWS_PER_PARTITION = 2_000_000  # shuffle partition size (~32 MB of keys), so reducer memory stays flat
+BAND_ROWS_PER_PARTITION = 2_000_000  # shuffle partition size (~48 MB of keys), so reducer memory stays flat
+# Duplicate-graph partition size: edges per components partition, cluster members (~1.2 KB each with their
+# signature) per resolve partition, so a task's memory stays flat however many duplicates the corpus has.
+GRAPH_ROWS_PER_PARTITION = 200_000
 
 
 class NearDedupConfig(StrictModel):
@@ -67,3 +70,4 @@ class DedupConfig(StrictModel):
     decontaminate: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     docs_per_batch: int = Field(DOCS_PER_BATCH, ge=1)
     band_rows_per_partition: int = Field(BAND_ROWS_PER_PARTITION, ge=1000)
+    graph_rows_per_partition: int = Field(GRAPH_ROWS_PER_PARTITION, ge=1)

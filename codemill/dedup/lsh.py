@@ -61,22 +61,34 @@ def partition_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
     return (keys % np.uint64(n_partitions)).astype(np.int64)
 
 
-def star_edges(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edges (bucket minimum node, other node) for every key shared by two or more distinct nodes;
-    `keys` may be [n] or [n, k] (several key columns compared together). Each edge appears once."""
+def star_pairs(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (centre, member) of the star edges of every key shared by two or more distinct nodes:
+    each bucket's other nodes link to its smallest node. `keys` may be [n] or [n, k] (several key columns
+    compared together). Each (centre node, member node) pair appears once."""
     keys2d = keys.reshape(len(keys), -1)
     order = np.lexsort((nodes,) + tuple(keys2d[:, c] for c in reversed(range(keys2d.shape[1]))))
-    keys2d, nodes = keys2d[order], nodes[order]
-    new_bucket = np.ones(len(nodes), dtype=bool)
+    keys2d, sorted_nodes = keys2d[order], nodes[order]
+    new_bucket = np.ones(len(sorted_nodes), dtype=bool)
     new_bucket[1:] = np.any(keys2d[1:] != keys2d[:-1], axis=1)
-    bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(len(nodes)), 0))
-    centre = nodes[bucket_start]
-    member = (~new_bucket) & (nodes != centre)
-    return unique_edges(centre[member], nodes[member])
+    bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(len(sorted_nodes)), 0))
+    member = (~new_bucket) & (sorted_nodes != sorted_nodes[bucket_start])
+    centre, other = order[bucket_start[member]], order[member]
+    first = unique_pairs(nodes[centre], nodes[other])
+    return centre[first], other[first]
 
 
-def unique_edges(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if len(src) == 0:
-        return src.astype(np.int64), dst.astype(np.int64)
-    pairs = np.unique(np.stack([src, dst], axis=1).astype(np.int64), axis=0)
-    return pairs[:, 0], pairs[:, 1]
+def star_edges(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The star edges of `star_pairs` as (centre node, member node), sorted."""
+    centre, member = star_pairs(keys, nodes)
+    return nodes[centre].astype(np.int64), nodes[member].astype(np.int64)
+
+
+def unique_pairs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct (left, right) pair, in pair order."""
+    if len(left) == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((right, left))
+    left, right = left[order], right[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (left[1:] != left[:-1]) | (right[1:] != right[:-1])
+    return order[first]

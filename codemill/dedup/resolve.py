@@ -1,9 +1,9 @@
-"""From candidate edges and the rows of the documents they touch to the list of removed duplicates.
+"""From the members of duplicate clusters to the list of removed duplicates.
 
-Pure logic on numpy arrays and Arrow tables: verify candidate pairs by estimated Jaccard, find the
-connected components, choose each component's survivor, and label every other member: `exact` when a
-preferred member of its cluster has the same normalised content (similarity 1.0), otherwise `near`
-(similarity: estimated Jaccard to the survivor). `kept_doc_id` is always the cluster's survivor.
+Pure logic on numpy arrays and Arrow tables: choose each cluster's survivor, and label every other
+member: `exact` when a preferred member of its cluster has the same normalised content (similarity 1.0),
+otherwise `near` (similarity: estimated Jaccard to the survivor). `kept_doc_id` is always the cluster's
+survivor, `cluster_id` the cluster's smallest node.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from codemill.dedup.components import connected_components
 from codemill.dedup.minhash import estimated_jaccard
 from codemill.dedup.survivor import choose_survivors, survivor_order
 
@@ -44,12 +43,12 @@ def signature_column(signatures: np.ndarray) -> pa.FixedSizeBinaryArray:
                                                 [None, pa.py_buffer(np.ascontiguousarray(signatures).tobytes())])
 
 
-def pairwise_jaccard(left: np.ndarray, right: np.ndarray, signatures: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of the row pairs (left[i], right[i]), a chunk at a time."""
-    out = np.empty(len(left))
-    for start in range(0, len(left), VERIFY_CHUNK):
+def pairwise_jaccard(left: np.ndarray, left_rows: np.ndarray, right: np.ndarray, right_rows: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of the signature pairs (left[left_rows[i]], right[right_rows[i]]), a chunk at a time."""
+    out = np.empty(len(left_rows))
+    for start in range(0, len(left_rows), VERIFY_CHUNK):
         end = start + VERIFY_CHUNK
-        out[start:end] = estimated_jaccard(signatures[left[start:end]], signatures[right[start:end]])
+        out[start:end] = estimated_jaccard(left[left_rows[start:end]], right[right_rows[start:end]])
     return out
 
 
@@ -64,48 +63,40 @@ def exact_group_heads(clustered: pa.Table, component: np.ndarray, hi: np.ndarray
     return head
 
 
-def resolve_clusters(src: np.ndarray, dst: np.ndarray, members: pa.Table, num_perm: int,
-                     verify_threshold: float | None) -> tuple[pa.Table, dict]:
-    """Duplicates (one row per removed document) and counts.
+def smallest_per_group(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each row, the smallest value among the rows of its group."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    smallest = np.full(inverse.max() + 1 if len(inverse) else 0, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(smallest, inverse, values)
+    return smallest[inverse]
 
-    `members` has one row per node that appears in an edge: node, doc_id, repo_stars, path, language,
-    exact_hi, exact_lo, signature. `verify_threshold` None keeps every candidate edge.
+
+def resolve_members(members: pa.Table, num_perm: int) -> tuple[pa.Table, np.ndarray]:
+    """Duplicates (one row per removed document) and the removed rows' indices in `members`.
+
+    `members` holds every member of some clusters, whole: root (any id shared by the cluster's members
+    alone), node, doc_id, repo_stars, path, language, exact_hi, exact_lo, signature.
     """
-    if len(src) == 0:  # no candidate pairs (an empty or duplicate-free corpus): nothing to resolve
-        return DUPLICATES_SCHEMA.empty_table(), {"candidate_edges": 0, "verified_edges": 0, "clusters": 0}
+    if members.num_rows == 0:
+        return DUPLICATES_SCHEMA.empty_table(), np.zeros(0, np.int64)
+    component = members["root"].to_numpy()
     signatures = signature_matrix(members["signature"], num_perm)
-    members = members.drop_columns(["signature"])  # the caller's copy of the signatures can be freed
-    nodes = members["node"].to_numpy()
-    by_node = np.argsort(nodes, kind="stable")
-    sorted_nodes = nodes[by_node]
-    # Graph ids are ranks in node order, so a component's smallest id is its smallest node.
-    src_rank, dst_rank = np.searchsorted(sorted_nodes, src), np.searchsorted(sorted_nodes, dst)
-    counts = {"candidate_edges": len(src)}
-    if verify_threshold is not None and len(src):
-        keep = pairwise_jaccard(by_node[src_rank], by_node[dst_rank], signatures) >= verify_threshold
-        src_rank, dst_rank = src_rank[keep], dst_rank[keep]
-    counts["verified_edges"] = len(src_rank)
-    ranks, component = connected_components(src_rank, dst_rank)
-    counts["clusters"] = len(np.unique(component))
-    if len(ranks) == 0:
-        return DUPLICATES_SCHEMA.empty_table(), counts
-    rows = by_node[ranks]
-    clustered = members.take(rows)
-    survivor = choose_survivors(clustered, component)
-    hi, lo = clustered["exact_hi"].to_numpy(), clustered["exact_lo"].to_numpy()
-    head = exact_group_heads(clustered, component, hi, lo)
-    removed = np.flatnonzero(survivor != np.arange(len(rows)))
+    survivor = choose_survivors(members, component)
+    hi, lo = members["exact_hi"].to_numpy(), members["exact_lo"].to_numpy()
+    head = exact_group_heads(members, component, hi, lo)
+    removed = np.flatnonzero(survivor != np.arange(members.num_rows))
     keeper = survivor[removed]
     exact = head[removed] != removed  # a better copy with the same normalised content is in the cluster
-    similarity = np.where(exact, 1.0, pairwise_jaccard(rows[removed], rows[keeper], signatures))
-    doc_ids = clustered["doc_id"]
+    similarity = np.where(exact, 1.0, pairwise_jaccard(signatures, removed, signatures, keeper))
+    cluster_id = smallest_per_group(component, members["node"].to_numpy())
+    doc_ids = members["doc_id"]
     table = pa.table({
         "doc_id": doc_ids.take(removed),
-        "cluster_id": pa.array(sorted_nodes[component[removed]], pa.int64()),
+        "cluster_id": pa.array(cluster_id[removed], pa.int64()),
         "kept_doc_id": doc_ids.take(keeper),
         "kind": pa.array(np.where(exact, KIND_EXACT, KIND_NEAR).tolist(), pa.string()),
         "similarity": pa.array(similarity, pa.float64()),
-        "language": clustered["language"].take(removed),
+        "language": members["language"].take(removed),
         "benchmark_task_id": pa.nulls(len(removed), pa.string()),
     }, schema=DUPLICATES_SCHEMA)
-    return table, counts
+    return table, removed

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from codemill.dedup.decontam import BenchmarkIndex, find_contamination
-from codemill.dedup.lsh import band_keys, partition_of, star_edges
+from codemill.dedup.lsh import band_keys, partition_of
 from codemill.dedup.minhash import signatures
 from codemill.dedup.normalize import exact_keys
 from codemill.dedup.resolve import signature_column, signature_matrix
@@ -76,38 +75,25 @@ def deduplicable(sketch: pa.Table, min_matches: int) -> np.ndarray:
     return (sketch["node"].to_numpy() != NO_NODE) & ~contaminated(sketch, min_matches)
 
 
-def band_rows(sketch: pa.Table, bands: int, rows: int, n_partitions: int, min_matches: int) -> dict:
-    """(partition, key, node) for every band of every document that has shingles."""
+def band_rows(sketch: pa.Table, bands: int, rows: int, n_partitions: int,
+              min_matches: int) -> tuple[pa.Table, np.ndarray]:
+    """(key, node, loc) for every band of every document that has shingles, and each row's partition."""
     keep = deduplicable(sketch, min_matches) & (sketch["shingles"].to_numpy() > 0)
     num_perm = sketch.schema.field("signature").type.byte_width // 4
     sigs = signature_matrix(sketch["signature"], num_perm)[keep]
     keys = band_keys(sigs, bands, rows).ravel()
-    nodes = np.repeat(sketch["node"].to_numpy()[keep], bands)
-    return {"partition": partition_of(keys, n_partitions), "key": keys, "node": nodes}
+    table = pa.table({"key": keys, "node": np.repeat(sketch["node"].to_numpy()[keep], bands),
+                      "loc": np.repeat(sketch["loc"].to_numpy()[keep], bands)})
+    return table, partition_of(keys, n_partitions)
 
 
-def exact_rows(sketch: pa.Table, n_partitions: int, min_matches: int) -> dict:
-    """(partition, exact_hi, exact_lo, node) for every document."""
+def exact_rows(sketch: pa.Table, n_partitions: int, min_matches: int) -> tuple[pa.Table, np.ndarray]:
+    """(exact_hi, exact_lo, node, loc) for every deduplicable document, and each row's partition."""
     keep = deduplicable(sketch, min_matches)
-    hi, lo = sketch["exact_hi"].to_numpy()[keep], sketch["exact_lo"].to_numpy()[keep]
-    return {"partition": partition_of(hi, n_partitions), "exact_hi": hi, "exact_lo": lo,
-            "node": sketch["node"].to_numpy()[keep]}
-
-
-def partition_edges(partition: dict, key_columns: list[str]) -> dict:
-    """Star edges of one shuffle partition (a dict of numpy columns holding every row of its keys)."""
-    keys = np.stack([partition[c] for c in key_columns], axis=1)
-    src, dst = star_edges(keys, partition["node"])
-    return {"src": src, "dst": dst}
-
-
-def member_rows(sketch: pa.Table, sorted_nodes: np.ndarray) -> pa.Table:
-    """The sketch rows (without contamination columns) whose node is in `sorted_nodes`."""
-    nodes = sketch["node"].to_numpy()
-    pos = np.clip(np.searchsorted(sorted_nodes, nodes), 0, max(len(sorted_nodes) - 1, 0))
-    hit = (sorted_nodes[pos] == nodes) if len(sorted_nodes) else np.zeros(len(nodes), bool)
-    return sketch.filter(pa.array(hit)).select(
-        ["node", "doc_id", "repo_stars", "path", "language", "exact_hi", "exact_lo", "signature"])
+    hi = sketch["exact_hi"].to_numpy()[keep]
+    table = pa.table({"exact_hi": hi, "exact_lo": sketch["exact_lo"].to_numpy()[keep],
+                      "node": sketch["node"].to_numpy()[keep], "loc": sketch["loc"].to_numpy()[keep]})
+    return table, partition_of(hi, n_partitions)
 
 
 def language_summary(sketch: pa.Table) -> pa.Table:
@@ -123,9 +109,3 @@ def merge_language_summaries(summaries: pa.Table) -> pa.Table:
     merged = summaries.group_by("language").aggregate([("docs", "sum"), ("not_deduplicated", "sum")])
     return merged.select(["language", "docs_sum", "not_deduplicated_sum"]) \
         .rename_columns(["language", "docs", "not_deduplicated"])
-
-
-def drop_removed(batch: pa.Table, removed_doc_ids: pa.Array) -> pa.Table:
-    if len(removed_doc_ids) == 0:
-        return batch
-    return batch.filter(pc.invert(pc.fill_null(pc.is_in(batch["doc_id"], value_set=removed_doc_ids), False)))

@@ -1,10 +1,10 @@
 """The dedup stage on Ray: `python -m codemill.dedup --input <filter output> --out URI`.
 
-Ray Data computes a sketch of every document (signature, exact key, contamination hits) in parallel
-batches; band keys and exact keys are hash-shuffled into partitions (Ray Data groupby on a partition
-column, so no process sees more than one partition's keys) and each partition yields star edges; the
-driver then holds only the edges and the rows of the documents they touch (see resolve.py), and the
-surviving documents stream from the input to `kept/`.
+One Ray task per input file sketches it (signature, exact key, contamination hits), spilling its sketch,
+band-key and exact-key rows to a work folder under the stage's output (corpus.py); the duplicate graph is
+then built, verified, split into components and resolved by Ray tasks over spilled groups (graph.py);
+last, one task per input file writes its kept rows. The driver holds only file names and counts, so its
+memory grows with neither the corpus nor its duplicates; the work folder is removed at the end.
 """
 
 from __future__ import annotations
@@ -12,22 +12,26 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from codemill import storage
 from codemill.dedup import sketch as sk
 from codemill.dedup.config import DedupConfig
+from codemill.dedup.corpus import SketchPlan, sketch_file, write_kept
 from codemill.dedup.decontam import BenchmarkIndex, load_index
-from codemill.dedup.lsh import optimal_bands_rows, unique_edges
+from codemill.dedup.graph import GraphPlan, find_duplicates
+from codemill.dedup.lsh import optimal_bands_rows
 from codemill.dedup.minhash import permutations
-from codemill.dedup.resolve import DUPLICATES_SCHEMA, KIND_CONTAMINATION, resolve_clusters
+from codemill.dedup.resolve import DUPLICATES_SCHEMA
 from codemill.dedup.stats import dedup_stats
 from codemill.runner import StageRun
 from codemill.stages import DEDUP_DUPLICATES, DEDUP_KEPT, FILTER_KEPT
 
 log = logging.getLogger("codemill.dedup")
+
+# The spilled intermediate state, under the stage's output while it runs (removed before it ends).
+WORK_DIR = "_work"
 
 
 def bands_and_rows(config: DedupConfig) -> tuple[int, int]:
@@ -44,64 +48,29 @@ def benchmark_index(config: DedupConfig) -> BenchmarkIndex:
     return load_index(d.paths, d.ngram, d.fields, d.boilerplate_min_problems)
 
 
-def _collect_edges(edge_datasets) -> tuple[np.ndarray, np.ndarray]:
-    src_parts, dst_parts = [], []
-    for ds in edge_datasets:
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-            src_parts.append(batch["src"])
-            dst_parts.append(batch["dst"])
-    if not src_parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return unique_edges(np.concatenate(src_parts), np.concatenate(dst_parts))
+def _row_count(uri: str) -> int:
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
-def _contamination_rows(contaminated: pa.Table) -> pa.Table:
-    n = contaminated.num_rows
-    grams = np.maximum(contaminated["contamination_ngrams"].to_numpy(), 1)
-    return pa.table({
-        "doc_id": contaminated["doc_id"], "cluster_id": pa.nulls(n, pa.int64()),
-        "kept_doc_id": pa.nulls(n, pa.string()), "kind": pa.array([KIND_CONTAMINATION] * n, pa.string()),
-        "similarity": pa.array(contaminated["contamination_hits"].to_numpy() / grams, pa.float64()),
-        "language": contaminated["language"], "benchmark_task_id": contaminated["contamination_task_id"],
-    }, schema=DUPLICATES_SCHEMA)
+def ray_map(step, arguments: list[tuple]) -> list:
+    """Run `step(*args)` for every argument tuple as Ray tasks of one CPU; their results, in order."""
+    import ray
 
-
-def _candidate_edges(sketches, config: DedupConfig, bands: int, rows: int, band_partitions: int,
-                     n_docs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Star edges of every LSH bucket and every exact-key group, each key set hash-shuffled by Ray Data
-    into partitions of at most `band_rows_per_partition` rows."""
-    min_matches = config.decontaminate.min_matches
-    edge_sets = []
-    if config.near.enabled:
-        edge_sets.append(
-            sketches.map_batches(sk.band_rows, fn_args=(bands, rows, band_partitions, min_matches),
-                                 batch_format="pyarrow")
-            .groupby("partition", num_partitions=band_partitions)
-            .map_groups(sk.partition_edges, fn_args=(["key"],), batch_format="numpy"))
-    exact_partitions = max(1, math.ceil(n_docs / config.band_rows_per_partition))
-    edge_sets.append(
-        sketches.map_batches(sk.exact_rows, fn_args=(exact_partitions, min_matches), batch_format="pyarrow")
-        .groupby("partition", num_partitions=exact_partitions)
-        .map_groups(sk.partition_edges, fn_args=(["exact_hi", "exact_lo"],), batch_format="numpy"))
-    return _collect_edges(edge_sets)
+    task = ray.remote(num_cpus=1)(step)
+    return ray.get([task.remote(*args) for args in arguments])
 
 
 def body(run: StageRun) -> dict:
-    from ray.data.context import ShuffleStrategy
+    from codemill.raysupport import ensure_ray
 
-    from codemill.raysupport import run_data_stage
+    ensure_ray()
+    return _dedup(run, ray_map)
 
-    return run_data_stage(run, _dedup, shuffle_strategy=ShuffleStrategy.HASH_SHUFFLE)
 
-
-def _dedup(run: StageRun) -> dict:
-    import ray.data
-    from ray.data.expressions import col
-
-    from codemill.raysupport import collect_table
-
+def _dedup(run: StageRun, map_fn) -> dict:
     config: DedupConfig = run.config
-
     bands, rows = bands_and_rows(config)
     perm_a, perm_b = permutations(config.near.num_perm, config.near.seed)
     index = benchmark_index(config)
@@ -110,57 +79,47 @@ def _dedup(run: StageRun) -> dict:
     log.info("dedup: %d bands x %d rows (threshold %.2f, %d permutations); %d benchmark n-grams from %d problems",
              bands, rows, config.near.threshold, config.near.num_perm, len(index.hashes), index.n_problems)
 
-    in_fs, in_path = storage.filesystem(run.input_path("input", FILTER_KEPT))
-    docs = ray.data.read_parquet(in_path, filesystem=in_fs)
+    files = storage.list_files(run.input_path("input", FILTER_KEPT), ".parquet")
+    n_docs = sum(_row_count(f) for f in files)
+    band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
+    exact_partitions = max(1, math.ceil(n_docs / config.band_rows_per_partition))
+    run.clear(DEDUP_DUPLICATES, DEDUP_KEPT, WORK_DIR)
+    graph = GraphPlan(work=run.path(WORK_DIR), duplicates=run.path(DEDUP_DUPLICATES), num_perm=config.near.num_perm,
+                      verify_threshold=config.near.threshold if config.near.verify == "estimated" else None,
+                      rows_per_partition=config.graph_rows_per_partition)
+    plan = SketchPlan(params, graph, config.docs_per_batch, bands, rows, band_partitions, exact_partitions,
+                      near=config.near.enabled)
+
     with run.phase("sketch"):
-        sketches = docs.map_batches(sk.sketch_batch, fn_args=(params,), batch_format="pyarrow",
-                                    batch_size=config.docs_per_batch).materialize()
-        n_docs = sketches.count()
-
-    with run.phase("edges"):
-        band_partitions = max(1, math.ceil(n_docs * bands / config.band_rows_per_partition))
-        src, dst = _candidate_edges(sketches, config, bands, rows, band_partitions, n_docs)
-    log.info("dedup: %d documents, %d candidate edges (%d band partitions)", n_docs, len(src), band_partitions)
-
+        sketched = map_fn(sketch_file, [(plan, uri, i) for i, uri in enumerate(files)])
+    chunks = sorted({c for s in sketched for c in s["chunks"]})
     with run.phase("clusters"):
-        edge_nodes = np.unique(np.concatenate([src, dst]))
-        verify = config.near.threshold if config.near.verify == "estimated" else None
-        # No reference to the members table stays here, so resolve_clusters can free its signature column.
-        members = sketches.map_batches(sk.member_rows, fn_args=(edge_nodes,), batch_format="pyarrow")
-        duplicates, graph_counts = resolve_clusters(src, dst, collect_table(members), config.near.num_perm, verify)
-        del members
-        contaminated = collect_table(
-            sketches.filter(expr=col("contamination_hits") >= min_matches)
-            .select_columns(["doc_id", "language", "contamination_hits", "contamination_ngrams",
-                             "contamination_task_id"]))
-        duplicates = removal_table(duplicates, contaminated)
+        found = find_duplicates(graph, chunks, band_partitions if config.near.enabled else 0, exact_partitions,
+                                map_fn)
+    log.info("dedup: %d documents, %s (%d band partitions)", n_docs, found["graph"], band_partitions)
 
     with run.phase("write"):
-        per_language = sk.merge_language_summaries(
-            collect_table(sketches.map_batches(sk.language_summary, batch_format="pyarrow"),
-                          sk.LANGUAGE_SUMMARY_SCHEMA))
-        not_deduplicated = int(pc.sum(per_language["not_deduplicated"]).as_py() or 0)
-        run.clear(DEDUP_DUPLICATES, DEDUP_KEPT)
-        storage.write_table(duplicates, run.path(DEDUP_DUPLICATES, "part-00000.parquet"))
-        out_fs, out_path = storage.filesystem(run.path(DEDUP_KEPT))
-        removed = duplicates["doc_id"].combine_chunks()
-        docs.map_batches(sk.drop_removed, fn_args=(removed,), batch_format="pyarrow") \
-            .write_parquet(out_path, filesystem=out_fs, compression=storage.PARQUET_COMPRESSION)
+        kept = sum(map_fn(write_kept, [(graph, uri, i, run.path(DEDUP_KEPT, f"part-{i:05d}.parquet"),
+                                        config.docs_per_batch) for i, uri in enumerate(files)]))
+        if not storage.exists(run.path(DEDUP_DUPLICATES)):  # readers expect the folder, even with no duplicates
+            storage.write_table(DUPLICATES_SCHEMA.empty_table(), run.path(DEDUP_DUPLICATES, "part-00000.parquet"))
+        storage.delete(run.path(WORK_DIR))
 
-    stats = dedup_stats(per_language, duplicates, n_docs)
+    summaries = [s["summary"] for s in sketched]
+    per_language = sk.merge_language_summaries(pa.concat_tables(summaries)) if summaries \
+        else sk.LANGUAGE_SUMMARY_SCHEMA.empty_table()
+    not_deduplicated = sum(per_language["not_deduplicated"].to_pylist())
+    removed = dict(found["removed"])
+    for s in sketched:
+        for key, n in s["removed"].items():
+            removed[key] = removed.get(key, 0) + n
+    stats = dedup_stats(per_language, removed, n_docs)
     stats.update({"not_deduplicated": {"count": not_deduplicated, "reason": "null doc_id or content (kept as is)"},
                   "lsh": {"bands": bands, "rows": rows, "threshold": config.near.threshold,
                           "num_perm": config.near.num_perm, "band_partitions": band_partitions},
-                  "graph": graph_counts, "benchmark": {"ngrams": len(index.hashes), "problems": index.n_problems}})
+                  "graph": found["graph"], "benchmark": {"ngrams": len(index.hashes), "problems": index.n_problems}})
     run.write_stats(stats)
-    return {"docs_in": n_docs, "docs_kept": n_docs - duplicates.num_rows, "not_deduplicated": not_deduplicated,
-            **{f"removed_{kind}": n for kind, n in stats["removed_by_kind"].items()}, **graph_counts}
-
-
-def removal_table(duplicates: pa.Table, contaminated: pa.Table) -> pa.Table:
-    """One row per removed document: a contaminated document is removed for that reason, even when it is
-    also a duplicate (so no document is counted twice)."""
-    if not contaminated.num_rows:
-        return duplicates
-    also_duplicate = pc.is_in(duplicates["doc_id"], value_set=contaminated["doc_id"].combine_chunks())
-    return pa.concat_tables([duplicates.filter(pc.invert(also_duplicate)), _contamination_rows(contaminated)])
+    if stats["kept"] != kept:
+        raise RuntimeError(f"dedup wrote {kept} kept documents, but {stats['kept']} should remain")
+    return {"docs_in": n_docs, "docs_kept": kept, "not_deduplicated": not_deduplicated,
+            **{f"removed_{kind}": n for kind, n in stats["removed_by_kind"].items()}, **found["graph"]}
