@@ -1,0 +1,149 @@
+"""`dags/codegen.yaml`, CodeGen's staged recipe: it validates as written (`codemill dag show`), its Mono stage
+reads Multi's export and reruns when Multi changes, and, shrunk to CPUs, it runs end to end."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codemill import manifest as mf
+from codemill import storage
+from codemill.config import ConfigError
+from codemill.dag import load_dag, plan, run_dag
+from codemill.dag.plan import decide, entrypoint
+
+REPO = Path(__file__).resolve().parents[1]
+DAG = REPO / "dags" / "codegen.yaml"
+MULTI = ["C", "C++", "Go", "Java", "JavaScript", "Python"]
+EVALS = {"eval_multi_humaneval": ("train_multi", "humaneval-x"), "eval_mono_humaneval": ("train_mono", "humaneval-x"),
+         "eval_multi_mtpb": ("train_multi", "mtpb"), "eval_mono_mtpb": ("train_mono", "mtpb")}
+
+
+def test_codegen_dag_shows(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "codemill.cli", "dag", "show", str(DAG), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "train_mono train     config" in proc.stdout and "data <- tokenize, init <- train_multi" in proc.stdout
+    planned = {ps.name: ps for ps in plan(load_dag(DAG), DAG, str(tmp_path))}
+    assert list(planned)[:5] == ["crawl", "filter", "dedup", "tokenize", "train_multi"]
+    multi, mono = planned["train_multi"].config, planned["train_mono"].config
+    assert sorted(multi.data.languages) == sorted(MULTI) and mono.data.languages == ["Python"]
+    assert multi.model == mono.model and multi.init_from is None and mono.init_from is None
+    assert planned["train_mono"].inputs == {"data": str(tmp_path / "tokenize"),
+                                            "init": str(tmp_path / "train_multi" / "export")}
+    assert f"--input {tmp_path / 'tokenize'} --init {tmp_path / 'train_multi' / 'export'}" in \
+        entrypoint(planned["train_mono"])
+    for name, (model, benchmark) in EVALS.items():
+        assert planned[name].spec.inputs == {"model": model}
+        cfg = planned[name].config
+        assert cfg.benchmark == benchmark
+        if benchmark == "mtpb":
+            assert cfg.mtpb_mode == "both"
+        else:
+            assert cfg.languages == ["Python"]
+
+
+def test_mono_reruns_when_multi_changes(tmp_path):
+    """The init input is fingerprinted like any input: a new Multi means a new Mono."""
+    planned = {ps.name: ps for ps in plan(load_dag(DAG), DAG, str(tmp_path))}
+    for name in ("tokenize", "train_multi"):
+        mf.write_manifest(planned[name].out, mf.Manifest(stage=planned[name].spec.stage, status=mf.STATUS_COMPLETE,
+                                                         config_hash=planned[name].hash, config={}))
+    mono = planned["train_mono"]
+    records = {name: mf.input_record(mono.inputs[name], mf.require_complete(uri)) for name, uri in mono.upstream.items()}
+    mf.write_manifest(mono.out, mf.Manifest(stage="train", status=mf.STATUS_COMPLETE, config_hash=mono.hash, config={},
+                                            inputs=records))
+    assert decide(mono) == (False, "complete for this config and input")
+    mf.write_manifest(planned["train_multi"].out, mf.Manifest(stage="train", status=mf.STATUS_COMPLETE,
+                                                              config_hash=planned["train_multi"].hash, config={},
+                                                              counts={"steps": 1}))
+    assert decide(mono) == (True, "input changed (init)")
+
+
+def test_input_shorthand_is_the_flag_named_input(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("name: t\nstages:\n  - {name: tok, stage: tokenize}\n  - {name: tr, stage: train, input: tok}\n")
+    with pytest.raises(ConfigError, match="stage 'tok' \\(tokenize\\) needs input 'input'"):
+        load_dag(p)
+    p.write_text("name: t\nstages:\n  - {name: d, stage: dedup, input: x}\n  - {name: x, stage: filter, input: y}\n"
+                 "  - {name: y, stage: crawl}\n  - {name: tok, stage: tokenize, input: d}\n"
+                 "  - {name: tr, stage: train, input: tok}\n  - {name: e, stage: eval, input: tr}\n")
+    with pytest.raises(ConfigError, match="stage 'e' \\(eval\\): unknown input 'input'; eval takes \\['model'\\]"):
+        load_dag(p)
+    p.write_text(p.read_text().replace("  - {name: e, stage: eval, input: tr}\n", ""))
+    assert {st.name: st.inputs for st in load_dag(p).stages}["tr"] == {"data": "tok"}
+
+
+# --- the tiny CPU run ------------------------------------------------------------------------------------
+
+EXTENSIONS = {"C": "c", "C++": "cpp", "Go": "go", "Java": "java", "JavaScript": "js", "Python": "py"}
+FUNCTION = {
+    "C": "int {name}(int x) {{\n    int y = x * {a} + {b};\n    return y - {c};\n}}\n\n",
+    "C++": "int {name}(int x) {{\n    auto y = x * {a} + {b};\n    return y - {c};\n}}\n\n",
+    "Go": "func {name}(x int) int {{\n\ty := x*{a} + {b}\n\treturn y - {c}\n}}\n\n",
+    "Java": "class K{name} {{\n    static int {name}(int x) {{\n        return x * {a} + {b} - {c};\n    }}\n}}\n\n",
+    "JavaScript": "function {name}(x) {{\n  const y = x * {a} + {b};\n  return y - {c};\n}}\n\n",
+    "Python": "def {name}(x):\n    y = x * {a} + {b}\n    return y - {c}\n\n\n",
+}
+
+
+def make_corpus(root: Path) -> Path:
+    """Two repositories per language, two files each, of functions with their own names and numbers (so no
+    file is a near duplicate of another)."""
+    rng = random.Random(0)
+    words = ["alpha", "bravo", "delta", "gamma", "kappa", "sigma", "omega", "theta", "lambda", "zeta"]
+    for language, ext in EXTENSIONS.items():
+        for r in range(2):
+            repo = root / f"{ext}-repo{r}"
+            repo.mkdir(parents=True)
+            for f in range(2):
+                body = "".join(FUNCTION[language].format(name=f"{rng.choice(words)}_{rng.choice(words)}_{i}",
+                                                         a=rng.randrange(100), b=rng.randrange(1000),
+                                                         c=rng.randrange(1000))
+                               for i in range(30))
+                (repo / f"file{f}.{ext}").write_text(body)
+    return root
+
+
+def tiny(corpus: Path) -> dict[str, list[str]]:
+    """The DAG shrunk to two CPU cores: a local corpus, the tiny preset, a few steps, a few problems."""
+    train = ["model={preset: tiny, seq_length: 128}", "deepspeed={precision: fp32, zero_stage: 2}",
+             "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}", "steps=3", "global_batch_size=4",
+             "micro_batch_size=4", "optimizer={lr_max: 0.002, lr_min: 0.0002, warmup_steps: 1, decay_steps: 3}",
+             "log_every=1", "eval_every=3", "eval_batches=1", "checkpoint_every=3"]
+    humaneval = ["problems=[0]", "generation={n: 1, max_tokens: 16}", "metrics={k: [1], budget_k: [1]}"]
+    mtpb = ["problems=[1]", "generation={n: 1, max_tokens: 16}", "metrics.k=[1]"]
+    return {"crawl": [f"source={{type: local, paths: ['{corpus}'], expand_children: true}}"],
+            "tokenize": ["seq_len=129"], "train_multi": train, "train_mono": train,
+            "eval_multi_humaneval": humaneval, "eval_mono_humaneval": humaneval,
+            "eval_multi_mtpb": mtpb, "eval_mono_mtpb": mtpb}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_tiny_codegen_dag_runs_multi_then_mono(tmp_path, ray_head):
+    out = str(tmp_path / "codegen")
+    ran = run_dag(str(DAG), out, address=ray_head.dashboard_url, overrides=tiny(make_corpus(tmp_path / "corpus")))
+    assert sorted(ran) == sorted(st.name for st in load_dag(DAG).stages)
+    assert ran.index("train_mono") > ran.index("train_multi")
+
+    multi = storage.read_json(storage.join(out, "train_multi", "stats.json"))
+    mono = storage.read_json(storage.join(out, "train_mono", "stats.json"))
+    assert sorted(multi["tokens_available"]) == sorted(MULTI) and list(mono["tokens_available"]) == ["Python"]
+    assert mono["tokens_available"]["Python"] == multi["tokens_available"]["Python"]
+    assert multi["init_from"] is None and mono["init_from"] == storage.join(out, "train_multi", "export")
+    assert mono["steps"] == multi["steps"] == 3
+    assert mono["first_loss"] < multi["first_loss"]  # Mono starts from Multi's weights, not from scratch
+    assert mf.read_manifest(storage.join(out, "train_mono")).inputs["init"]["stage"] == "train"
+    for name, (model, benchmark) in EVALS.items():
+        manifest = mf.read_manifest(storage.join(out, name))
+        assert manifest.status == mf.STATUS_COMPLETE and manifest.inputs["model"]["uri"].endswith(f"{model}/export")
+        assert manifest.config["benchmark"] == benchmark
+        assert storage.exists(storage.join(out, name, "summary.json"))
+
+    # Nothing changed: nothing runs.
+    assert run_dag(str(DAG), out, address=ray_head.dashboard_url, overrides=tiny(tmp_path / "corpus")) == []
