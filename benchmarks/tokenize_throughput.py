@@ -20,16 +20,31 @@ site-packages in the filter's size range (1-100 KB), written as a finished dedup
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --mb 40 --cpus 2 \\
         --out benchmarks/results/tokenize_throughput.json
+
+--part memory: the stage's memory as the corpus grows. `python -m codemill.tokenize` runs as its own driver
+process against a fresh local Ray head of --cpus CPUs, on --docs documents (default 100k and 1M: windows of
+real site-packages code files, lognormal lengths, generated once under --work and reused); a sampler reads
+`/proc/<pid>/status` of the driver and of every process of the head every 0.5 s: peak RSS and RssAnon
+(private memory: without the object store's shared pages a worker maps), and for workers the task their
+process title named at their peak. CPU seconds: the driver's own (from wait4) plus every worker's last
+/proc reading; tokens per second per core = document ids / those CPU seconds. --code-root runs another
+checkout of codemill (e.g. `git worktree add /tmp/old HEAD~1`) on the same corpus, for a side-by-side.
+
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --part memory \\
+        --docs 100000 1000000 --out benchmarks/results/tokenize_memory.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import platform
+import random
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -188,13 +203,191 @@ def time_stage(input_uri: str, out: str, ray_session: int) -> tuple[Clock, int, 
     return clock, stats["throughput"]["document_tokens"], {"counts": manifest.counts, "stats": stats}
 
 
+# ---------------------------------------------------------------- --part memory
+
+DOCS_PER_FILE = 50_000     # documents per input Parquet file (the corpus of N documents is the first N/50k)
+WINDOW_LINES_MEDIAN = 30   # a document is a window of a real file: lognormal lines, median 30 (~1 KB)
+POOL_MB = 60               # of real files the windows are cut from (every package contributes)
+MEMORY_SAMPLE_S = 0.5
+
+
+def _window_docs(pool: list[tuple[str, str, list[str]]], part: int) -> list[tuple[str, str, str]]:
+    """DOCS_PER_FILE (path, language, text) windows of the pool's files, drawn by a generator seeded by `part`."""
+    rng = random.Random(part)
+    docs = []
+    for k in range(DOCS_PER_FILE):
+        path, language, lines = pool[rng.randrange(len(pool))]
+        length = max(3, int(rng.lognormvariate(math.log(WINDOW_LINES_MEDIAN), 0.9)))
+        start = rng.randrange(max(1, len(lines) - length + 1))
+        docs.append((f"w{part}-{k}/{path}", language, "".join(lines[start:start + length])))
+    return docs
+
+
+def windows_corpus(work: pathlib.Path, n_docs: int) -> str:
+    """work/docs-N: a finished dedup output of n_docs windows (the Parquet files are shared between sizes)."""
+    if n_docs % DOCS_PER_FILE:
+        raise SystemExit(f"--docs must be a multiple of {DOCS_PER_FILE}")
+    parts = work / "parts"
+    pool = None
+    for part in range(n_docs // DOCS_PER_FILE):
+        target = parts / f"part-{part:05d}"
+        if (target / "dedup" / "_manifest.json").exists():
+            continue
+        if pool is None:
+            pool = [(path, language, text.splitlines(keepends=True)) for path, language, text in corpus(POOL_MB)]
+        write_dedup_output(_window_docs(pool, part), target)
+    out = work / f"docs-{n_docs}"
+    if not (out / "_manifest.json").exists():
+        from codemill import manifest as mf
+
+        (out / "kept").mkdir(parents=True, exist_ok=True)
+        for part in range(n_docs // DOCS_PER_FILE):
+            for f in sorted((parts / f"part-{part:05d}" / "dedup" / "kept").iterdir()):
+                link = out / "kept" / f"{part:05d}-{f.name}"
+                if not link.exists():
+                    os.link(f, link)
+        mf.write_manifest(str(out), mf.Manifest(stage="dedup", status=mf.STATUS_COMPLETE, config_hash="bench",
+                                                config={}))
+    return str(out)
+
+
+def _status(pid_dir: pathlib.Path) -> tuple[int, int, int, str]:
+    """RSS, RssAnon (bytes), CPU ticks and process title of one process."""
+    status = dict(line.split(":", 1) for line in (pid_dir / "status").read_text().splitlines() if ":" in line)
+    stat = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    title = (pid_dir / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    return (int(status["VmRSS"].split()[0]) * 1024, int(status.get("RssAnon", "0 kB").split()[0]) * 1024,
+            int(stat[11]) + int(stat[12]), title)
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS and RssAnon of the driver and of every process of one Ray head, and each worker's CPU."""
+
+    def __init__(self, head, driver_pid: int):
+        super().__init__(daemon=True)
+        self.head, self.driver_pid, self.stop_event = head, driver_pid, threading.Event()
+        self.peaks: dict[int, dict] = {}
+
+    def _role(self, pid_dir: pathlib.Path, title: str) -> str | None:
+        if int(pid_dir.name) == self.driver_pid:
+            return "driver"
+        sid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[3])
+        if sid != self.head.process.pid:
+            return None
+        if title.startswith("ray::") and not title.startswith(CLUSTER_DAEMONS):
+            return "worker"
+        return "daemon"
+
+    def run(self) -> None:
+        while not self.stop_event.wait(MEMORY_SAMPLE_S):
+            for pid_dir in pathlib.Path("/proc").glob("[0-9]*"):
+                try:
+                    rss, anon, ticks, title = _status(pid_dir)
+                    role = self._role(pid_dir, title)
+                except (OSError, ValueError, KeyError, IndexError):
+                    continue
+                if role is None:
+                    continue
+                peak = self.peaks.setdefault(int(pid_dir.name), {"role": role, "rss": 0, "anon": 0, "task": ""})
+                if role == "worker":  # a worker is first seen as plain python, before it retitles itself
+                    peak["role"] = role
+                if anon > peak["anon"]:
+                    peak["anon"], peak["task"] = anon, title
+                peak["rss"], peak["ticks"] = max(peak["rss"], rss), ticks
+
+    def summary(self) -> dict:
+        def mib(n: int) -> float:
+            return round(n / 2**20, 1)
+
+        workers = [p for p in self.peaks.values() if p["role"] == "worker"]
+        by_task: dict[str, float] = {}
+        for w in workers:  # the largest private peak of the workers whose peak came in each kind of task
+            by_task[w["task"]] = max(by_task.get(w["task"], 0.0), mib(w["anon"]))
+        driver = next((p for pid, p in self.peaks.items() if pid == self.driver_pid), {"rss": 0, "anon": 0})
+        return {"driver": {"peak_rss_mib": mib(driver["rss"]), "peak_anon_mib": mib(driver["anon"])},
+                "workers": {"processes": len(workers), "max_peak_rss_mib": max((mib(w["rss"]) for w in workers), default=0),
+                            "max_peak_anon_mib": max((mib(w["anon"]) for w in workers), default=0),
+                            "max_peak_anon_mib_by_task": dict(sorted(by_task.items(), key=lambda kv: -kv[1])),
+                            "cpu_seconds": round(sum(w.get("ticks", 0) for w in workers) / _TICK, 2)},
+                "daemons_cpu_seconds": round(sum(p.get("ticks", 0) for p in self.peaks.values()
+                                                 if p["role"] == "daemon") / _TICK, 2)}
+
+
+def memory_run(input_uri: str, out: pathlib.Path, code_root: pathlib.Path, cpus: int, settings: list[str]) -> dict:
+    """The stage of the checkout at `code_root` as its own driver process on a fresh Ray head, sampled."""
+    from codemill.raycluster import LocalRayHead
+
+    # The head's workers import codemill from the same checkout as the driver.
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(code_root)
+    try:
+        head = LocalRayHead(num_cpus=cpus).start()
+    finally:
+        os.environ.pop("PYTHONPATH") if saved is None else os.environ.update(PYTHONPATH=saved)
+    try:
+        cmd = [sys.executable, "-m", "codemill.tokenize", "--input", input_uri, "--out", str(out), "--force",
+               *(a for s in settings for a in ("--set", s))]
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=code_root, env={**env, **head.env()})
+        sampler = MemorySampler(head, proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        sampler.stop_event.set()
+        sampler.join()
+    finally:
+        head.stop()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the stage failed on {input_uri} ({code_root})")
+    stats = json.loads((out / "stats.json").read_text())
+    memory = sampler.summary()
+    driver_cpu = usage.ru_utime + usage.ru_stime
+    cpu = driver_cpu + memory["workers"]["cpu_seconds"]
+    tokens = stats["throughput"]["document_tokens"]
+    rows = sum(split["rows"] for split in stats["splits"].values())
+    return {"code_root": str(code_root), "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 2),
+            "cpu_seconds": round(cpu, 2), "document_tokens": tokens, "tokens_per_s_per_core": round(tokens / cpu),
+            "rows": rows, "tokens_per_row": round(tokens / rows, 3), "packing": stats.get("packing"),
+            "memory": memory, "load_average_after": os.getloadavg()}
+
+
+def memory_benchmark(args) -> dict:
+    work = pathlib.Path(args.work)
+    roots = {"this": REPO_ROOT, **({"baseline": pathlib.Path(args.code_root).resolve()} if args.code_root else {})}
+    runs = []
+    for n_docs in args.docs:
+        input_uri = windows_corpus(work, n_docs)
+        for name, root in roots.items():
+            result = {"documents": n_docs, "code": name,
+                      **memory_run(input_uri, work / f"out-{name}-{n_docs}", root, args.cpus, args.set)}
+            print(json.dumps(result, indent=2), flush=True)
+            runs.append(result)
+            shutil.rmtree(work / f"out-{name}-{n_docs}", ignore_errors=True)
+    return {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                        "stage_ray_cpus": args.cpus},
+            "settings": args.set, "runs": runs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["throughput", "memory"], default="throughput")
     parser.add_argument("--mb", type=float, default=40.0, help="corpus size (MB of UTF-8 text)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the stage's Ray cluster")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", default="benchmarks/results/tokenize_throughput.json")
+    parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000], help="memory: corpus sizes")
+    parser.add_argument("--work", default="/tmp/cm-tokenize-bench", help="memory: corpora and outputs (reused)")
+    parser.add_argument("--code-root", default=None, help="memory: another checkout to run side by side")
+    parser.add_argument("--set", action="append", default=[], help="memory: a stage setting, key=value")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.part == "memory":
+        report = {**memory_benchmark(args), "command": " ".join(sys.argv)}
+        out = pathlib.Path(args.out or REPO_ROOT / "benchmarks" / "results" / "tokenize_memory.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    args.out = args.out or "benchmarks/results/tokenize_throughput.json"
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the in-process baselines run on one core
     from codemill.raycluster import LocalRayHead
