@@ -129,18 +129,22 @@ def require_train_v2() -> None:
                           f"process: unset {V2_ENABLED_ENV_VAR} (V2 is Ray 2.60's default)")
 
 
-def init_source(run: StageRun) -> tuple[str, mf.Manifest] | None:
-    """The export the run starts from (the `init` input, or `init_from`) and the train stage output that
-    holds it; None for a run from random weights."""
+def init_source(run: StageRun) -> tuple[str, str] | None:
+    """The export the run starts from (the `init` input, or `init_from`) and the fingerprint of the train
+    stage output that holds it; None for a run from random weights."""
     cfg: TrainConfig = run.config
     if "init" in run.inputs and cfg.init_from:
         raise ConfigError(f"init_from={cfg.init_from} and the init input {run.inputs['init']}: give one of them")
     if "init" in run.inputs:
-        return run.inputs["init"], run.input_manifests["init"]
-    if cfg.init_from:
+        uri, owner = run.inputs["init"], run.input_manifests["init"]
+    elif cfg.init_from:
         uri = storage.absolute(cfg.init_from)
-        return uri, mf.require_complete(uri, "init_from")
-    return None
+        owner = mf.require_complete(uri, "init_from")
+    else:
+        return None
+    if owner.stage != "train":
+        raise ConfigError(f"init_from {uri}: a {owner.stage} stage's output, not a train stage's export/")
+    return uri, owner.fingerprint
 
 
 def run_name(cfg: TrainConfig, identities: dict[str, str]) -> str:
@@ -166,12 +170,10 @@ def body(run: StageRun) -> dict:
     log.info("train: %s", budget.describe(data))
     identities = {name: m.fingerprint for name, m in run.input_manifests.items()}
     init = init_source(run)
-    if init is not None:
-        init_uri, owner = init
-        if owner.stage != "train":
-            raise ConfigError(f"init_from {init_uri}: a {owner.stage} stage's output, not a train stage's export/")
+    init_uri = init[0] if init else None
+    if init:
+        identities["init"] = init[1]
         exported = check_export(init_uri, data_uri, cfg.model.preset)
-        identities["init"] = owner.fingerprint
         log.info("train: starting from %s (step %s of its run); optimizer, schedule and steps start afresh",
                  init_uri, exported.get("step"))
     require_train_v2()
@@ -183,7 +185,7 @@ def body(run: StageRun) -> dict:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "input": data_uri, "out": run.out,
-                           "init": init[0] if init else None},
+                           "init": init_uri},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources, placement_strategy=scaling.placement_strategy),
@@ -199,9 +201,9 @@ def body(run: StageRun) -> dict:
     records = metrics.read_records(run.path(metrics.METRICS_FILE))
     storage.write_bytes(run.path(metrics.LOSS_CURVE_FILE),
                         metrics.loss_curve_png(records, f"CodeGeeX {cfg.model.preset}: loss"))
-    stats = {**summarize(records, cfg), "init_from": init[0] if init else None,
+    stats = {**summarize(records, cfg), "init_from": init_uri,
              "tokens_available": {name: c["tokens"] for name, c in data["languages"].items()},
-             "epochs": round(data["epochs"], 4)}
+             "epochs": data["epochs"]}
     run.write_stats({**stats, "data": data, "checkpoint": result.checkpoint.path if result.checkpoint else None})
     return stats
 
