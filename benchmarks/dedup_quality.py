@@ -11,6 +11,9 @@ local Ray cluster, and report:
 - exact copies removed (target 100%).
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_quality.py --originals 600
+
+`--code DIR` runs the stage from another checkout (e.g. a worktree of an older commit) on the same corpus:
+the corpus comes from the venv's site-packages, so figures are comparable only within one machine state.
 """
 
 from __future__ import annotations
@@ -105,13 +108,14 @@ def write_filter_output(out: Path, tables: list[pa.Table]) -> None:
                                             config_hash="benchmark", config={}))
 
 
-def run_stage(head, inp: Path, out: Path, overrides: list[str]) -> float:
-    """`python -m codemill.dedup` against the head, as the DAG runs it; returns wall seconds."""
+def run_stage(head, inp: Path, out: Path, overrides: list[str], code: Path) -> float:
+    """`python -m codemill.dedup` (from the checkout `code`) against the head, as the DAG runs it; returns
+    wall seconds."""
     cmd = [sys.executable, "-m", "codemill.dedup", "--input", str(inp), "--out", str(out), "--force"]
     for o in overrides:
         cmd += ["--set", o]
     started = time.time()
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT, env={**os.environ, **head.env()})
+    subprocess.run(cmd, check=True, cwd=code, env={**os.environ, **head.env()})
     return time.time() - started
 
 
@@ -217,19 +221,24 @@ def main() -> None:
     p.add_argument("--originals", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "dedup_quality.json"))
+    p.add_argument("--code", type=Path, default=REPO_ROOT, help="checkout whose codemill runs the stage")
     args = p.parse_args()
+    code = args.code.resolve()
+    # The Ray head's processes (its workers included) and the stage import codemill from `code`.
+    os.environ["PYTHONPATH"] = str(code)
 
     from codemill.raycluster import LocalRayHead
 
     rows, family, made = make_corpus(args.originals, args.seed)
     print(f"corpus: {len(rows)} documents from {args.originals} originals", flush=True)
-    results = {"command": " ".join(sys.argv), "threshold": JACCARD_THRESHOLD, "shingle_size": SHINGLE_SIZE}
+    results = {"command": " ".join(sys.argv), "code": str(code), "threshold": JACCARD_THRESHOLD,
+               "shingle_size": SHINGLE_SIZE}
     with tempfile.TemporaryDirectory(prefix="cm-dedup-quality-") as tmp, LocalRayHead(num_cpus=2) as head:
         inp = Path(tmp) / "filter"
         write_filter_output(inp, [pa.Table.from_pylist(rows, schema=KEPT_SCHEMA)])
         for verify in ("estimated", "none"):
             out = Path(tmp) / f"dedup-{verify}"
-            seconds = run_stage(head, inp, out, [f"near.verify={verify}"])
+            seconds = run_stage(head, inp, out, [f"near.verify={verify}"], code)
             duplicates = pq.read_table(str(out / "duplicates"))
             result = evaluate(rows, family, made, duplicates)
             result["stage_seconds"] = round(seconds, 1)

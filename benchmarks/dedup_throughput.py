@@ -7,8 +7,11 @@
    give the same signatures. datasketch's time is given with and without making the shingles (its
    users must make them; codemill's kernel does it inside).
 2. The whole stage (`python -m codemill.dedup` on a local 2-CPU Ray cluster) on realistic corpora of
-   increasing size (default 100k and 1M documents): wall time, phase times, and the peak memory of
-   every process (driver, Ray workers, raylet, GCS), sampled from /proc every 0.5 s.
+   increasing size (default 100k and 1M documents): wall time, phase times, CPU seconds of the driver
+   and of every Ray worker (documents per CPU second is the per-core throughput, robust to other load
+   on the machine), and the peak memory (RSS and private RssAnon) of every process (driver, each Ray
+   worker, raylet, GCS), sampled from /proc every 0.5 s. `--code DIR` runs the stage from another
+   checkout (e.g. a worktree of an older commit) on the same corpus, for a side-by-side baseline.
 
 Documents are windows of real code files (site-packages) with a share of their identifiers renamed
 per document (so windows of one file are not duplicates of each other), plus exact copies (10%, some
@@ -16,6 +19,8 @@ with CRLF line ends) and near copies (10%, 0.2-2% of tokens edited) under other 
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --part signatures
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --part stage --docs 100000 1000000
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --part stage --docs 100000 \
+        --code /tmp/old-dedup --out benchmarks/results/dedup_throughput_stage_baseline.json
 """
 
 from __future__ import annotations
@@ -169,9 +174,12 @@ def make_large_corpus(root: Path, n_docs: int) -> Path:
     return inp
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler(threading.Thread):
-    """Peak VmRSS and RssAnon (private memory, without the object store's shared pages) of the driver
-    and of every process of one Ray head, sampled from /proc."""
+    """Peak VmRSS and RssAnon (private memory, without the object store's shared pages) and the CPU
+    seconds (utime + stime, as last seen) of the driver and of every process of one Ray head, from /proc."""
 
     def __init__(self, head, driver_pid: int):
         super().__init__(daemon=True)
@@ -203,9 +211,12 @@ class MemorySampler(threading.Thread):
                     status = dict(line.split(":", 1) for line in (pid_dir / "status").read_text().splitlines() if ":" in line)
                     rss = int(status["VmRSS"].split()[0]) * 1024
                     anon = int(status.get("RssAnon", "0 kB").split()[0]) * 1024
+                    fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+                    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
                 except (OSError, ValueError, KeyError, IndexError):
                     continue
-                peak = self.peaks.setdefault(int(pid_dir.name), {"role": role, "rss": 0, "anon": 0})
+                peak = self.peaks.setdefault(int(pid_dir.name), {"role": role, "rss": 0, "anon": 0, "cpu": 0.0})
+                peak["cpu"] = max(peak["cpu"], cpu)
                 if role == "ray worker":  # a worker is first seen as plain python, before it retitles itself
                     peak["role"] = role
                 peak["rss"], peak["anon"] = max(peak["rss"], rss), max(peak["anon"], anon)
@@ -214,16 +225,26 @@ class MemorySampler(threading.Thread):
     def summary(self) -> dict:
         roles: dict[str, dict] = {}
         for peak in self.peaks.values():
-            r = roles.setdefault(peak["role"], {"processes": 0, "max_peak_rss_mib": 0.0, "max_peak_anon_mib": 0.0})
+            r = roles.setdefault(peak["role"], {"processes": 0, "max_peak_rss_mib": 0.0, "max_peak_anon_mib": 0.0,
+                                                "cpu_seconds": 0.0})
             r["processes"] += 1
             r["max_peak_rss_mib"] = max(r["max_peak_rss_mib"], round(peak["rss"] / 2**20, 1))
             r["max_peak_anon_mib"] = max(r["max_peak_anon_mib"], round(peak["anon"] / 2**20, 1))
+            r["cpu_seconds"] = round(r["cpu_seconds"] + peak["cpu"], 1)
         return roles
 
+    def workers(self) -> list[dict]:
+        """Every Ray worker's peaks (MiB) and CPU seconds, largest private memory first."""
+        rows = [{"pid": pid, "peak_rss_mib": round(p["rss"] / 2**20, 1), "peak_anon_mib": round(p["anon"] / 2**20, 1),
+                 "cpu_seconds": round(p["cpu"], 1)} for pid, p in self.peaks.items() if p["role"] == "ray worker"]
+        return sorted(rows, key=lambda r: -r["peak_anon_mib"])
 
-def stage_benchmark(sizes: list[int], root: Path) -> list[dict]:
+
+def stage_benchmark(sizes: list[int], root: Path, code: Path) -> list[dict]:
     from codemill.raycluster import LocalRayHead
 
+    # The Ray head's processes (its workers included) and the driver import codemill from `code`.
+    os.environ["PYTHONPATH"] = str(code)
     results = []
     for n_docs in sizes:
         inp = make_large_corpus(root, n_docs)
@@ -231,7 +252,7 @@ def stage_benchmark(sizes: list[int], root: Path) -> list[dict]:
         with LocalRayHead(num_cpus=2) as head:
             cmd = [sys.executable, "-m", "codemill.dedup", "--input", str(inp), "--out", str(out), "--force"]
             started = time.time()
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **head.env()})
+            proc = subprocess.Popen(cmd, cwd=code, env={**os.environ, **head.env()})
             sampler = MemorySampler(head, proc.pid)
             sampler.start()
             rc = proc.wait()
@@ -241,11 +262,18 @@ def stage_benchmark(sizes: list[int], root: Path) -> list[dict]:
         if rc != 0:
             raise RuntimeError(f"dedup stage failed on {n_docs} documents (exit {rc})")
         stats = json.loads((out / "stats.json").read_text())
-        result = {"documents": n_docs, "wall_seconds": round(wall, 1), "docs_per_second": round(n_docs / wall, 1),
+        memory = sampler.summary()
+        # The stage's own work: the driver and the Ray workers (the cluster's daemons are left out).
+        cpu = sum(memory.get(role, {}).get("cpu_seconds", 0.0) for role in ("driver (python -m codemill.dedup)",
+                                                                             "ray worker"))
+        result = {"documents": n_docs, "code": str(code), "wall_seconds": round(wall, 1),
+                  "docs_per_second": round(n_docs / wall, 1), "cpu_seconds": round(cpu, 1),
+                  "docs_per_cpu_second": round(n_docs / cpu, 1) if cpu else None,
+                  "load_average_after": os.getloadavg(),
                   "stage_timings": stats["timings"], "removed_by_kind": stats["removed_by_kind"],
                   "duplicate_rate": round(stats["duplicate_rate"], 4), "graph": stats["graph"],
                   "lsh": stats["lsh"], "input_megabytes": round(sum(f.stat().st_size for f in (inp / "kept").iterdir()) / 1e6, 1),
-                  "peak_memory": sampler.summary()}
+                  "peak_memory": memory, "workers": sampler.workers()}
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
     return results
@@ -260,6 +288,7 @@ def main() -> None:
     p.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--work", default="/tmp/cm-dedup-bench", help="where corpora and outputs go (reused)")
     p.add_argument("--out", default=None)
+    p.add_argument("--code", type=Path, default=REPO_ROOT, help="checkout whose codemill runs the stage")
     args = p.parse_args()
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -270,7 +299,7 @@ def main() -> None:
     if args.part == "signatures":
         result = {"machine": machine, **signature_benchmark(args.signature_docs, args.rounds)}
     else:
-        result = {"machine": machine, "runs": stage_benchmark(args.docs, Path(args.work))}
+        result = {"machine": machine, "runs": stage_benchmark(args.docs, Path(args.work), args.code.resolve())}
     result["command"] = " ".join(sys.argv)
     print(json.dumps(result, indent=2))
     out = Path(args.out or REPO_ROOT / "benchmarks" / "results" / f"dedup_throughput_{args.part}.json")

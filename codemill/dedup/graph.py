@@ -222,10 +222,13 @@ def find_duplicates(plan: GraphPlan, chunks: list[int], band_partitions: int, ex
     removed documents per (language, kind)."""
     found = map_fn(bucket_edges, [(plan, BANDS, p) for p in range(band_partitions)]
                    + [(plan, EXACT, p) for p in range(exact_partitions)])
-    star_partitions = plan.partitions(2 * sum(found))  # both orientations of every edge, copies included
+    # Components partitions hold both orientations of every edge. Without verification the distinct
+    # edges are written before they are counted: their copies from several band partitions are counted.
+    star_partitions = plan.partitions(2 * sum(found))
     candidates = sum(map_fn(source_signatures, [(plan, c, star_partitions) for c in chunks]))
     counts = {"candidate_edges": candidates, "verified_edges": candidates}
     if plan.verify_threshold is not None:
+        star_partitions = plan.partitions(2 * candidates)
         counts["verified_edges"] = sum(map_fn(verify, [(plan, c, star_partitions) for c in chunks]))
     roots_dir, clustered, counts["component_rounds"] = components(plan, star_partitions, map_fn)
     member_partitions = plan.partitions(clustered)
