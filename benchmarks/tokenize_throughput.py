@@ -27,11 +27,12 @@ real site-packages code files, lognormal lengths, generated once under --work an
 `/proc/<pid>/status` of the driver and of every process of the head every 0.5 s: peak RSS and RssAnon
 (private memory: without the object store's shared pages a worker maps), and for workers the task their
 process title named at their peak. CPU seconds: the driver's own (from wait4) plus every worker's last
-/proc reading; tokens per second per core = document ids / those CPU seconds. --code-root runs another
-checkout of codemill (e.g. `git worktree add /tmp/old HEAD~1`) on the same corpus, for a side-by-side.
+/proc reading; tokens per second per core = document ids / those CPU seconds. `--code NAME=PATH` runs the
+codemill of another checkout (e.g. `git worktree add /tmp/old HEAD~1`; default: this one) on the same
+corpus, for a side-by-side; a worktree also keeps a long run safe from edits to this one.
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --part memory \\
-        --docs 100000 1000000 --out benchmarks/results/tokenize_memory.json
+        --docs 100000 1000000 --code new=/tmp/new --code old=/tmp/old --out benchmarks/results/tokenize_memory.json
 """
 
 from __future__ import annotations
@@ -354,7 +355,8 @@ def memory_run(input_uri: str, out: pathlib.Path, code_root: pathlib.Path, cpus:
 
 def memory_benchmark(args) -> dict:
     work = pathlib.Path(args.work)
-    roots = {"this": REPO_ROOT, **({"baseline": pathlib.Path(args.code_root).resolve()} if args.code_root else {})}
+    roots = {name: pathlib.Path(path).resolve() for name, path in (c.split("=", 1) for c in args.code)} \
+        or {"this": REPO_ROOT}
     runs = []
     for n_docs in args.docs:
         input_uri = windows_corpus(work, n_docs)
@@ -377,7 +379,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000], help="memory: corpus sizes")
     parser.add_argument("--work", default="/tmp/cm-tokenize-bench", help="memory: corpora and outputs (reused)")
-    parser.add_argument("--code-root", default=None, help="memory: another checkout to run side by side")
+    parser.add_argument("--code", action="append", default=[],
+                        help="memory: NAME=PATH of a checkout to run (repeat to run several side by side)")
     parser.add_argument("--set", action="append", default=[], help="memory: a stage setting, key=value")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -41,6 +41,10 @@ from codemill.tokenize.tokenizer import EOT
 
 log = logging.getLogger("codemill.tokenize")
 
+# Documents per task of the passes that only count over the tokenized documents: many blocks per task, since
+# a task costs more to schedule than counting one block of `batch_docs` documents does.
+COUNT_BATCH_DOCS = 16_384
+
 
 @functools.lru_cache(maxsize=4)
 def _worker_tokenizers(tokenizer_json: str, with_gpt2: bool):
@@ -144,18 +148,21 @@ def _tokenize(run: StageRun) -> dict:
         batch_size=config.batch_docs, batch_format="pyarrow", num_cpus=1).materialize()
     tokenized_s = time.time() - started
 
-    summary = merged_summary(collect_table(tokenized.map_batches(batches.summarize_documents, batch_format="pyarrow"),
-                                           batches.SUMMARY_SCHEMA))
+    def collect(fn, schema: pa.Schema, *args) -> pa.Table:
+        """A small table computed over the tokenized documents, many blocks per task."""
+        return collect_table(tokenized.map_batches(fn, fn_args=args, batch_format="pyarrow",
+                                                   batch_size=COUNT_BATCH_DOCS), schema)
+
+    summary = merged_summary(collect(batches.summarize_documents, batches.SUMMARY_SCHEMA))
     doc_tokens = sum(s["doc_tokens"] for s in summary)
     log.info("tokenize: %d documents, %d tokens in %.1f s (%.0f tokens/s)", sum(s["documents"] for s in summary),
              doc_tokens, tokenized_s, doc_tokens / max(tokenized_s, 1e-9))
-    rejected = collect_table(tokenized.map_batches(batches.rejected, batch_format="pyarrow"), batches.REJECTED_SCHEMA)
+    rejected = collect(batches.rejected, batches.REJECTED_SCHEMA)
     storage.write_table(rejected, run.path(TOKENIZE_REJECTED, "part-00000.parquet"))
 
     n_chunks = chunks.stream_chunk_counts(summary, config.chunk_tokens)
-    chunk_summary = merged_summary(
-        collect_table(tokenized.map_batches(batches.summarize_chunks, fn_args=(n_chunks,), batch_format="pyarrow"),
-                      batches.CHUNK_SUMMARY_SCHEMA), keys=("split", "language", "chunk"))
+    chunk_summary = merged_summary(collect(batches.summarize_chunks, batches.CHUNK_SUMMARY_SCHEMA, n_chunks),
+                                   keys=("split", "language", "chunk"))
     tag_lens = {language: len(tag) for language, tag in tags.items()}
     planned = chunks.plan(chunk_summary, tag_lens, config.seq_len)
     n_shards = shard_counts(planned, config)
