@@ -144,7 +144,7 @@ def graph_step_ms(engine: Engine, device: torch.device, reps: int = 200) -> floa
     runner = engine.runner
     if not runner.use_graphs:
         return None
-    graph, _ = runner.graphs[(1, runner.length_bucket(512))]
+    graph, _ = runner.graphs[(1, runner.length_bucket(512, 1))]
     for _ in range(10):
         graph.replay()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

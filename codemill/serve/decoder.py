@@ -23,6 +23,14 @@ from codemill.serve.quant import DenseLinear, Int8Linear, make_linear
 from codemill.train.model import FAST_GELU_SLOPE, ModelConfig
 
 
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class _Norm:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, eps: float, device: torch.device):
         self.weight, self.bias, self.eps = weight.to(device, torch.float32), bias.to(device, torch.float32), eps
@@ -88,7 +96,7 @@ def _post_attention(x: torch.Tensor, attn: torch.Tensor, dense_w, dense_b, norm_
 class Decoder:
     def __init__(self, cfg: ModelConfig, state: dict[str, torch.Tensor], device: torch.device | str,
                  dtype: torch.dtype, int8: bool = False, max_slots: int = 8, max_length: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, fused: bool | None = None):
         self.cfg, self.device, self.dtype, self.int8 = cfg, torch.device(device), dtype, int8
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.max_length = min(max_length or cfg.max_seq_length, cfg.max_seq_length)
@@ -114,6 +122,18 @@ class Decoder:
         if self.compiled:
             self._pre = torch.compile(_pre_attention, dynamic=True)
             self._post = torch.compile(_post_attention, dynamic=True)
+        # A batch of one decodes through the Triton kernels of fused.py (dense weights; on a GPU by default,
+        # where they are the fast path; `fused=True` elsewhere runs them in Triton's interpreter).
+        if fused is None:
+            fused = self.device.type == "cuda" and not int8 and _triton_available()
+        if fused and int8:
+            raise ValueError("the fused decode kernels take dense weights; INT8 decodes through the eager path")
+        self.fused_rows = 0
+        if fused:
+            from codemill.serve import fused as fused_kernels
+
+            self._fused = fused_kernels
+            self.fused_rows = fused_kernels.ROWS
 
     # ---------------------------------------------------------------- sizes
     def weight_bytes(self) -> int:
@@ -178,6 +198,8 @@ class Decoder:
         """One token for each of slots 0..B-1: tokens [B] at positions [B] -> logits [B, vocab]. Attends over
         the first `kv_length` cache positions (a bucket ≥ every position + 1), masking those past each row's."""
         bsz = tokens.shape[0]
+        if bsz <= self.fused_rows:
+            return self._decode_fused(tokens, positions)
         rows = torch.arange(bsz, device=self.device)
         allowed = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         # Additive, in the compute dtype, once per step (a boolean mask is converted inside every attention).
@@ -202,6 +224,31 @@ class Decoder:
         q = top.query(self.query_embedding[positions]).view(bsz, self.heads, self.head_dim)
         x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, kv, mask, bsz, kv_length)))
         return F.linear(x[:, 0], self.word_embedding)
+
+    def _decode_fused(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`decode` through fused.py's kernels: five per layer, attention up to each row's own position (no
+        length bucket)."""
+        k, eps = self._fused, self.cfg.layernorm_eps
+        x = self.word_embedding[tokens] + self.position_embedding[positions]
+        for i, layer in enumerate(self.blocks):
+            n1 = layer.input_norm
+            q = k.qkv_to_cache(x, layer.qkv.weight, layer.qkv.bias, (n1.weight, n1.bias, eps), self.kv_cache[i],
+                               positions, q_cols=self.cfg.hidden_size)
+            x = k.linear(k.attention(q, self.kv_cache[i], positions), layer.dense.weight, layer.dense.bias,
+                         residual=x)
+            x = self._fused_mlp(layer, x)
+        top, cache = self.top, self.kv_cache[len(self.blocks)]
+        x = self.final_norm(x)
+        k.qkv_to_cache(x, top.kv.weight, top.kv.bias, (top.input_norm.weight, top.input_norm.bias, eps), cache,
+                       positions, q_cols=0)
+        q = k.linear(self.query_embedding[positions], top.query.weight, top.query.bias)
+        x = k.linear(k.attention(q, cache, positions), top.dense.weight, top.dense.bias, residual=x)
+        return k.linear(self._fused_mlp(top, x), self.word_embedding, None)
+
+    def _fused_mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        n2, k = layer.post_attention_norm, self._fused
+        u = k.linear(x, layer.up.weight, layer.up.bias, norm=(n2.weight, n2.bias, self.cfg.layernorm_eps), gelu=True)
+        return k.linear(u, layer.down.weight, layer.down.bias, residual=x)
 
     def _attend_cached(self, layer, rows, positions, q, kv, mask, bsz: int, kv_length: int,
                        merge: bool = True) -> torch.Tensor:

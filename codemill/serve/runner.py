@@ -37,7 +37,9 @@ class DecodeRunner:
     def batch_bucket(self, rows: int) -> int:
         return self.batch_buckets[bisect.bisect_left(self.batch_buckets, rows)]
 
-    def length_bucket(self, length: int) -> int:
+    def length_bucket(self, length: int, rows: int = 0) -> int:
+        if rows and rows <= self.decoder.fused_rows:
+            return self.length_buckets[-1]  # the fused kernels attend up to each row's position: one graph
         return self.length_buckets[bisect.bisect_left(self.length_buckets, length)]
 
     @torch.inference_mode()
@@ -46,7 +48,7 @@ class DecodeRunner:
         self.inputs.zero_()
         # Capture the largest shapes first so the shared pool is sized once.
         for b in reversed(self.batch_buckets):
-            for length in reversed(self.length_buckets):
+            for length in reversed(self.length_buckets[-1:] if b <= self.decoder.fused_rows else self.length_buckets):
                 tokens, positions = self.inputs[0, :b], self.inputs[1, :b]
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
@@ -67,7 +69,7 @@ class DecodeRunner:
         the bucket's rows [bucket, vocab]; rows ≥ len(tokens) are meaningless."""
         rows = len(tokens)
         b = self.batch_bucket(rows)
-        length = self.length_bucket(max(positions) + 1)
+        length = self.length_bucket(max(positions) + 1, b)
         self.staging[:, :b].zero_()
         self.staging[0, :rows] = torch.tensor(tokens, dtype=torch.long)
         self.staging[1, :rows] = torch.tensor(positions, dtype=torch.long)
