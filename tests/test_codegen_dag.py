@@ -81,6 +81,7 @@ def test_input_shorthand_is_the_flag_named_input(tmp_path):
 # --- the tiny CPU run ------------------------------------------------------------------------------------
 
 EXTENSIONS = {"C": "c", "C++": "cpp", "Go": "go", "Java": "java", "JavaScript": "js", "Python": "py"}
+COMMENT = {"Python": "#"}  # the others comment with //
 FUNCTION = {
     "C": "int {name}(int x) {{\n    int y = x * {a} + {b};\n    return y - {c};\n}}\n\n",
     "C++": "int {name}(int x) {{\n    auto y = x * {a} + {b};\n    return y - {c};\n}}\n\n",
@@ -92,8 +93,8 @@ FUNCTION = {
 
 
 def make_corpus(root: Path) -> Path:
-    """Two repositories per language, two files each, of functions with their own names and numbers (so no
-    file is a near duplicate of another)."""
+    """Two repositories per language, two files each, of commented functions with their own names and
+    numbers (so no file is a near duplicate of another, and words outweigh symbols as the filter wants)."""
     rng = random.Random(0)
     words = ["alpha", "bravo", "delta", "gamma", "kappa", "sigma", "omega", "theta", "lambda", "zeta"]
     for language, ext in EXTENSIONS.items():
@@ -101,9 +102,10 @@ def make_corpus(root: Path) -> Path:
             repo = root / f"{ext}-repo{r}"
             repo.mkdir(parents=True)
             for f in range(2):
-                body = "".join(FUNCTION[language].format(name=f"{rng.choice(words)}_{rng.choice(words)}_{i}",
-                                                         a=rng.randrange(100), b=rng.randrange(1000),
-                                                         c=rng.randrange(1000))
+                body = "".join(f"{COMMENT.get(language, '//')} {' '.join(rng.choices(words, k=10))}\n"
+                               + FUNCTION[language].format(name=f"{rng.choice(words)}_{rng.choice(words)}_{i}",
+                                                           a=rng.randrange(100), b=rng.randrange(1000),
+                                                           c=rng.randrange(1000))
                                for i in range(30))
                 (repo / f"file{f}.{ext}").write_text(body)
     return root
@@ -125,6 +127,7 @@ def tiny(corpus: Path) -> dict[str, list[str]]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ten stages as Ray jobs on two cores: on a busy machine past the default 900 s
 def test_tiny_codegen_dag_runs_multi_then_mono(tmp_path, ray_head):
     out = str(tmp_path / "codegen")
     ran = run_dag(str(DAG), out, address=ray_head.dashboard_url, overrides=tiny(make_corpus(tmp_path / "corpus")))
