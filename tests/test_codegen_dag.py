@@ -144,7 +144,7 @@ def test_tiny_codegen_dag_runs_multi_then_mono(tmp_path, ray_head):
     assert mf.read_manifest(storage.join(out, "train_mono")).inputs["init"]["stage"] == "train"
     for name, (model, benchmark) in EVALS.items():
         manifest = mf.read_manifest(storage.join(out, name))
-        assert manifest.status == mf.STATUS_COMPLETE and manifest.inputs["model"]["uri"].endswith(f"{model}/export")
+        assert manifest.status == mf.STATUS_COMPLETE and f"/codegen/{model}" in manifest.inputs["model"]["uri"]
         assert manifest.config["benchmark"] == benchmark
         assert storage.exists(storage.join(out, name, "summary.json"))
 
