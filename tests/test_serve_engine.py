@@ -259,3 +259,28 @@ def test_loads_an_export_from_s3(s3_bucket, tiny_export):
     assert tokens_of(collect(from_train, {"r": (prompt, params)})["r"]) == got[0]
     with pytest.raises(FileNotFoundError):
         load_engine(f"{s3_bucket}/nothing-here", "fp32", "cpu")
+
+
+def test_look_ahead_steps_change_no_output(tiny_export):
+    """Greedy batches run the next step before the host reads this one (the GPU default, forced on here):
+    outputs equal those without it, through sequences ending, joining, stopping and mixing with sampling."""
+    uri, _ = tiny_export
+    tok = load_engine(uri, "fp32", "cpu", max_batch_size=4).tokenizer
+    prompts = [tok.encode(t).ids for t in ("def add(a, b):", "int main() {", "import os\nfor", "x = [")]
+    greedy = [GenerationParams(max_tokens=m, temperature=0, ignore_eos=True) for m in (30, 5, 20, 16)]
+    free = collect(load_engine(uri, "fp32", "cpu", max_batch_size=4).engine, {"s": (prompts[0], greedy[3])})["s"]
+    stop = text_of(free)[8:11]
+    requests = {"a": (prompts[0], greedy[0]), "b": (prompts[1], greedy[1])}
+    joins = {3: {"c": (prompts[2], greedy[2])},
+             4: {"s": (prompts[0], GenerationParams(max_tokens=16, temperature=0, stop=(stop,), ignore_eos=True))},
+             20: {"d": (prompts[3], GenerationParams(max_tokens=6, temperature=0.8, seed=5, ignore_eos=True))}}
+    results = []
+    for lookahead in (False, True):
+        engine = load_engine(uri, "fp32", "cpu", max_batch_size=4).engine
+        engine.lookahead = lookahead
+        outs = collect(engine, requests, joins)
+        results.append({rid: (tokens_of(o), text_of(o), finish_of(o)) for rid, o in outs.items()})
+        used = engine.steps_ahead_used
+    assert results[0] == results[1]
+    assert results[1]["s"][1] == text_of(free)[:8] and results[1]["s"][2] == "stop"
+    assert used > 10  # the look-ahead really ran

@@ -33,6 +33,11 @@ from codemill.serve.sampling import RowParams, sample
 
 log = logging.getLogger("codemill.serve")
 
+# Look-ahead runs the next decode step before the host has read this one's tokens, for greedy batches up to
+# this size: there a step is short and the host's bookkeeping a large share of it, and a sequence ending
+# (which wastes the step run ahead) is rare.
+LOOKAHEAD_MAX_BATCH = 4
+
 
 class QueueFull(RuntimeError):
     """The bounded queue of waiting requests is full (HTTP 503)."""
@@ -148,7 +153,8 @@ class Engine:
     def __init__(self, decoder: Decoder, tokenizer=None, *, eos_id: int | None = None, valid_vocab: int | None = None,
                  max_queue: int = 256, max_prefill_tokens: int = 8192, batch_buckets: list[int] | None = None,
                  length_buckets: list[int] | None = None, cuda_graphs: bool = True,
-                 on_step: Callable[[StepStats], None] | None = None):
+                 on_step: Callable[[StepStats], None] | None = None, lookahead: bool | None = None,
+                 lookahead_max_batch: int = LOOKAHEAD_MAX_BATCH):
         self.decoder, self.tokenizer, self.eos_id = decoder, tokenizer, eos_id
         self.valid_vocab = min(valid_vocab or decoder.vocab_size, decoder.vocab_size)
         self.max_queue, self.max_prefill_tokens = max_queue, max_prefill_tokens
@@ -156,6 +162,13 @@ class Engine:
         self.runner = DecodeRunner(decoder, batch_buckets or [1, 2, 4, 8, 16, 32, 64, 128],
                                    length_buckets or [256, 512, 1024, 2048], cuda_graphs)
         self.on_step = on_step
+        # Look-ahead (on a GPU by default): see `_decode`.
+        self.lookahead = decoder.device.type == "cuda" if lookahead is None else lookahead
+        self.lookahead_max_batch = lookahead_max_batch
+        self._ahead: tuple[tuple, torch.Tensor] | None = None  # (the batch it was launched for, its logits)
+        self.steps_ahead_used = self.steps_ahead_wasted = 0
+        self._ahead_tokens = torch.zeros(self.runner.batch_buckets[-1], dtype=torch.long,
+                                         pin_memory=self.runner.use_graphs)
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Request] = collections.deque()
         self._aborted: set[str] = set()
@@ -227,6 +240,7 @@ class Engine:
             self._release(req)
         self._running = []
         self._slots = [None] * len(self._slots)
+        self._ahead = None
 
     def _apply_aborts(self) -> None:
         with self._lock:
@@ -307,13 +321,22 @@ class Engine:
 
     def _decode(self, live: list[_Seq]) -> None:
         top = max(s.slot for s in live) + 1
-        tokens, positions = [0] * top, [0] * top
-        for s in live:
-            tokens[s.slot], positions[s.slot] = s.pending, s.position
-        logits = self.runner(tokens, positions)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == self._batch_key(live):
+            logits = ahead[1]  # this step already ran, launched by the last one
+            self.steps_ahead_used += 1
+        else:
+            self.steps_ahead_wasted += ahead is not None
+            tokens, positions = [0] * top, [0] * top
+            for s in live:
+                tokens[s.slot], positions[s.slot] = s.pending, s.position
+            logits = self.runner(tokens, positions)
         for s in live:
             s.position += 1
             s.pending = None
+        if self._can_look_ahead(live, top):
+            self._decode_ahead(live, top, logits)
+            return
         # All sampled sequences in one batched call (one host sync per step); beams per request.
         sampled = [s for s in live if s.req.beam is None]
         if sampled:
@@ -321,6 +344,41 @@ class Engine:
         for req in self._running:
             if req.beam is not None and not req.finished:
                 self._beam_step(req, self._rows(logits, [s.slot for s in req.seqs if not s.finished]))
+
+    def _decode_ahead(self, live: list[_Seq], top: int, logits: torch.Tensor) -> None:
+        """Greedy tokens chosen on the device, their copy to the host queued, then the next step launched from
+        them before the host reads them: the host's bookkeeping of this step overlaps the device's next step.
+        The next `_decode` uses that step if the batch is still the one it was run for (no sequence ended or
+        joined, no slot moved); otherwise it runs the step again, the run-ahead one having only written
+        the same keys/values, or some into slots since freed."""
+        chosen = logits[:top, :self.valid_vocab].argmax(dim=-1)
+        host = self._ahead_tokens[:top]
+        host.copy_(chosen, non_blocking=True)
+        copied = torch.cuda.Event() if chosen.is_cuda else None
+        if copied is not None:
+            copied.record()
+        following = self.runner.advance(chosen, [s.position for s in live])
+        if copied is not None:
+            copied.synchronize()
+        tokens = host.tolist()
+        for s in live:
+            self._append(s, tokens[s.slot], None)
+        self._ahead = (self._batch_key(live), following)
+
+    def _can_look_ahead(self, live: list[_Seq], top: int) -> bool:
+        if not self.lookahead or len(live) > self.lookahead_max_batch or top != len(live) or self._waiting:
+            return False
+        for s in live:
+            p = s.req.params
+            if s.req.beam is not None or p.temperature != 0 or p.logprobs is not None:
+                return False
+            if len(s.text.ids) + 2 > p.max_tokens or s.position + 2 > self.context_length:
+                return False  # it ends by length this step or the next: the step ahead would be wasted
+        return True
+
+    @staticmethod
+    def _batch_key(live: list[_Seq]) -> tuple:
+        return tuple((id(s), s.slot, s.position, s.pending) for s in live)
 
     @staticmethod
     def _rows(logits: torch.Tensor, slots: list[int]) -> torch.Tensor:

@@ -64,6 +64,21 @@ class DecodeRunner:
                  self.batch_buckets, self.length_buckets)
 
     @torch.inference_mode()
+    def advance(self, tokens: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """The next step fed from the device: tokens [rows] (a device tensor, e.g. the last step's argmax) at
+        the given positions, without waiting for the host to read them -> logits, as `__call__`."""
+        rows = tokens.shape[0]
+        b = self.batch_bucket(rows)
+        self.inputs[0, :rows].copy_(tokens)
+        self.inputs[1, :rows] += 1
+        length = self.length_bucket(max(positions) + 1, b)
+        if self.use_graphs:
+            graph, out = self.graphs[(b, length)]
+            graph.replay()
+            return out
+        return self.decoder.decode(self.inputs[0, :b], self.inputs[1, :b], length)
+
+    @torch.inference_mode()
     def __call__(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """Feed tokens[i] at positions[i] to slot i (slots past len(tokens) get a harmless dummy) -> logits of
         the bucket's rows [bucket, vocab]; rows ≥ len(tokens) are meaningless."""
