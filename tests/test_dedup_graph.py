@@ -108,7 +108,7 @@ def test_star_steps_drop_self_loops_and_repeated_pairs():
 def test_spilled_components_equal_union_find(tmp_path, n_partitions):
     rng = np.random.default_rng(n_partitions)
     plan = GraphPlan(work=str(tmp_path), duplicates=str(tmp_path / "dups"), num_perm=8, verify_threshold=None,
-                     rows_per_partition=10)
+                     edge_rows_per_partition=10, member_rows_per_partition=10)
     # locators spread over several chunks and files, as the stage makes them
     locs = np.concatenate([locators(f, c << CHUNK_BITS, 40) for f in range(3) for c in range(2)])
     u, v = locs[rng.integers(0, len(locs), 200)], locs[rng.integers(0, len(locs), 200)]
@@ -151,8 +151,8 @@ def test_graph_pipeline_does_not_depend_on_partitioning(tmp_path):
 
     inp, table, expect = _write_filter_output(str(tmp_path / "filter"))
     one, dups_one, stats_one = _run_in_process(tmp_path, inp, "one", ["docs_per_batch=64"])
-    many, dups_many, stats_many = _run_in_process(
-        tmp_path, inp, "many", ["docs_per_batch=7", "band_rows_per_partition=1000", "graph_rows_per_partition=2"])
+    many, dups_many, stats_many = _run_in_process(tmp_path, inp, "many", [
+        "docs_per_batch=7", "band_rows_per_partition=1000", "edge_rows_per_partition=5", "member_rows_per_partition=2"])
     assert dups_one == dups_many and dups_one
     assert {k: v for k, v in one.items() if k != "component_rounds"} == \
         {k: v for k, v in many.items() if k != "component_rounds"}

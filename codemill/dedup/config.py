@@ -23,9 +23,11 @@ DECONTAMINATION_NGRAM = 13
 BOILERPLATE_MIN_PROBLEMS = 3
 DOCS_PER_BATCH = 1024  # documents per signature batch: ~10 MB of code, big enough to amortise the kernel call
 BAND_ROWS_PER_PARTITION = 2_000_000  # shuffle partition size (~48 MB of keys), so reducer memory stays flat
-# Duplicate-graph partition size: edges per components partition, cluster members (~1.2 KB each with their
-# signature) per resolve partition, so a task's memory stays flat however many duplicates the corpus has.
-GRAPH_ROWS_PER_PARTITION = 200_000
+# Duplicate-graph partition sizes, so a task's memory stays flat however many duplicates the corpus has:
+# edge pairs (16 bytes) per components partition, and cluster members (~1.2 KB each with their signature)
+# per resolve partition: a resolve task then holds ~60 MB of members, less than a sketch task's batch.
+EDGE_ROWS_PER_PARTITION = 2_000_000
+MEMBER_ROWS_PER_PARTITION = 50_000
 
 
 class NearDedupConfig(StrictModel):
@@ -70,4 +72,5 @@ class DedupConfig(StrictModel):
     decontaminate: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     docs_per_batch: int = Field(DOCS_PER_BATCH, ge=1)
     band_rows_per_partition: int = Field(BAND_ROWS_PER_PARTITION, ge=1000)
-    graph_rows_per_partition: int = Field(GRAPH_ROWS_PER_PARTITION, ge=1)
+    edge_rows_per_partition: int = Field(EDGE_ROWS_PER_PARTITION, ge=1)
+    member_rows_per_partition: int = Field(MEMBER_ROWS_PER_PARTITION, ge=1)

@@ -68,13 +68,17 @@ class GraphPlan:
     duplicates: str  # the stage's duplicates/ folder
     num_perm: int
     verify_threshold: float | None  # None: every candidate edge is an edge
-    rows_per_partition: int  # edges per components partition, cluster members per resolve partition
+    edge_rows_per_partition: int  # edge pairs per components partition
+    member_rows_per_partition: int  # cluster members per resolve partition
 
     def dir(self, *parts: str) -> str:
         return storage.join(self.work, *parts)
 
-    def partitions(self, rows: int) -> int:
-        return max(1, math.ceil(rows / self.rows_per_partition))
+    def edge_partitions(self, pairs: int) -> int:
+        return max(1, math.ceil(pairs / self.edge_rows_per_partition))
+
+    def member_partitions(self, members: int) -> int:
+        return max(1, math.ceil(members / self.member_rows_per_partition))
 
 
 def _positions(locs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -224,14 +228,14 @@ def find_duplicates(plan: GraphPlan, chunks: list[int], band_partitions: int, ex
                    + [(plan, EXACT, p) for p in range(exact_partitions)])
     # Components partitions hold both orientations of every edge. Without verification the distinct
     # edges are written before they are counted: their copies from several band partitions are counted.
-    star_partitions = plan.partitions(2 * sum(found))
+    star_partitions = plan.edge_partitions(2 * sum(found))
     candidates = sum(map_fn(source_signatures, [(plan, c, star_partitions) for c in chunks]))
     counts = {"candidate_edges": candidates, "verified_edges": candidates}
     if plan.verify_threshold is not None:
-        star_partitions = plan.partitions(2 * candidates)
+        star_partitions = plan.edge_partitions(2 * candidates)
         counts["verified_edges"] = sum(map_fn(verify, [(plan, c, star_partitions) for c in chunks]))
     roots_dir, clustered, counts["component_rounds"] = components(plan, star_partitions, map_fn)
-    member_partitions = plan.partitions(clustered)
+    member_partitions = plan.member_partitions(clustered)
     map_fn(attach_members, [(plan, roots_dir, c, member_partitions) for c in chunks])
     resolved = map_fn(resolve, [(plan, p) for p in range(member_partitions)])
     counts["clusters"] = sum(r["clusters"] for r in resolved)

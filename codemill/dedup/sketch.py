@@ -1,5 +1,5 @@
 """One pass over a batch of input documents: everything dedup needs to know about each, without its
-content. Pure functions on Arrow tables; the stage maps them over the corpus with Ray Data.
+content. Pure functions on Arrow tables; corpus.py applies them to each input file.
 
 A sketch row: node (63-bit id from doc_id), doc_id, repo_stars, path, language, exact_hi/exact_lo
 (normalised-content key), shingles (shingle positions; 0 = no code token), contamination hits,

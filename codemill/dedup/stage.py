@@ -86,7 +86,8 @@ def _dedup(run: StageRun, map_fn) -> dict:
     run.clear(DEDUP_DUPLICATES, DEDUP_KEPT, WORK_DIR)
     graph = GraphPlan(work=run.path(WORK_DIR), duplicates=run.path(DEDUP_DUPLICATES), num_perm=config.near.num_perm,
                       verify_threshold=config.near.threshold if config.near.verify == "estimated" else None,
-                      rows_per_partition=config.graph_rows_per_partition)
+                      edge_rows_per_partition=config.edge_rows_per_partition,
+                      member_rows_per_partition=config.member_rows_per_partition)
     plan = SketchPlan(params, graph, config.docs_per_batch, bands, rows, band_partitions, exact_partitions,
                       near=config.near.enabled)
 
