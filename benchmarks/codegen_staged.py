@@ -38,10 +38,11 @@ from machine import cpu_model
 from codemill import manifest as mf
 from codemill.filter import rules
 from codemill.languages import EXTENSION_TO_LANGUAGE
+from codemill.runner import setup_logging
 
 DAG = Path(__file__).resolve().with_suffix(".yaml")
 MULTI_LANGUAGES = ("C", "C++", "Go", "Java", "JavaScript", "Python")
-MODELS = ("train_multi", "train_mono", "train_multi_more")  # the starting point, Mono, the control
+MODELS = ("train_mono", "train_multi_more", "train_multi")  # Mono, the control, and their starting point
 BENCHMARKS = ("humaneval", "mtpb")
 SUMMARY = "summary.json"
 SAMPLES_DIR = "samples"
@@ -49,7 +50,7 @@ SAMPLES_DIR = "samples"
 GPU_SHARE = 0.5
 # Sizes: `gpu` fits one H200 in ~6 minutes (see RESULTS.md); `smoke` checks the whole path on 2 CPU cores.
 SIZES = {
-    "gpu": {"preset": "125m", "seq_length": 2048, "multi_steps": 300, "extra_steps": 150, "batch": 32,
+    "gpu": {"preset": "125m", "seq_length": 2048, "multi_steps": 200, "extra_steps": 100, "batch": 32,
             "micro_batch": 16, "lr": 6e-4, "corpus_mb": 10.0, "humaneval": 164, "mtpb": 115, "max_tokens": 512,
             "engine_slots": 256},
     "smoke": {"preset": "tiny", "seq_length": 128, "multi_steps": 8, "extra_steps": 4, "batch": 4, "micro_batch": 4,
@@ -90,19 +91,50 @@ def gather_corpus(roots: list[str], dest: Path, mb_per_language: float, seed: in
     return chosen
 
 
-def overrides(a: argparse.Namespace, gpu: bool) -> dict[str, list[str]]:
-    """The DAG's sizes: tokenize's rows, and each train stage's model, steps, batch and schedule."""
+def overrides(a: argparse.Namespace, gpu: bool, pep8: bool) -> dict[str, list[str]]:
+    """The DAG's sizes: tokenize's rows, and each train stage's model, steps, batch and schedule; the filter's
+    PEP 8 step only where ruff is installed (the GPU machine's image has none)."""
     def train(steps: int) -> list[str]:
         scaling = (f"scaling={{num_workers: 1, use_gpu: true, gpus_per_worker: {GPU_SHARE}, cpus_per_worker: 2}}"
                    if gpu else "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}")
         warmup = max(1, steps // 10)
-        return [f"model={{preset: '{a.preset}', seq_length: {a.seq_length}, compile: {str(gpu).lower()}}}",
+        return [f"model={{preset: '{a.preset}', seq_length: {a.seq_length}}}",
                 f"deepspeed={{precision: {'bf16' if gpu else 'fp32'}, zero_stage: 2}}", scaling,
                 f"steps={steps}", f"global_batch_size={a.batch}", f"micro_batch_size={a.micro_batch}",
                 f"optimizer={{lr_max: {a.lr}, lr_min: {a.lr / 10:g}, warmup_steps: {warmup}, decay_steps: {steps}}}",
                 f"log_every={max(1, steps // 20)}", f"eval_every={steps}", "eval_batches=4", f"checkpoint_every={steps}"]
-    return {"tokenize": [f"seq_len={a.seq_length + 1}"], "train_multi": train(a.multi_steps),
+    return {"filter": [f"format_python={str(pep8).lower()}"], "tokenize": [f"seq_len={a.seq_length + 1}"],
+            "train_multi": train(a.multi_steps),
             "train_mono": train(a.extra_steps), "train_multi_more": train(a.extra_steps)}
+
+
+def validation_losses(dag: Path, device: str, max_rows: int, batch: int) -> dict[str, dict[str, float]]:
+    """Each model's mean next-token loss on the held-out rows of each language (the same rows for every model)."""
+    import numpy as np
+    import torch
+
+    from codemill.tokenize.reader import ShardReader
+    from codemill.train.data import make_batch
+    from codemill.train.export import load_model
+    from codemill.train.model_config import IGNORE_INDEX
+
+    reader = ShardReader(str(dag / "tokenize"), split="validation")
+    by_language: dict[str, list[int]] = {}
+    for i in range(len(reader)):
+        by_language.setdefault(reader.language(i), []).append(i)
+    losses: dict[str, dict[str, float]] = {}
+    for name in MODELS:
+        model = load_model(str(dag / name / "export"), device=device)
+        for language, rows in sorted(by_language.items()):
+            total, count = 0.0, 0
+            for start in range(0, min(len(rows), max_rows), batch):
+                b = make_batch(reader, np.array(rows[start:min(start + batch, max_rows)]), reader.seq_len - 1)
+                labels = torch.from_numpy(b.labels).to(device)
+                with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=device == "cuda"):
+                    total += model(torch.from_numpy(b.tokens).to(device), labels, reduction="none").float().sum().item()
+                count += int((labels != IGNORE_INDEX).sum())
+            losses.setdefault(name, {})[language] = round(total / count, 4)
+    return losses
 
 
 def generate(export: str, out: Path, a: argparse.Namespace, device: str) -> dict[str, float]:
@@ -155,7 +187,7 @@ def train_record(out: Path) -> dict:
     stats = json.loads((out / "stats.json").read_text())
     keys = ("steps", "tokens", "epochs", "first_loss", "final_loss", "final_val_loss", "mean_tokens_per_s",
             "tokens_available", "init_from", "parameters")
-    return {k: stats.get(k) for k in keys} | {"seconds": mf.read_manifest(str(out)).timings}
+    return {k: stats.get(k) for k in keys}
 
 
 def machine() -> dict:
@@ -168,6 +200,11 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def save(summary: dict, out: Path) -> None:
+    """Written after every phase, so a run cut short still leaves what it measured."""
+    (out / SUMMARY).write_text(json.dumps(summary, indent=1))
 
 
 def run(a: argparse.Namespace, out: Path) -> dict:
@@ -186,13 +223,18 @@ def run(a: argparse.Namespace, out: Path) -> dict:
 
     started = time.time()
     os.environ["CODEGEN_STAGED_CORPUS"] = str(work / "corpus")
-    run_dag(str(DAG), str(work / "dag"), overrides=overrides(a, gpu))
+    summary["pep8"] = bool(shutil.which("ruff", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    run_dag(str(DAG), str(work / "dag"), overrides=overrides(a, gpu, summary["pep8"]))
     summary["seconds"]["dag"] = round(time.time() - started, 1)
     tokenize = json.loads((work / "dag" / "tokenize" / "stats.json").read_text())
     summary["tokens"] = {name: v["tokens"] for name, v in tokenize["languages"].items()}
     summary["train"] = {name: train_record(work / "dag" / name) for name in MODELS}
-    summary["stage_seconds"] = {name: sum(mf.read_manifest(str(work / "dag" / name)).timings.values())
+    summary["stage_seconds"] = {name: mf.read_manifest(str(work / "dag" / name)).timings["seconds"]
                                 for name in ("crawl", "filter", "dedup", "tokenize", *MODELS)}
+    started = time.time()
+    summary["validation_loss"] = validation_losses(work / "dag", "cuda" if gpu else "cpu", a.val_rows, a.micro_batch)
+    summary["seconds"]["validation_loss"] = round(time.time() - started, 1)
+    save(summary, out)
 
     summary["seconds"]["generate"] = {}
     for name in MODELS:
@@ -200,6 +242,7 @@ def run(a: argparse.Namespace, out: Path) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         summary["seconds"]["generate"][name] = generate(str(work / "dag" / name / "export"), folder, a,
                                                         "cuda" if gpu else "cpu")
+        save(summary, out)
     return summary
 
 
@@ -226,6 +269,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, help="sequences per step")
     p.add_argument("--micro-batch", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate of every run (warm-up 10%%, cosine to lr/10)")
+    p.add_argument("--val-rows", type=int, default=256, help="held-out rows per language for the losses")
     p.add_argument("--humaneval", type=int, help="HumanEval-X Python problems 0..N-1")
     p.add_argument("--mtpb", type=int, help="the first N MTPB problems (5 test cases each)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
@@ -235,6 +279,7 @@ def main() -> None:
     p.add_argument("--engine-slots", type=int, help="sequences the serve engine decodes at once")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    setup_logging()
     for key, value in SIZES["smoke" if args.smoke else "gpu"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -248,7 +293,7 @@ def main() -> None:
     if not args.generate_only:
         score_all(summary, out, Path(args.work))
     summary["seconds"]["total" if not args.score_only else "total_score_only"] = round(time.time() - started, 1)
-    (out / SUMMARY).write_text(json.dumps(summary, indent=1))
+    save(summary, out)
     print(json.dumps(summary, indent=1))
 
 

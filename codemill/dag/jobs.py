@@ -28,7 +28,7 @@ SUBMIT_TIMEOUT_S = 120.0  # a fresh head's job agent can take this long to accep
 JOB_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                  "TORCH_EXTENSIONS_DIR")
 _TRANSIENT = re.compile(r"No available agent|Connection refused|Cannot connect|ServerDisconnected|"
-                        r"timed out|503|502|504", re.IGNORECASE)
+                        r"RemoteDisconnected|timed out|503|502|504", re.IGNORECASE)
 
 
 class StageFailed(RuntimeError):
