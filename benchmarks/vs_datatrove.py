@@ -21,12 +21,13 @@ codemill's pin, refuses; xxhash < 4 encoded it the same way). One difference is 
 
 Measured per contender, each in its own session of processes (the driver, started with a new session, and
 for codemill the Ray head's session), sampled from /proc every 0.5 s:
-- wall seconds; CPU seconds of the work: the driver and its reaped descendants (wait4), plus the Ray
-  workers' last reading; the Ray head's daemons (GCS, raylet, dashboard, agents) are reported apart;
+- wall seconds; CPU seconds of the work: the driver's session (the larger of wait4's figure, the driver
+  and its reaped descendants, and the sum of its processes' last readings), plus the Ray workers' last
+  readings; the Ray head's daemons (GCS, raylet, dashboard, agents) are reported apart;
 - private memory: per process, RssAnon of /proc/<pid>/status (heap and buffers; not mapped files, nor the
   shared memory Ray's object store lives in, so its pages count in no process); the peak of the largest
-  process and the peak of the sum over the whole tree (daemons included): the figure dedup_throughput.py
-  and tokenize_throughput.py report as private.
+  process, and the peak of the sum over the whole tree, with and without the Ray head's daemons: the
+  figure dedup_throughput.py and tokenize_throughput.py report as private.
 Dedup agreement: the corpus's known copies (benchmarks/dedup_throughput.py's exact and near copies, each
 matched to its source: the window of the same path in the same input file with the highest Jaccard), their
 true Jaccard on codemill's shingles, and whether each tool put the pair in one cluster, by Jaccard band.
@@ -181,7 +182,8 @@ class TreeSampler(threading.Thread):
         self.driver_pid, self.ray_session = driver_pid, ray_session
         self.stop_event = threading.Event()
         self.procs: dict[int, dict] = {}
-        self.tree_peak = 0
+        self.session_of: dict[int, int] = {}
+        self.tree_peak = self.work_tree_peak = 0
 
     def _role(self, pid: int, session: int, title: str) -> str | None:
         if session == self.driver_pid:
@@ -191,7 +193,7 @@ class TreeSampler(threading.Thread):
         return "worker" if title.startswith("ray::") and not title.startswith(RAY_DAEMON_TITLES) else "daemon"
 
     def sample(self) -> None:
-        tree = 0
+        tree = work_tree = 0
         for entry in pathlib.Path("/proc").glob("[0-9]*"):
             pid = int(entry.name)
             try:
@@ -202,11 +204,14 @@ class TreeSampler(threading.Thread):
             if role is None:
                 continue
             proc = self.procs.setdefault(pid, {"role": role, "peak": 0, "ticks": 0})
+            self.session_of[pid] = session
             if role == "worker":  # a Ray worker is plain python until it takes its title
                 proc["role"] = role
             proc["peak"], proc["ticks"] = max(proc["peak"], private), ticks
             tree += private
+            work_tree += private if proc["role"] != "daemon" else 0
         self.tree_peak = max(self.tree_peak, tree)
+        self.work_tree_peak = max(self.work_tree_peak, work_tree)
 
     def run(self) -> None:
         while not self.stop_event.wait(SAMPLE_INTERVAL_S):
@@ -231,14 +236,19 @@ def measure(cmd: list[str], env: dict, log: pathlib.Path, ray_session: int | Non
         sampler.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: see {log}")
+    own = [p for pid, p in sampler.procs.items() if sampler.session_of[pid] == proc.pid]
+    ray_workers = [p for pid, p in sampler.procs.items()
+                   if sampler.session_of[pid] != proc.pid and p["role"] == "worker"]
+    # wait4 counts the driver and the descendants that were reaped (datatrove's pool workers, children of
+    # its forkserver, are not); the samples count each process to its last reading. The larger of the two.
+    own_cpu = max(usage.ru_utime + usage.ru_stime, sum(p["ticks"] for p in own) / TICK)
+    cpu = own_cpu + sum(p["ticks"] for p in ray_workers) / TICK
     procs = sampler.procs.values()
-    ray_workers = [p for p in procs if p["role"] == "worker" and ray_session is not None]
-    cpu = usage.ru_utime + usage.ru_stime + sum(p["ticks"] for p in ray_workers) / TICK
     work = [p for p in procs if p["role"] != "daemon"]
     return {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
             "daemon_cpu_seconds": round(sum(p["ticks"] for p in procs if p["role"] == "daemon") / TICK, 1),
             "processes": len(work), "largest_process_private_mib": mib(max(p["peak"] for p in work)),
-            "tree_private_mib": mib(sampler.tree_peak),
+            "tree_private_mib": mib(sampler.tree_peak), "work_tree_private_mib": mib(sampler.work_tree_peak),
             "largest_daemon_private_mib": mib(max((p["peak"] for p in procs if p["role"] == "daemon"), default=0))}
 
 
