@@ -27,7 +27,8 @@ real site-packages code files, lognormal lengths, generated once under --work an
 `/proc/<pid>/status` of the driver and of every process of the head every 0.5 s: peak RSS and RssAnon
 (private memory: without the object store's shared pages a worker maps), and for workers the task their
 process title named at their peak. CPU seconds: the driver's own (from wait4) plus every worker's last
-/proc reading; tokens per second per core = document ids / those CPU seconds. `--code NAME=PATH` runs the
+/proc reading; tokens per second per core = document ids / those CPU seconds. `shards_and_manifest_sha256`
+hashes every shard and the manifest: two runs (or two checkouts) with the same digest wrote the same bytes. `--code NAME=PATH` runs the
 codemill of another checkout (e.g. `git worktree add /tmp/old HEAD~1`; default: this one) on the same
 corpus, for a side-by-side; a worktree also keeps a long run safe from edits to this one.
 
@@ -38,6 +39,7 @@ corpus, for a side-by-side; a worktree also keeps a long run safe from edits to 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -347,9 +349,15 @@ def memory_run(input_uri: str, out: pathlib.Path, code_root: pathlib.Path, cpus:
     cpu = driver_cpu + memory["workers"]["cpu_seconds"]
     tokens = stats["throughput"]["document_tokens"]
     rows = sum(split["rows"] for split in stats["splits"].values())
+    digest = hashlib.sha256()  # of every shard's bytes and the manifest: equal digests = byte-identical outputs
+    for path in [*sorted((out / "shards").iterdir()), out / "manifest.json"]:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
     return {"code_root": str(code_root), "wall_seconds": round(wall, 1), "driver_cpu_seconds": round(driver_cpu, 2),
             "cpu_seconds": round(cpu, 2), "document_tokens": tokens, "tokens_per_s_per_core": round(tokens / cpu),
             "rows": rows, "tokens_per_row": round(tokens / rows, 3), "packing": stats.get("packing"),
+            "shards_and_manifest_sha256": digest.hexdigest(),
             "memory": memory, "load_average_after": os.getloadavg()}
 
 

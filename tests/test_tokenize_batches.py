@@ -96,3 +96,29 @@ def test_chunks_are_counted_planned_and_packed_one_per_task(tokenizers):
     assert np.array_equal(rows, np.arange(sum(c["rows"] for c in planned))), "one stream, numbered once"
     with pytest.raises(ValueError, match="one chunk"):
         batches.pack_documents(docs, tags, EOT_ID, 64, 3, {TRAIN: 4}, first_rows)
+
+
+def test_parts_number_all_chunks_densely_and_split_a_partition_by_part(tokenizers):
+    tokenizer, _ = tokenizers
+    tokenized = batches.tokenize_documents(documents(), tokenizer, None, 0.0, 0.0)
+    n_chunks = {(TRAIN, "Go"): 2, (TRAIN, "Python"): 3}
+    first = chunks.first_parts(n_chunks)
+    assert first == {(TRAIN, "Go"): 0, (TRAIN, "Python"): 2}
+    docs = batches.kept_in_parts(tokenized, n_chunks, first)
+    assert docs["part"].to_pylist() == [c + 2 for c in docs["chunk"].to_pylist()]  # all kept docs are Python
+
+    # each part gets its own partition, whichever side of a boundary its own key would go
+    assert batches.part_boundaries([4, 2, 3, 2]) == [2.5, 3.5]
+    assert batches.part_boundaries([7]) == [7.5]
+    keys = np.arange(10)
+    for b in batches.part_boundaries(list(keys)):
+        assert not np.any(keys == b)
+
+    shuffled = docs.take(np.random.default_rng(0).permutation(docs.num_rows))
+    groups = list(batches.each_part(shuffled))
+    assert [g["part"][0].as_py() for g in groups] == [2, 3, 4]
+    assert all(pc.count_distinct(g["part"]).as_py() == 1 for g in groups)
+    assert sum(g.num_rows for g in groups) == docs.num_rows
+    one = docs.filter(pc.equal(docs["part"], 3))
+    assert list(batches.each_part(one))[0] is one, "a partition of one part is passed on whole"
+    assert list(batches.each_part(docs.slice(0, 0))) == []

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from codemill.tokenize.split import chunk_key, in_stats_sample, split_of
 from codemill.tokenize.tokenizer import TOKEN_ID_DTYPE
 
 INPUT_COLUMNS = ["doc_id", "language", "content"]
+PART = "part"  # the dense partition number the stage's shuffles partition on (one chunk, or one shard, each)
 
 REJECT_EMPTY = "empty content"
 REJECT_NO_TAG = "language without a tag"
@@ -138,6 +140,20 @@ def kept_in_chunks(tokenized: pa.Table, n_chunks: dict[tuple[str, str], int]) ->
     return docs.append_column("chunk", pa.array(chunk, pa.int64()))
 
 
+def kept_in_parts(tokenized: pa.Table, n_chunks: dict[tuple[str, str], int],
+                  first_part: dict[tuple[str, str], int]) -> pa.Table:
+    """`kept_in_chunks` plus `part`: the chunk's number among all chunks (`first_part` of its stream + its
+    chunk), the key the stage partitions on so that each shuffle partition holds one chunk."""
+    docs = kept_in_chunks(tokenized, n_chunks)
+    offsets = np.zeros(docs.num_rows, dtype=np.int64)
+    for (split, language), first in first_part.items():
+        if first:
+            in_stream = pc.and_(pc.equal(docs["split"], split), pc.equal(docs["language"], language))
+            offsets[in_stream.to_numpy(zero_copy_only=False)] = first
+    part = offsets + docs["chunk"].to_numpy()
+    return docs.append_column(PART, pa.array(part, pa.int64()))
+
+
 def summarize_chunks(tokenized: pa.Table, n_chunks: dict[tuple[str, str], int]) -> pa.Table:
     """Per (split, language, chunk) of the kept documents: count and ids."""
     docs = kept_in_chunks(tokenized, n_chunks).select(["split", "language", "chunk", "n_ids"])
@@ -166,3 +182,36 @@ def pack_documents(docs: pa.Table, tags: dict[str, list[int]], eot_id: int, seq_
     shard = shard_of_keys(rows["shuffle_key"].to_numpy(), n_shards[split])
     return rows.append_column("split", pa.array([split] * rows.num_rows, pa.string())) \
                .append_column("shard", pa.array(shard, pa.int64()))
+
+
+def each_part(block: pa.Table) -> Iterator[pa.Table]:
+    """The rows of each `part` of a shuffle partition, in part order. The stage's partitions hold one part
+    each (their boundaries are the parts themselves); this only makes the result independent of that."""
+    if not block.num_rows:
+        return
+    parts = block[PART].to_numpy()
+    if parts.min() == parts.max():
+        yield block
+        return
+    block = block.take(pc.sort_indices(block[PART]))
+    parts = block[PART].to_numpy()
+    starts = np.flatnonzero(np.diff(parts)) + 1
+    for start, end in zip([0, *starts.tolist()], [*starts.tolist(), len(parts)]):
+        yield block.slice(start, end - start)
+
+
+def part_boundaries(parts: list[int]) -> list[float]:
+    """Sort boundaries that give each of `parts` (distinct ints) a shuffle partition of its own: halfway
+    between neighbours, so a part never shares a partition whichever side a boundary's own key falls on."""
+    ordered = sorted(set(parts))
+    if len(ordered) == 1:  # no boundaries would mean sampled ones: one above the part (an empty partition)
+        return [ordered[0] + 0.5]
+    return [p - 0.5 for p in ordered[1:]]
+
+
+def packed_schema(seq_len: int) -> pa.Schema:
+    """What `pack_documents` returns, with the `part` (shard number) the stage's second shuffle adds."""
+    from codemill.tokenize.shards import row_schema
+
+    return pa.schema([*row_schema(seq_len), pa.field("split", pa.string()), pa.field("shard", pa.int64()),
+                      pa.field(PART, pa.int64())])

@@ -37,6 +37,15 @@ def stream_chunk_counts(summary: list[dict], chunk_tokens: int) -> dict[tuple[st
             for s in summary}
 
 
+def first_parts(n_chunks: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """Each stream's first chunk in one dense numbering of all chunks, streams in (split, language) order:
+    chunk c of stream s is part `first_parts[s] + c` (what the stage's shuffle partitions on)."""
+    out, total = {}, 0
+    for stream in sorted(n_chunks):
+        out[stream], total = total, total + n_chunks[stream]
+    return out
+
+
 def chunk_of_keys(keys: np.ndarray, n_chunks: np.ndarray) -> np.ndarray:
     """Each document's chunk from its chunk key and its stream's chunk count: the same range partition as
     shards use, so chunk c of n holds the keys of the c-th of n equal ranges."""

@@ -4,7 +4,8 @@
         ├─▶ per (split, language) counts ─▶ chunks per stream, whitespace savings (driver; a few numbers)
         ├─▶ per (split, language, chunk) counts ─▶ each chunk's first row, shard counts (driver; one per chunk)
         ├─▶ rejected documents with their reason ─▶ rejected/
-        └─▶ groupby(split, language, chunk).map_groups(pack) ─▶ groupby(split, shard).map_groups(sort + write)
+        └─▶ sort by chunk number, one chunk per partition ─▶ pack ─▶ sort by shard number, one shard per
+            partition ─▶ sort rows + write
 
 Packing takes one chunk of a (split, language) stream per task (`codemill.tokenize.chunks`: `chunk_tokens`
 ids on average, chosen by the hash of doc_id), so a packing worker holds one chunk, however large a
@@ -72,10 +73,25 @@ def tokenize_task(batch: pa.Table, tokenizer_json: str, validation_fraction: flo
     return batches.tokenize_documents(batch, tokenizer, gpt2, validation_fraction, sample_fraction)
 
 
-def write_shard_group(rows: pa.Table, out: str) -> pa.Table:
-    """One shard's rows (a group of (split, shard)) -> the shard file; its record as a one-row table."""
-    record = shards.write_shard(rows, out, rows["split"][0].as_py(), rows["shard"][0].as_py())
-    return pa.table({"record": [json.dumps(record)]})
+def pack_partition(block: pa.Table, tags: dict[str, list[int]], eot_id: int, seq_len: int, seed: int,
+                   n_shards: dict[str, int], first_rows: dict[tuple[str, str, int], int],
+                   first_shard: dict[str, int]) -> pa.Table:
+    """A shuffle partition of documents (one chunk: its `part`) -> its packed rows, each with `part` now the
+    number of its shard among all splits' shards (`first_shard` of its split + its shard)."""
+    out = []
+    for docs in batches.each_part(block):
+        rows = batches.pack_documents(docs.drop_columns([batches.PART]), tags, eot_id, seq_len, seed, n_shards,
+                                      first_rows)
+        first = first_shard[rows["split"][0].as_py()] if rows.num_rows else 0
+        out.append(rows.append_column(batches.PART, pa.array(rows["shard"].to_numpy() + first, pa.int64())))
+    return pa.concat_tables(out) if out else batches.packed_schema(seq_len).empty_table()
+
+
+def write_shard_partition(block: pa.Table, out: str) -> pa.Table:
+    """A shuffle partition of rows (one shard: its `part`) -> the shard file; its record as a one-row table."""
+    records = [json.dumps(shards.write_shard(rows, out, rows["split"][0].as_py(), rows["shard"][0].as_py()))
+               for rows in batches.each_part(block)]
+    return pa.table({"record": pa.array(records, pa.string())})
 
 
 def training_texts(kept_uri: str, config: TokenizeConfig) -> Iterator[str]:
@@ -167,14 +183,23 @@ def _tokenize(run: StageRun) -> dict:
     planned = chunks.plan(chunk_summary, tag_lens, config.seq_len)
     n_shards = shard_counts(planned, config)
     first_rows = {(c["split"], c["language"], c["chunk"]): c["first_row"] for c in planned}
-    pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards, first_rows)
-    # One shuffle partition per chunk, so a packing task holds about one chunk (Ray's default, hundreds of
-    # partitions, also costs more than the work on small corpora).
-    records_ds = (tokenized.map_batches(batches.kept_in_chunks, fn_args=(n_chunks,), batch_format="pyarrow")
-                  .groupby(["split", "language", "chunk"], num_partitions=max(1, len(planned)))
-                  .map_groups(batches.pack_documents, fn_args=pack_args, batch_format="pyarrow")
-                  .groupby(["split", "shard"], num_partitions=max(1, sum(n_shards.values())))
-                  .map_groups(write_shard_group, fn_args=(run.out,), batch_format="pyarrow"))
+    # Both shuffles partition on a dense number (`part`: a chunk, then a shard, among all of them) with a
+    # boundary between each two numbers, so each reduce task gets exactly one chunk or one shard. A sort on
+    # sampled boundaries (what groupby does) makes as many partitions as input blocks instead: at 1M
+    # documents in blocks of 256, 3,906 maps x 3,906 reduces, each reduce task taking 3,906 pieces, and its
+    # memory grew with the corpus. The documents enter the first shuffle in blocks of COUNT_BATCH_DOCS.
+    first_part = chunks.first_parts(n_chunks)
+    parts = [first_part[(c["split"], c["language"])] + c["chunk"] for c in planned]
+    first_shard, total = {}, 0
+    for split in sorted(n_shards):
+        first_shard[split], total = total, total + n_shards[split]
+    pack_args = (tags, tokenizer.token_to_id(EOT), config.seq_len, config.seed, n_shards, first_rows, first_shard)
+    records_ds = (tokenized.map_batches(batches.kept_in_parts, fn_args=(n_chunks, first_part), batch_format="pyarrow",
+                                        batch_size=COUNT_BATCH_DOCS)
+                  .sort(batches.PART, boundaries=batches.part_boundaries(parts))
+                  .map_batches(pack_partition, fn_args=pack_args, batch_format="pyarrow", batch_size=None)
+                  .sort(batches.PART, boundaries=batches.part_boundaries(list(range(total))))
+                  .map_batches(write_shard_partition, fn_args=(run.out,), batch_format="pyarrow", batch_size=None))
     records = [json.loads(r["record"]) for r in records_ds.take_all()] if n_shards else []
     manifest = shards.write_dataset_files(run.out, tokenizer, config.seq_len, records, config.seed,
                                           config.validation_fraction, tags)
