@@ -77,9 +77,10 @@ STARTUP_DOCS = 1000             # the start-up run: fixed costs, not throughput
 STARTUP_FILES = 2               # one input file per worker, as in the full corpus
 SAMPLE_INTERVAL_S = 0.5
 JACCARD_BANDS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)  # the last band is exactly 1.0
-# On the loaded machine a driver sometimes fails to connect to the fresh head (GCS calls time out): the run
-# is then repeated on a new head, and the attempts are recorded.
+# On the loaded machine a driver sometimes fails to connect to the fresh head (GCS calls time out after
+# Ray's 60 s): it is given longer, and the run is repeated on a new head if it still fails (attempts recorded).
 RAY_ATTEMPTS = 3
+GCS_REQUEST_TIMEOUT_S = 600
 TICK = os.sysconf("SC_CLK_TCK")
 RAY_DAEMON_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
@@ -259,7 +260,8 @@ def run_codemill(stage: str, inp: pathlib.Path, out: pathlib.Path) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+           "RAY_gcs_server_request_timeout_seconds": str(GCS_REQUEST_TIMEOUT_S)}
     cmd = [sys.executable, "-m", f"codemill.{stage}", "--input", str(inp), "--out", str(out), "--force"]
     for attempt in range(1, RAY_ATTEMPTS + 1):
         with LocalRayHead(num_cpus=WORKERS) as head:
