@@ -83,9 +83,11 @@ class GraphPlan:
 
 def _positions(locs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Row of each wanted locator in `locs` (all must be there)."""
+    if len(wanted) == 0:
+        return np.zeros(0, np.int64)
     order = np.argsort(locs, kind="stable")
-    pos = order[np.clip(np.searchsorted(locs[order], wanted), 0, max(len(locs) - 1, 0))]
-    if len(wanted) and not np.array_equal(locs[pos], wanted):
+    pos = order[np.clip(np.searchsorted(locs[order], wanted), 0, len(locs) - 1)] if len(locs) else wanted
+    if not len(locs) or not np.array_equal(locs[pos], wanted):
         raise RuntimeError("a locator of the duplicate graph has no sketch row: the spilled sketch is incomplete")
     return pos
 
