@@ -5,16 +5,18 @@ stages: code of this machine's Python installation (stdlib and site-packages, at
 CodeGen-Multi's six languages, chosen at random) is crawled, filtered, deduplicated and tokenized once;
 `train_multi` learns every language the corpus has, then two runs start from its export with a fresh optimizer
 and schedule for the same --extra-steps on the same batch: `train_mono` on Python only (CodeGen-Mono) and
-`train_multi_more` on the same languages as before (the control at equal compute). Each model (and
-train_multi, the starting point) then generates HumanEval-X Python and MTPB (multi-turn and single-turn)
-completions with codemill's serve engine in this process, and the eval stage (`codemill eval --samples`,
-sandboxed, benchmark check first) scores them. Losses, tokens per language, pass rates and wall times go to
-OUT/summary.json, which is printed.
+`train_multi_more` on the same languages as before (the control at equal compute). Every model (train_multi,
+the starting point, too) is scored on the same held-out rows of each language, then generates HumanEval-X
+Python and MTPB (multi-turn and single-turn) completions with codemill's serve engine in this process, and the
+eval stage (`codemill eval --samples`, sandboxed, benchmark check first) scores them. Losses, tokens per
+language, pass rates and wall times go to OUT/summary.json (written after every phase), which is printed.
 
-    # this CPU machine: the tiny preset, a few steps, 2 problems of each benchmark (~20 min on 2 loaded cores)
+    # this CPU machine: the tiny preset, a few steps, 2 problems of each benchmark (~14 min on 2 loaded cores)
     bash scripts/in-netns.sh .venv/bin/python benchmarks/codegen_staged.py --smoke --out /tmp/codegen_smoke
-    # one H200 (the defaults, ~6 min); it has no sandbox for generated code, so it stops after generating:
-    python3 benchmarks/codegen_staged.py --generate-only --corpus /tmp/site --out $OUT/codegen_staged
+    # one H200 (the defaults, ~7 min): it has no sandbox for generated code, so it stops after generating.
+    # The DAG runner starts a Ray head with `ray start` (on PATH) and submits jobs through its dashboard.
+    PATH=/tmp/site/bin:$PATH python3 benchmarks/codegen_staged.py --generate-only --corpus /tmp/site \
+        --out $OUT/codegen_staged
     # then, on a machine with the eval sandbox (scripts/setup-eval.sh), score the samples it brought back:
     bash scripts/in-netns.sh .venv/bin/python benchmarks/codegen_staged.py --score-only --out COPY_OF_THAT_OUT
 """
@@ -52,7 +54,7 @@ GPU_SHARE = 0.5
 SIZES = {
     "gpu": {"preset": "125m", "seq_length": 2048, "multi_steps": 200, "extra_steps": 100, "batch": 32,
             "micro_batch": 16, "lr": 6e-4, "corpus_mb": 10.0, "humaneval": 164, "mtpb": 115, "max_tokens": 512,
-            "engine_slots": 256},
+            "engine_slots": 512},
     "smoke": {"preset": "tiny", "seq_length": 128, "multi_steps": 8, "extra_steps": 4, "batch": 4, "micro_batch": 4,
               "lr": 2e-3, "corpus_mb": 0.15, "humaneval": 2, "mtpb": 2, "max_tokens": 32, "engine_slots": 16},
 }
