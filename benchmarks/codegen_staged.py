@@ -50,7 +50,7 @@ SUMMARY = "summary.json"
 SAMPLES_DIR = "samples"
 # Each run asks for half the GPU, so the two runs from train_multi's export train side by side on one GPU.
 GPU_SHARE = 0.5
-# Sizes: `gpu` fits one H200 in ~6 minutes (see RESULTS.md); `smoke` checks the whole path on 2 CPU cores.
+# Sizes: `gpu` is meant to fit one H200 in ~7 minutes (an estimate: not yet run there); `smoke` checks the whole path on 2 CPU cores.
 SIZES = {
     "gpu": {"preset": "125m", "seq_length": 2048, "multi_steps": 200, "extra_steps": 100, "batch": 32,
             "micro_batch": 16, "lr": 6e-4, "corpus_mb": 10.0, "humaneval": 164, "mtpb": 115, "max_tokens": 512,
