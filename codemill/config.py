@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,25 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's SafeLoader, but floats as YAML 1.2 (and Python) write them: PyYAML reads `6e-05` or `1e3`,
+    which have no dot, as strings, and a config would then refuse `lr_min: 6e-05` as not a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML, so numbers and lists keep their type)."""
     if "=" not in text:
@@ -46,7 +66,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"--set {text!r}: the key before '=' is empty")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int past Python's 4,300-digit limit
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise ConfigError(f"--set {shown!r}: the value cannot be read as YAML ({str(exc)[:200]})") from None
@@ -73,7 +93,7 @@ def read_yaml(path: str | Path) -> dict:
     if not storage.exists(str(path)):
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(storage.read_bytes(str(path)).decode()) or {}
+        data = load_yaml(storage.read_bytes(str(path)).decode()) or {}
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: undecodable bytes, an int of 5,000 digits
         raise ConfigError(f"{path}: not valid YAML: {str(exc)[:500]}") from None
     _check_size(data, str(path))

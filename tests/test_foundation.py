@@ -106,3 +106,12 @@ def test_missing_input_is_a_clear_error(tmp_path, capsys):
     rc = stage_main("dedup", ["--out", str(tmp_path / "o"), "--input", str(tmp_path / "nope")])
     assert rc == 2
     assert "is not a complete stage output (no _manifest.json)" in capsys.readouterr().err
+
+
+def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML alone reads `6e-05` as a string: a learning rate written as Python prints it was refused."""
+    from codemill.config import parse_override, read_yaml
+
+    assert parse_override("optimizer.lr_min=6e-05") == (["optimizer", "lr_min"], 6e-05)
+    (tmp_path / "c.yaml").write_text("a: 1e3\nb: -2.5E-4\nc: e5\nd: 7\ne: 1.0\n")
+    assert read_yaml(tmp_path / "c.yaml") == {"a": 1000.0, "b": -2.5e-4, "c": "e5", "d": 7, "e": 1.0}
