@@ -270,6 +270,20 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.head, self.driver_pid, self.stop_event = head, driver_pid, threading.Event()
         self.peaks: dict[int, dict] = {}
+        # per kind of task (process title): the largest private memory seen while one ran, and the largest rise
+        # within one stint of a process under that title (what the task itself added, as far as 0.5 s samples
+        # see it; the rest of a peak is what the process kept from its earlier tasks)
+        self.by_title: dict[str, dict] = {}
+        self.started = time.perf_counter()
+
+    def _close_stint(self, peak: dict) -> None:
+        title = peak.get("stint_title")
+        if title is None:
+            return
+        agg = self.by_title.setdefault(title, {"max_anon": 0, "max_rise": 0, "stints": 0})
+        agg["stints"] += 1
+        agg["max_anon"] = max(agg["max_anon"], peak["stint_max"])
+        agg["max_rise"] = max(agg["max_rise"], peak["stint_max"] - peak["stint_start"])
 
     def _role(self, pid_dir: pathlib.Path, title: str) -> str | None:
         if int(pid_dir.name) == self.driver_pid:
@@ -296,6 +310,12 @@ class MemorySampler(threading.Thread):
                     peak["role"] = role
                 if anon > peak["anon"]:
                     peak["anon"], peak["task"] = anon, title
+                    peak["at_s"] = round(time.perf_counter() - self.started, 1)
+                if role == "worker":
+                    if title != peak.get("stint_title"):
+                        self._close_stint(peak)
+                        peak["stint_title"], peak["stint_start"], peak["stint_max"] = title, anon, anon
+                    peak["stint_max"] = max(peak["stint_max"], anon)
                 peak["rss"], peak["ticks"] = max(peak["rss"], rss), ticks
 
     def summary(self) -> dict:
@@ -303,6 +323,10 @@ class MemorySampler(threading.Thread):
             return round(n / 2**20, 1)
 
         workers = [p for p in self.peaks.values() if p["role"] == "worker"]
+        for w in workers:
+            self._close_stint(w)
+            w["stint_title"] = None
+        largest = max(workers, key=lambda w: w["anon"], default={})
         by_task: dict[str, float] = {}
         for w in workers:  # the largest private peak of the workers whose peak came in each kind of task
             by_task[w["task"]] = max(by_task.get(w["task"], 0.0), mib(w["anon"]))
@@ -311,6 +335,10 @@ class MemorySampler(threading.Thread):
                 "workers": {"processes": len(workers), "max_peak_rss_mib": max((mib(w["rss"]) for w in workers), default=0),
                             "max_peak_anon_mib": max((mib(w["anon"]) for w in workers), default=0),
                             "max_peak_anon_mib_by_task": dict(sorted(by_task.items(), key=lambda kv: -kv[1])),
+                            "largest_peak_at_s": largest.get("at_s"),
+                            "by_task_kind": {t: {"max_anon_mib": mib(a["max_anon"]), "max_rise_mib": mib(a["max_rise"]),
+                                                 "stints": a["stints"]}
+                                             for t, a in sorted(self.by_title.items(), key=lambda kv: -kv[1]["max_anon"])},
                             "cpu_seconds": round(sum(w.get("ticks", 0) for w in workers) / _TICK, 2)},
                 "daemons_cpu_seconds": round(sum(p.get("ticks", 0) for p in self.peaks.values()
                                                  if p["role"] == "daemon") / _TICK, 2)}
