@@ -47,7 +47,12 @@ MULTI_LANGUAGES = ("C", "C++", "Go", "Java", "JavaScript", "Python")
 MODELS = ("train_mono", "train_multi_more", "train_multi")  # Mono, the control, and their starting point
 BENCHMARKS = ("humaneval", "mtpb")
 SUMMARY = "summary.json"
-SAMPLES_DIR = "samples"
+
+
+def samples_file(out: Path, model: str, benchmark: str) -> Path:
+    # Flat in OUT: a device call brings back only files near the top of its output folder.
+    return out / f"samples_{model}_{benchmark}.jsonl"
+
 # Each run asks for half the GPU, so the two runs from train_multi's export train side by side on one GPU.
 GPU_SHARE = 0.5
 # Sizes: `gpu` is meant to fit one H200 in ~7 minutes (an estimate: not yet run there); `smoke` checks the whole path on 2 CPU cores.
@@ -139,7 +144,7 @@ def validation_losses(dag: Path, device: str, max_rows: int, batch: int) -> dict
     return losses
 
 
-def generate(export: str, out: Path, a: argparse.Namespace, device: str) -> dict[str, float]:
+def generate(export: str, out: Path, model: str, a: argparse.Namespace, device: str) -> dict[str, float]:
     """HumanEval-X Python and MTPB (both modes) samples of one model, written as the eval stage's samples files;
     seconds per benchmark. n samples at --temperature (greedy by default), as the eval stage seeds them."""
     from codemill.eval import mtpb
@@ -156,7 +161,7 @@ def generate(export: str, out: Path, a: argparse.Namespace, device: str) -> dict
     texts = gen.generate([j.prompt for j in jobs], a.n, a.temperature, a.top_p, a.max_tokens, [j.stop for j in jobs],
                          seeds=[7919 * i for i in range(len(jobs))])
     samples = [Sample(j.task_id, text, i) for j, outs in zip(jobs, texts) for i, text in enumerate(outs)]
-    (out / "humaneval.jsonl").write_bytes(samples_jsonl(samples))
+    samples_file(out, model, "humaneval").write_bytes(samples_jsonl(samples))
     seconds["humaneval"] = round(time.time() - started, 1)
 
     started = time.time()
@@ -166,7 +171,7 @@ def generate(export: str, out: Path, a: argparse.Namespace, device: str) -> dict
                              lambda prompts, counts, limits, stops, seeds: gen.generate(
                                  prompts, counts, a.temperature, a.top_p, [min(x, a.max_tokens) for x in limits],
                                  stops, seeds=seeds))
-    (out / "mtpb.jsonl").write_bytes(mtpb_jsonl(turns))
+    samples_file(out, model, "mtpb").write_bytes(mtpb_jsonl(turns))
     seconds["mtpb"] = round(time.time() - started, 1)
     return seconds
 
@@ -240,9 +245,7 @@ def run(a: argparse.Namespace, out: Path) -> dict:
 
     summary["seconds"]["generate"] = {}
     for name in MODELS:
-        folder = out / SAMPLES_DIR / name
-        folder.mkdir(parents=True, exist_ok=True)
-        summary["seconds"]["generate"][name] = generate(str(work / "dag" / name / "export"), folder, a,
+        summary["seconds"]["generate"][name] = generate(str(work / "dag" / name / "export"), out, name, a,
                                                         "cuda" if gpu else "cpu")
         save(summary, out)
     return summary
@@ -250,7 +253,7 @@ def run(a: argparse.Namespace, out: Path) -> dict:
 
 def score_all(summary: dict, out: Path, work: Path) -> None:
     started = time.time()
-    summary["pass"] = {name: {b: score(out / SAMPLES_DIR / name / f"{b}.jsonl", work / "eval" / f"{name}_{b}", b)
+    summary["pass"] = {name: {b: score(samples_file(out, name, b), work / "eval" / f"{name}_{b}", b)
                               for b in BENCHMARKS} for name in MODELS}
     summary["seconds"]["score"] = round(time.time() - started, 1)
 
