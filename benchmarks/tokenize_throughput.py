@@ -27,9 +27,10 @@ real site-packages code files, lognormal lengths, generated once under --work an
 `/proc/<pid>/status` of the driver and of every process of the head every 0.5 s: peak RSS and RssAnon
 (private memory: without the object store's shared pages a worker maps), and for workers the task their
 process title named at their peak. CPU seconds: the driver's own (from wait4) plus every worker's last
-/proc reading; tokens per second per core = document ids / those CPU seconds. `shards_and_manifest_sha256`
-hashes every shard and the manifest: two runs (or two checkouts) with the same digest wrote the same bytes. `--code NAME=PATH` runs the
-codemill of another checkout (e.g. `git worktree add /tmp/old HEAD~1`; default: this one) on the same
+/proc reading; tokens per second per core = document ids / those CPU seconds. `by_task_kind`: per process
+title, the largest private memory seen under it and the largest rise within one stint of a process under it.
+`shards_and_manifest_sha256` hashes every shard and the manifest: two runs (or two checkouts) with the same
+digest wrote the same bytes. `--code NAME=PATH` runs the codemill of another checkout (e.g. `git worktree add /tmp/old HEAD~1`; default: this one) on the same
 corpus, for a side-by-side; a worktree also keeps a long run safe from edits to this one.
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --part memory \\
