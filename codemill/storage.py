@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -180,9 +181,11 @@ def write_table(table: pa.Table, uri: str) -> None:
     write_bytes(uri, sink.getvalue().to_pybytes())
 
 
-def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None,
+               filter: pc.Expression | None = None) -> pa.Table:
     """All Parquet files under `uri` (a file or a folder) as one table. A folder with none is an error,
-    unless `schema` is given: then it is an empty table of that schema."""
+    unless `schema` is given: then it is an empty table of that schema. `filter`: only the rows it keeps
+    (applied batch by batch while reading, so the unfiltered rows are never held at once)."""
     files = [uri] if uri.endswith(".parquet") else list_files(uri, ".parquet")
     if not files:
         if schema is not None:
@@ -190,7 +193,7 @@ def read_table(uri: str, columns: list[str] | None = None, schema: pa.Schema | N
             return empty.select(columns) if columns else empty
         raise FileNotFoundError(f"no Parquet files under {uri}")
     fs, _ = filesystem(uri)
-    tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]
+    tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns, filters=filter) for f in files]
     return pa.concat_tables(tables, promote_options="default")
 
 

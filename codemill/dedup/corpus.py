@@ -17,10 +17,16 @@ from codemill import storage
 from codemill.dedup import graph as gr
 from codemill.dedup import sketch as sk
 from codemill.dedup import spill
-from codemill.dedup.locators import CHUNK_BITS, chunk_of, locators, row_of
+from codemill.dedup.locators import chunk_of, locators, row_of
 from codemill.dedup.resolve import DUPLICATES_SCHEMA, KIND_CONTAMINATION
 
-SPILL_ROWS = 1 << CHUNK_BITS  # sketch rows buffered before a spill: one chunk's worth
+# Sketch rows buffered before a spill. Each spill writes its rows into their chunk's group (a chunk may get
+# several files), so this bounds only the sketch task's memory, not the chunk size: a 65,536-row buffer
+# (one chunk) held a whole 50k-document input file's sketches (~1.2 KB each with the signature) and then the
+# spill's band rows and sorted copies on top: the sketch task peaked at 459 MiB at 100k documents (the
+# dedup's largest process; datatrove's largest: 249 MiB), 325 MiB with 8,192 rows (eight 1,024-document
+# batches, ~10 MB of sketches plus the spill's copies). More, smaller spill files; the same rows.
+SPILL_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,25 @@ class SketchPlan:
     near: bool  # False: exact keys only
 
 
+# The input columns a sketch reads (sketch.sketch_batch; a missing optional one becomes nulls).
+SKETCH_INPUT_COLUMNS = ["doc_id", "content", "repo_stars", "path", "language"]
+# Input files are read through a buffer of this many bytes per column instead of a whole row group's
+# compressed column chunks at once: a filter-stage file is one 50,000-row row group (~45 MB of compressed
+# content), which the sketch and kept-writer tasks would otherwise hold while reading it batch by batch
+# (at 100k documents: the sketch task 325 -> 259 MiB, the kept-writer 339 -> 288 MiB).
+READ_BUFFER_BYTES = 1 << 20
+
+
+def _parquet_file(handle) -> pq.ParquetFile:
+    return pq.ParquetFile(handle, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+
 def _batches(uri: str, batch_size: int) -> Iterator[pa.Table]:
     fs, path = storage.filesystem(uri)
     with fs.open_input_file(path) as handle:
-        for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_size):
+        source = _parquet_file(handle)
+        columns = [c for c in SKETCH_INPUT_COLUMNS if c in source.schema_arrow.names]
+        for batch in source.iter_batches(batch_size=batch_size, columns=columns):
             yield pa.Table.from_batches([batch])
 
 
@@ -115,7 +136,7 @@ def write_kept(plan: gr.GraphPlan, uri: str, file_index: int, out_uri: str, batc
     storage.makedirs(storage.parent(out_uri)[0])
     kept, first_row = 0, 0
     with in_fs.open_input_file(in_path) as handle:
-        source = pq.ParquetFile(handle)
+        source = _parquet_file(handle)
         with out_fs.open_output_stream(out_path) as sink, \
                 pq.ParquetWriter(sink, source.schema_arrow, compression=storage.PARQUET_COMPRESSION) as writer:
             for batch in source.iter_batches(batch_size=batch_size):

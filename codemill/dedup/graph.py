@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codemill import storage
 from codemill.dedup import spill
@@ -92,8 +93,11 @@ def _positions(locs: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _chunk_signatures(plan: GraphPlan, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = spill.read_group(plan.dir(SKETCH), chunk, sketch_schema(plan.num_perm), ["loc", "signature"])
+def _chunk_signatures(plan: GraphPlan, chunk: int, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(locators, signatures) of the chunk's sketch rows among `wanted`: the others are dropped while
+    reading, so a step holds the signatures of its edges' documents, not the whole chunk's (~64 MB)."""
+    rows = spill.read_group(plan.dir(SKETCH), chunk, sketch_schema(plan.num_perm), ["loc", "signature"],
+                            filter=pc.field("loc").isin(np.unique(wanted)))
     return rows["loc"].to_numpy(), signature_matrix(rows["signature"], plan.num_perm)
 
 
@@ -130,9 +134,9 @@ def source_signatures(plan: GraphPlan, chunk: int, star_partitions: int) -> int:
         return edges.num_rows
     dst_chunk = chunk_of(dst_loc)
     spill.write_groups(edges.select(["src_loc", "dst_loc"]), dst_chunk, plan.dir(SOURCE_EDGES), writer)
-    locs, sigs = _chunk_signatures(plan, chunk)
     needed = unique_pairs(dst_chunk, src_loc)  # each source's signature once per destination chunk
     needed_locs = src_loc[needed]
+    locs, sigs = _chunk_signatures(plan, chunk, needed_locs)
     table = pa.table({"loc": needed_locs, "signature": pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(4 * plan.num_perm), len(needed),
         [None, pa.py_buffer(np.ascontiguousarray(sigs[_positions(locs, needed_locs)]).tobytes())])})
@@ -149,7 +153,7 @@ def verify(plan: GraphPlan, chunk: int, star_partitions: int) -> int:
     src_loc, dst_loc = edges["src_loc"].to_numpy(), edges["dst_loc"].to_numpy()
     source_locs = sources["loc"].to_numpy()
     source_sigs = signature_matrix(sources["signature"], plan.num_perm)
-    locs, sigs = _chunk_signatures(plan, chunk)
+    locs, sigs = _chunk_signatures(plan, chunk, dst_loc)
     similarity = pairwise_jaccard(source_sigs, _positions(source_locs, src_loc), sigs, _positions(locs, dst_loc))
     keep = similarity >= plan.verify_threshold
     write_undirected(src_loc[keep], dst_loc[keep], plan.dir("star-0", "large"), star_partitions, f"{chunk:016x}")
@@ -181,7 +185,10 @@ def attach_members(plan: GraphPlan, roots_dir: str, chunk: int, member_partition
     roots = spill.read_group(roots_dir, chunk, ROOT_SCHEMA)
     if roots.num_rows == 0:
         return
-    rows = spill.read_group(plan.dir(SKETCH), chunk, sketch_schema(plan.num_perm))
+    # Only the clustered documents' rows: the chunk's other sketch rows (most of it) are dropped batch by
+    # batch as they are read, instead of the whole chunk (~70 MB at 65,536 rows) being held at once.
+    rows = spill.read_group(plan.dir(SKETCH), chunk, sketch_schema(plan.num_perm),
+                            filter=pc.field("loc").isin(roots["loc"]))
     members = rows.take(_positions(rows["loc"].to_numpy(), roots["loc"].to_numpy()))
     members = members.append_column("root", roots["root"])
     spill.write_groups(members, spill.hash_partition(roots["root"].to_numpy(), member_partitions),

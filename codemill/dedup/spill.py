@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from codemill import storage
@@ -42,9 +43,11 @@ def _write(table: pa.Table, uri: str) -> None:
         pq.write_table(table, sink, compression=storage.PARQUET_COMPRESSION)
 
 
-def read_group(root: str, key: int, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """Every writer's rows of one group (an empty table of `schema` when none wrote to it)."""
-    table = storage.read_table(group_uri(root, key), columns=columns, schema=schema)
+def read_group(root: str, key: int, schema: pa.Schema, columns: list[str] | None = None,
+               filter: pc.Expression | None = None) -> pa.Table:
+    """Every writer's rows of one group (an empty table of `schema` when none wrote to it); with `filter`,
+    only the rows it keeps."""
+    table = storage.read_table(group_uri(root, key), columns=columns, schema=schema, filter=filter)
     return table.cast(schema if columns is None else pa.schema([schema.field(c) for c in columns]))
 
 
