@@ -139,16 +139,23 @@ class JobRunner:
             time.sleep(JOB_POLL_S)
 
     def _until_serving(self, ps: PlannedStage, job_id: str) -> str:
-        """A service's job runs on; it is up once its manifest is complete."""
+        """A service's job runs on; it is up once it has written its manifest (serving, or complete for a
+        smoke check). A manifest from before this job (the last run's) does not count."""
+        since = time.time() - MANIFEST_CLOCK_SLACK_S
         while True:
             status = self.client.get_job_status(job_id).value
             if status in TERMINAL:
                 return status
             manifest = mf.read_manifest(ps.out)
-            if manifest is not None and (mf.is_usable(manifest) or manifest.status == mf.STATUS_SERVING):
+            fresh = manifest is not None and (manifest.timings or {}).get("finished_at", 0) >= since
+            if fresh and (mf.is_usable(manifest) or manifest.status == mf.STATUS_SERVING):
                 log.info("stage %s: serving (Ray job %s keeps running)", ps.name, job_id)
                 return "RUNNING"
             time.sleep(JOB_POLL_S)
+
+
+# The job's manifest is stamped by the node that runs it: allow that clock to trail the driver's a little.
+MANIFEST_CLOCK_SLACK_S = 5.0
 
 
 def _retry(call, what: str, timeout_s: float = SUBMIT_TIMEOUT_S):
