@@ -17,6 +17,10 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN_DIR / "auth_token")
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# The tests run on CPUs, where the fused decode kernels run in Triton's interpreter. Triton defines its own
+# library (tl.zeros, ...) when it is first imported, and torch.compile imports it early, so the interpreter is
+# chosen here, before any test module loads.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

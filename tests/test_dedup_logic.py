@@ -119,6 +119,9 @@ def test_star_edges_link_each_bucket_to_its_smallest_node():
     two_cols = np.array([[1, 2], [1, 3], [1, 2]], dtype=np.uint64)
     src, dst = star_edges(two_cols, np.array([3, 1, 2]))
     assert list(zip(src, dst)) == [(2, 3)]
+    for empty in (np.zeros(0, np.uint64), np.zeros((0, 2), np.uint64)):  # a partition no document hashed to
+        src, dst = star_edges(empty, np.zeros(0, np.int64))
+        assert len(src) == len(dst) == 0
 
 
 def test_survivor_rule_stars_then_depth_then_path_then_doc_id():

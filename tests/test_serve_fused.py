@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import sys
 
 import pytest
 import torch
@@ -18,18 +17,9 @@ from codemill.train.model import FAST_GELU_SLOPE, PRESETS, CodeGeeX
 
 @pytest.fixture(scope="module")
 def fused():
-    # The interpreter is chosen when the kernels are defined, so the module is imported with it switched on.
-    saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.modules.pop("codemill.serve.fused", None)
-    try:
-        yield importlib.import_module("codemill.serve.fused")
-    finally:
-        sys.modules.pop("codemill.serve.fused", None)
-        if saved is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = saved
+    # conftest.py switches Triton's interpreter on before anything imports Triton.
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run under tests/conftest.py (TRITON_INTERPRET=1)"
+    return importlib.import_module("codemill.serve.fused")
 
 
 def test_linear_with_layernorm_gelu_and_residual(fused):

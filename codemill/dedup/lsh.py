@@ -65,7 +65,7 @@ def star_pairs(keys: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Row indices (centre, member) of the star edges of every key shared by two or more distinct nodes:
     each bucket's other nodes link to its smallest node. `keys` may be [n] or [n, k] (several key columns
     compared together). Each (centre node, member node) pair appears once."""
-    keys2d = keys.reshape(len(keys), -1)
+    keys2d = keys[:, None] if keys.ndim == 1 else keys
     order = np.lexsort((nodes,) + tuple(keys2d[:, c] for c in reversed(range(keys2d.shape[1]))))
     keys2d, sorted_nodes = keys2d[order], nodes[order]
     new_bucket = np.ones(len(sorted_nodes), dtype=bool)
