@@ -55,7 +55,8 @@ def samples_file(out: Path, model: str, benchmark: str) -> Path:
 
 # Each run asks for half the GPU, so the two runs from train_multi's export train side by side on one GPU.
 GPU_SHARE = 0.5
-# Sizes: `gpu` is meant to fit one H200 in ~7 minutes (an estimate: not yet run there); `smoke` checks the whole path on 2 CPU cores.
+# Sizes: `gpu` for one H200 (measured there at 150 + 75 steps and 40 MTPB problems: 411 s, benchmarks/RESULTS.md;
+# these defaults take longer); `smoke` checks the whole path on 2 CPU cores.
 SIZES = {
     "gpu": {"preset": "125m", "seq_length": 2048, "multi_steps": 200, "extra_steps": 100, "batch": 32,
             "micro_batch": 16, "lr": 6e-4, "corpus_mb": 10.0, "humaneval": 164, "mtpb": 115, "max_tokens": 512,

@@ -37,6 +37,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from cuda_timing import replay_ms
 
 from codemill import humaneval
 from codemill.serve.decoder import Decoder
@@ -139,21 +142,13 @@ def engine_generate(engine: Engine, prompt: list[int], new_tokens: int) -> tuple
     return tokens, first - t0, (end - first) / max(len(tokens) - 1, 1)
 
 
-def graph_step_ms(engine: Engine, device: torch.device, reps: int = 200) -> float | None:
+def graph_step_ms(engine: Engine, reps: int = 200) -> float | None:
     """The captured batch-1 decode step alone (no scheduling, no sampling): the GPU-bound floor of the engine."""
     runner = engine.runner
     if not runner.use_graphs:
         return None
     graph, _ = runner.graphs[(1, runner.length_bucket(512, 1))]
-    for _ in range(10):
-        graph.replay()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        graph.replay()
-    stop.record()
-    torch.cuda.synchronize(device)
-    return start.elapsed_time(stop) / reps
+    return replay_ms(graph, reps, warmup=10)
 
 
 def measure_engine(engine, prompts, new_tokens, repeats: int) -> dict:
@@ -263,7 +258,7 @@ def engine_part(args, device, dtype, tokenizer, results, save) -> None:
         row["weight_bytes"] = engine.decoder.weight_bytes()
         row["floor_ms_per_token"] = 1e3 * row["weight_bytes"] / bw["bytes_per_s"]
         row["codemill"] = measure_engine(engine, prompts, args.new_tokens, args.repeats)
-        row["codemill"]["graph_step_ms"] = graph_step_ms(engine, device)
+        row["codemill"]["graph_step_ms"] = graph_step_ms(engine)
         ms = row["codemill"]["ms_per_token"]
         row["codemill"]["bandwidth_fraction"] = row["floor_ms_per_token"] / ms
         if row["codemill"]["graph_step_ms"]:
@@ -275,7 +270,7 @@ def engine_part(args, device, dtype, tokenizer, results, save) -> None:
                 compiled = make_engine(cfg, state, device, dtype, int8=False, slots=8, compile=True)
                 row["codemill_compiled"] = {"build_and_compile_s": now() - t}
                 row["codemill_compiled"].update(measure_engine(compiled, prompts, args.new_tokens, args.repeats))
-                row["codemill_compiled"]["graph_step_ms"] = graph_step_ms(compiled, device)
+                row["codemill_compiled"]["graph_step_ms"] = graph_step_ms(compiled)
                 row["codemill_compiled"]["bandwidth_fraction"] = \
                     row["floor_ms_per_token"] / row["codemill_compiled"]["ms_per_token"]
                 same = greedy_agreement(engine, compiled, prompts[:2], 32)

@@ -19,7 +19,7 @@ from codemill.config import build_config
 from codemill.crawl import stage as crawl
 from codemill.crawl.config import CrawlConfig
 from codemill.crawl.keys import repo_key
-from codemill.crawl.outputs import complete_file_parts, part_keys
+from codemill.crawl.outputs import complete_file_parts, part_keys, part_uri
 from codemill.crawl.plan import plan_crawl
 from codemill.crawl.sources.base import RepoRef
 from codemill.crawl.stats import check_counts
@@ -259,3 +259,19 @@ def test_complete_file_parts_skips_parts_without_a_valid_marker(tmp_path):
     storage.write_bytes(storage.join(out, "repos", "k5.parquet"), b"not parquet")
     storage.write_table(pa.table({"x": [1]}), storage.join(out, "files", "k5.parquet"))
     assert complete_file_parts(out) == [storage.join(out, "files", "k1.parquet")]
+
+
+def test_markers_read_together_skip_unreadable_and_old_ones(tmp_path):
+    from codemill.crawl.outputs import MARKER_READERS, read_markers
+
+    out = str(tmp_path)
+    keys = [f"k{i:04d}" for i in range(3 * MARKER_READERS)]  # more markers than readers at once
+    for i, key in enumerate(keys):
+        storage.write_table(pa.table({"full_name": [f"r/{i}"], "selected": [i % 2 == 0], "config_hash": ["h"]}),
+                            part_uri(out, "repos", key))
+    storage.write_table(pa.table({"full_name": ["r/old"], "selected": [True]}), part_uri(out, "repos", "old"))
+    (tmp_path / "repos" / "torn.parquet").write_bytes(b"PAR1 not a whole file")
+    markers = read_markers(out)
+    assert sorted(markers) == keys  # the marker of an older format and the torn one: not done
+    assert all(markers[k]["full_name"] == f"r/{i}" for i, k in enumerate(keys))
+    assert len(complete_file_parts(out)) == 0  # markers, but no files/ parts

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import code_corpus
 import pytest
 
 from codemill import manifest as mf
@@ -15,29 +16,10 @@ from codemill import storage
 from codemill.config import ConfigError
 from codemill.dag import load_dag, plan, run_dag
 
-CODE = textwrap.dedent('''
-    """A small module of real-looking code, long enough for the size rule."""
-    import os
-
-
-    def walk_tree(root):
-        """Yield every file below root, sorted, skipping hidden folders."""
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                yield os.path.join(folder, name)
-    ''') * 8
-
 
 def make_corpus(root: Path) -> Path:
-    """Two tiny 'repositories' of code as folders, one child each."""
-    for repo in ("alpha", "beta"):
-        pkg = root / repo
-        pkg.mkdir(parents=True)
-        (pkg / "walk.py").write_text(CODE + f"\n# {repo}\n")
-        (pkg / "tiny.py").write_text("x = 1\n")
-        (pkg / "blob.bin").write_bytes(b"\x00\x01" * 100)
-    return root
+    """Two tiny 'repositories' of code as folders, each with a file too small and a binary one."""
+    return code_corpus.make_corpus(root, ("alpha", "beta"), rejected_files=True)
 
 
 def write_dag(path: Path, corpus: Path, extra: str = "") -> Path:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from code_corpus import make_corpus
 
 from codemill import manifest as mf
 from codemill import storage
@@ -25,25 +26,8 @@ from codemill.dag.state import read_state
 from codemill.lease import LeaseHeld
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = textwrap.dedent('''
-    """A small module of real-looking code, long enough for the size rule."""
-    import os
 
 
-    def walk_tree(root):
-        """Yield every file below root, sorted, skipping hidden folders."""
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                yield os.path.join(folder, name)
-    ''') * 8
-
-
-def make_corpus(root: Path, n: int) -> Path:
-    for i in range(n):
-        (root / f"repo{i:03d}").mkdir(parents=True)
-        (root / f"repo{i:03d}" / "walk.py").write_text(CODE + f"\n# {i}\n")
-    return root
 
 
 def diamond(path: Path, corpus: Path, dedup_extra: str = "", crawl_extra: str = "") -> Path:

@@ -6,15 +6,12 @@ a tiny model through codemill's serve engine."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_completions import FakeCompletions
 
 from codemill.eval import mtpb
 from codemill.eval.mtpb import MULTI_TURN, PREFIX, SINGLE_TURN, TAG
@@ -266,18 +263,6 @@ CHECKED = [1, 3, 11, 33, 41, 46, 89]
 
 
 @pytest.fixture(scope="module")
-def eval_cache(tmp_path_factory):
-    """A private ~/.cache for this module: the machine's real benchmark-check cache is not touched."""
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield Path(os.environ["XDG_CACHE_HOME"])
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME")
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def checked(ray_head, eval_cache, tmp_path_factory):
     from codemill.eval.stage import main
 
@@ -358,34 +343,12 @@ def test_samples_scored_end_to_end(checked, tmp_path):
     assert (out / "charts" / "categories.png").read_bytes()[:4] == b"\x89PNG"
 
 
-class FakeMTPB:
+class FakeMTPB(FakeCompletions):
     """/v1/completions that answers MTPB/3's turns correctly, reading the test case's numbers from the prompt;
     records every prompt."""
 
     def __init__(self):
-        self.prompts: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                choices = []
-                for i, prompt in enumerate(body["prompt"]):
-                    outer.prompts.append(prompt)
-                    text = outer.answer(prompt)
-                    choices += [{"index": i * body["n"] + j, "text": text} for j in range(body["n"])]
-                data = json.dumps({"choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(lambda prompt, _: self.answer(prompt))
 
     @staticmethod
     def answer(prompt: str) -> str:

@@ -5,13 +5,11 @@ the report opened in headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_completions import FakeCompletions
 
 from codemill.eval import languages as L
 from codemill.eval.stage import main
@@ -20,18 +18,6 @@ from codemill.humaneval import load_problems, task_id_for
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 PROBLEMS = [0, 2]
-
-
-@pytest.fixture(scope="module")
-def eval_cache(tmp_path_factory):
-    """A private ~/.cache for this module: the machine's real benchmark-check cache is not touched."""
-    old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield Path(os.environ["XDG_CACHE_HOME"])
-    if old is None:
-        os.environ.pop("XDG_CACHE_HOME")
-    else:
-        os.environ["XDG_CACHE_HOME"] = old
 
 
 @pytest.fixture(scope="module")
@@ -132,46 +118,22 @@ def _screenshot_check(report: Path, shot: Path) -> None:
     assert count((255, 255, 255)) < 0.95 * len(pixels)
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeCompletions):
     """/v1/completions answering each HumanEval-X prompt with its canonical solution plus trailing text that the
     stop rules must cut (sample 0), and an unfinished body (sample 1). Requires the API key."""
 
     def __init__(self, problems, key: str):
-        self.requests: list[dict] = []
         by_prompt = {}
         for p in problems.values():
             by_prompt[L.adapter(p.language).generation_prompt(p)] = p
             by_prompt[p.declaration] = p
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+        def answer(prompt: str, j: int) -> str:
+            p = by_prompt.get(prompt) or by_prompt[prompt.rsplit(":\n", 1)[1]]
+            junk = "\ndef junk():\n    pass\n" if p.language == "Python" else "\n// trailing\nint junk;\n"
+            return p.canonical_solution + junk if j % 2 == 0 else "    if (\n"
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.headers.get("Authorization") != f"Bearer {key}" or self.path != "/v1/completions":
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                outer.requests.append(body)
-                choices = []
-                for i, prompt in enumerate(body["prompt"]):
-                    p = by_prompt.get(prompt) or by_prompt[prompt.rsplit(":\n", 1)[1]]
-                    junk = "\ndef junk():\n    pass\n" if p.language == "Python" else "\n// trailing\nint junk;\n"
-                    for j in range(body["n"]):
-                        text = p.canonical_solution + junk if j % 2 == 0 else "    if (\n"
-                        choices.append({"index": i * body["n"] + j, "text": text, "finish_reason": "stop"})
-                data = json.dumps({"choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(answer, key)
 
 
 def test_endpoint_generation_and_translation(checked, problems, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from code_corpus import make_corpus
 
 from codemill import manifest as mf
 from codemill import storage
@@ -104,26 +105,8 @@ def test_secret_env_in_a_dag_is_refused(tmp_path):
 
 # -- on Ray -----------------------------------------------------------------------------------------------
 
-CODE = textwrap.dedent('''
-    """A small module of real-looking code, long enough for the size rule."""
-    import os
 
 
-    def walk_tree(root):
-        """Yield every file below root, sorted, skipping hidden folders."""
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                yield os.path.join(folder, name)
-    ''') * 8
-
-
-def make_corpus(root: Path, n: int = 2) -> Path:
-    for i in range(n):
-        pkg = root / f"repo{i:03d}"
-        pkg.mkdir(parents=True)
-        (pkg / "walk.py").write_text(CODE + f"\n# {i}\n")
-    return root
 
 
 def write_dag(path: Path, corpus: Path, crawl_extra: str = "") -> Path:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from code_corpus import make_corpus
 from multinode import HEAD_IP, WORKER_IP, TwoNodeCluster, session_processes, start_cluster, stop_cluster
 
 from codemill import manifest as mf
@@ -85,18 +86,6 @@ def test_the_cluster_is_two_raylets_at_two_addresses(cluster, nodes):
 
 N_REPOS = 40
 
-CODE = textwrap.dedent('''
-    """A small module of real-looking code, long enough for the size rule."""
-    import os
-
-
-    def walk_tree(root):
-        """Yield every file below root, sorted, skipping hidden folders."""
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                yield os.path.join(folder, name)
-    ''') * 8
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +93,7 @@ def data_dag(tmp_path_factory) -> Path:
     """crawl -> filter over N_REPOS local repositories (a path every node of this machine can read)."""
     root = tmp_path_factory.mktemp("multinode-data")
     corpus = root / "corpus"
-    for i in range(N_REPOS):
-        pkg = corpus / f"repo{i:03d}"
-        pkg.mkdir(parents=True)
-        (pkg / "walk.py").write_text(CODE + f"\n# {i}\n")
-        (pkg / "other.py").write_text(CODE.replace("walk_tree", f"walk_tree_{i}"))
+    make_corpus(corpus, N_REPOS, second_module=True)
     dag = root / "data.yaml"
     dag.write_text(textwrap.dedent(f"""
         name: multinode

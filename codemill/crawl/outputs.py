@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 
@@ -31,6 +32,8 @@ MARKER_FORMAT = 2
 # Selection keys applied when listing only (refused repositories are removed by the run that refuses
 # them); a change to them does not redo repositories that are still kept.
 _LISTING_ONLY_SELECTION = ("exclude", "exclude_file")
+# Markers read at once by a resuming crawl or a downstream reader (I/O-bound: threads, not cores).
+MARKER_READERS = 32
 
 
 def repo_config_hash(config, ref: RepoRef) -> str:
@@ -74,13 +77,12 @@ def read_marker(uri: str) -> dict | None:
 
 
 def read_markers(out: str) -> dict[str, dict]:
-    """key -> marker row, for every readable marker under `out`."""
-    markers = {}
-    for key in sorted(part_keys(out, CRAWL_REPOS)):
-        row = read_marker(part_uri(out, CRAWL_REPOS, key))
-        if row is not None:
-            markers[key] = row
-    return markers
+    """key -> marker row, for every readable marker under `out`. Markers are many small files (one per
+    repository), so they are read MARKER_READERS at a time: on S3 each read is a round trip."""
+    keys = sorted(part_keys(out, CRAWL_REPOS))
+    with ThreadPoolExecutor(MARKER_READERS) as pool:
+        rows = pool.map(lambda key: read_marker(part_uri(out, CRAWL_REPOS, key)), keys)
+        return {key: row for key, row in zip(keys, rows) if row is not None}
 
 
 def complete_file_parts(crawl_out_uri: str) -> list[str]:

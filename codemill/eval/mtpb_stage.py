@@ -119,7 +119,7 @@ def execute(samples: list[MtpbSample], problems: dict[str, MtpbProblem], config:
             ) -> list[dict]:
     """One result row per sample (its program against its test case), run as Ray tasks over the cluster's CPUs;
     identical programs of the same test case run once."""
-    from codemill.raysupport import ensure_ray
+    from codemill.raysupport import ensure_ray, gather_keyed_rows
 
     ray = ensure_ray()
     unique: dict[tuple[str, str], dict] = {}
@@ -133,17 +133,7 @@ def execute(samples: list[MtpbSample], problems: dict[str, MtpbProblem], config:
     remote = ray.remote(_run_batch).options(num_cpus=config.execution.cpus_per_task, max_retries=1)
     exec_cfg = config.execution.model_dump(mode="json")
     pending = [remote.remote(todo[i:i + size], exec_cfg, unsafe) for i in range(0, len(todo), size)]
-    by_key: dict[int, dict] = {}
-    started, last_log = time.time(), 0.0
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1, timeout=60)
-        for ref in done:
-            for row in ray.get(ref):
-                by_key[row.pop("key")] = row
-        if time.time() - last_log > 10 or not pending:
-            last_log = time.time()
-            log.info("eval: executed %d/%d unique MTPB programs (%d samples), %.1f/s", len(by_key), len(unique),
-                     len(samples), len(by_key) / max(time.time() - started, 1e-9))
+    by_key = gather_keyed_rows(ray, pending, "MTPB programs", len(samples))
     return [{"task_id": s.task_id, "test_index": s.test_index, "sample_id": s.sample_id, "mode": s.mode,
              "category": problems[s.task_id].category, **by_key[k]} for s, k in zip(samples, keys)]
 

@@ -17,7 +17,7 @@ OUTCOME_COLORS = {"passed": "#2ca02c", "wrong_answer": "#d62728", "runtime_error
 LANGUAGE_COLORS = {"Python": "#1f77b4", "C++": "#ff7f0e", "Java": "#2ca02c", "JavaScript": "#d62728", "Go": "#9467bd"}
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,18 +26,32 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
+
+
+def stacked_outcome_bars(ax, names: list[str], share_of, horizontal: bool = False) -> None:
+    """One bar per name, stacked by outcome in OUTCOMES order; share_of(name, outcome) is its percentage."""
+    base = [0.0] * len(names)
+    for outcome in OUTCOMES:
+        shares = [share_of(name, outcome) for name in names]
+        style = dict(color=OUTCOME_COLORS[outcome], label=outcome.replace("_", " "))
+        if horizontal:
+            ax.barh(names, shares, left=base, **style)
+        else:
+            ax.bar(names, shares, bottom=base, **style)
+        base = [a + b for a, b in zip(base, shares)]
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5))
 
 
 def pass_at_k_chart(metrics: dict) -> bytes | None:
     langs = (metrics.get("generation") or {}).get("languages") or {}
     if not langs:
         return None
-    plt = _plt()
+    plt = pyplot()
     ks = list(next(iter(langs.values()))["pass_at_k"])
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(ks), 1)
@@ -58,29 +72,19 @@ def pass_at_k_chart(metrics: dict) -> bytes | None:
     ax.set_ylim(0, 100)
     ax.set_title("pass@k per language (95% bootstrap CI over problems)")
     ax.legend()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def outcome_chart(metrics: dict) -> bytes | None:
     dist = metrics.get("outcomes") or {}
     if not dist:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    langs = list(dist)
-    bottoms = [0.0] * len(langs)
-    for outcome in OUTCOMES:
-        shares = []
-        for lang in langs:
-            total = sum(dist[lang].values()) or 1
-            shares.append(100 * dist[lang].get(outcome, 0) / total)
-        ax.bar(langs, shares, bottom=bottoms, color=OUTCOME_COLORS[outcome], label=outcome.replace("_", " "))
-        bottoms = [b + s for b, s in zip(bottoms, shares)]
+    fig, ax = pyplot().subplots(figsize=(8, 4))
+    stacked_outcome_bars(ax, list(dist), lambda lang, o: 100 * dist[lang].get(o, 0) / (sum(dist[lang].values()) or 1))
     ax.set_ylabel("% of samples")
     ax.set_ylim(0, 100)
     ax.set_title("Outcomes per language")
-    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def translation_chart(metrics: dict) -> bytes | None:
@@ -88,7 +92,7 @@ def translation_chart(metrics: dict) -> bytes | None:
     matrix = tr.get("matrix") or {}
     if not matrix:
         return None
-    plt = _plt()
+    plt = pyplot()
     langs = sorted({s for s in matrix} | {t for row in matrix.values() for t in row},
                    key=lambda x: list(LANGUAGE_COLORS).index(x) if x in LANGUAGE_COLORS else 99)
     grid = [[(matrix.get(s, {}).get(t)) for t in langs] for s in langs]
@@ -104,14 +108,14 @@ def translation_chart(metrics: dict) -> bytes | None:
             ax.text(j, i, "–" if v is None else f"{100 * v:.1f}", ha="center", va="center", color="w")
     fig.colorbar(im, ax=ax, label=f"pass@{tr.get('k', 1)} (%)")
     ax.set_title("Translation")
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def _fmt(v: float | None) -> str:
+def percent(v: float | None) -> str:
     return "undefined" if v is None else f"{100 * v:.2f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -119,18 +123,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def render_html(summary: dict, charts: dict[str, bytes]) -> str:
     m = summary["metrics"]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>codemill eval report</title><style>",
-             "body{font-family:sans-serif;margin:24px;background:#fff;color:#222}table{border-collapse:collapse;"
-             "margin:8px 0 24px}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
-             "th{background:#eee}img{max-width:100%;display:block;margin:8px 0 24px}.warn{color:#b00;font-weight:bold}",
-             "</style></head><body><h1>codemill eval: HumanEval-X</h1>"]
-    check = summary.get("benchmark_check") or {}
-    if not check.get("passed"):
-        parts.append(f"<p class='warn'>Scored without a passing benchmark check: "
-                     f"{html.escape(str(check.get('why_not')))}</p>")
-    parts.append(f"<p>{summary.get('samples', 0)} samples; toolchain fingerprint "
-                 f"{html.escape(str(summary.get('fingerprint')))}; sandbox "
-                 f"{html.escape(str((summary.get('sandbox') or {}).get('sandbox')))}.</p>")
+    parts = page_start(summary, "codemill eval report", "codemill eval: HumanEval-X", "toolchain fingerprint")
     gen = m.get("generation") or {}
     if gen.get("languages"):
         ks = list(next(iter(gen["languages"].values()))["pass_at_k"])
@@ -140,51 +133,73 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
             for k in ks:
                 v = lm["pass_at_k"][k]
                 ci = v["ci95"]
-                cells.append(_fmt(v["value"]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+                cells.append(percent(v["value"]) + (f" [{percent(ci[0])}, {percent(ci[1])}]" if ci else ""))
             rows.append([lang, str(lm["problems"]), str(lm["samples"]), *cells])
-        rows.append(["average", "", "", *[_fmt(gen["average"][k]) for k in ks]])
-        parts += ["<h2>Generation: pass@k (%)</h2>", _table(["language", "problems", "samples",
+        rows.append(["average", "", "", *[percent(gen["average"][k]) for k in ks]])
+        parts += ["<h2>Generation: pass@k (%)</h2>", html_table(["language", "problems", "samples",
                                                               *[f"pass@{k} [95% CI]" for k in ks]], rows)]
     if "pass_at_k" in charts:
-        parts.append(_img(charts["pass_at_k"], "pass@k per language"))
+        parts.append(html_image(charts["pass_at_k"], "pass@k per language"))
     if m.get("allocation"):
         rows = [[a["strategy"], str(a["k"]), ", ".join(f"{k} {v}" for k, v in a["budget"].items()),
-                 _fmt(a["value"]), str(a["problems"])] for a in m["allocation"]]
+                 percent(a["value"]), str(a["problems"])] for a in m["allocation"]]
         parts += ["<h2>Budget allocation over languages: pass@k<sub>π</sub> (%)</h2>",
-                  _table(["strategy", "k", "budget", "pass@k_π", "problems"], rows)]
+                  html_table(["strategy", "k", "budget", "pass@k_π", "problems"], rows)]
     if m.get("outcomes"):
         rows = [[lang, *[str(d.get(o, 0)) for o in OUTCOMES]] for lang, d in m["outcomes"].items()]
-        parts += ["<h2>Outcomes</h2>", _table(["language", *OUTCOMES], rows)]
+        parts += ["<h2>Outcomes</h2>", html_table(["language", *OUTCOMES], rows)]
     if "outcomes" in charts:
-        parts.append(_img(charts["outcomes"], "outcome distribution"))
+        parts.append(html_image(charts["outcomes"], "outcome distribution"))
     tr = m.get("translation") or {}
     if tr.get("matrix"):
-        rows = [[s, *[f"{t}: {_fmt(v)}" for t, v in row.items()]] for s, row in tr["matrix"].items()]
-        parts += [f"<h2>Translation: pass@{tr['k']} (%)</h2>", _table(["source", "targets"], rows)]
+        rows = [[s, *[f"{t}: {percent(v)}" for t, v in row.items()]] for s, row in tr["matrix"].items()]
+        parts += [f"<h2>Translation: pass@{tr['k']} (%)</h2>", html_table(["source", "targets"], rows)]
     if "translation" in charts:
-        parts.append(_img(charts["translation"], "translation heatmap"))
+        parts.append(html_image(charts["translation"], "translation heatmap"))
     tools = summary.get("toolchains") or {}
     if tools:
-        parts += ["<h2>Toolchains</h2>", _table(["tool", "version"], [[k, str(v)] for k, v in tools.items()])]
+        parts += ["<h2>Toolchains</h2>", html_table(["tool", "version"], [[k, str(v)] for k, v in tools.items()])]
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def _img(png: bytes, alt: str) -> str:
+def page_start(summary: dict, title: str, heading: str, fingerprint_label: str) -> list[str]:
+    """The page's head and style, its heading, the benchmark-check warning and the run's provenance line."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>",
+             "body{font-family:sans-serif;margin:24px;background:#fff;color:#222}table{border-collapse:collapse;"
+             "margin:8px 0 24px}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
+             "th{background:#eee}img{max-width:100%;display:block;margin:8px 0 24px}.warn{color:#b00;font-weight:bold}",
+             f"</style></head><body><h1>{html.escape(heading)}</h1>"]
+    check = summary.get("benchmark_check") or {}
+    if not check.get("passed"):
+        parts.append(f"<p class='warn'>Scored without a passing benchmark check: "
+                     f"{html.escape(str(check.get('why_not')))}</p>")
+    parts.append(f"<p>{summary.get('samples', 0)} samples; {fingerprint_label} "
+                 f"{html.escape(str(summary.get('fingerprint')))}; sandbox "
+                 f"{html.escape(str((summary.get('sandbox') or {}).get('sandbox')))}.</p>")
+    return parts
+
+
+def html_image(png: bytes, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
 def write_report(out: str, summary: dict) -> dict[str, str]:
     """charts/*.png and report.html under `out`; returns what was written."""
     m = summary["metrics"]
-    charts = {name: png for name, png in (("pass_at_k", pass_at_k_chart(m)), ("outcomes", outcome_chart(m)),
-                                          ("translation", translation_chart(m))) if png}
+    return write_pages(out, {"pass_at_k": pass_at_k_chart(m), "outcomes": outcome_chart(m),
+                             "translation": translation_chart(m)}, lambda charts: render_html(summary, charts))
+
+
+def write_pages(out: str, charts: dict[str, bytes | None], render) -> dict[str, str]:
+    """The charts that exist as charts/<name>.png, then report.html from render(charts); returns the URIs."""
+    charts = {name: png for name, png in charts.items() if png}
     written = {}
     for name, png in charts.items():
         uri = storage.join(out, EVAL_CHARTS, f"{name}.png")
         storage.write_bytes(uri, png)
         written[name] = uri
     report = storage.join(out, EVAL_REPORT)
-    storage.write_bytes(report, render_html(summary, charts).encode())
+    storage.write_bytes(report, render(charts).encode())
     written["report"] = report
     return written

@@ -303,7 +303,7 @@ def _worker_toolchain(cpp_std: str):
 def execute_on_ray(items: list[dict], problems: dict, config: EvalConfig, unsafe: bool) -> list[dict]:
     """Run every item (task_id, completion, mode, postprocess, wall_s, …) as Ray tasks; one result row per item
     (identical programs run once: the same task, mode and completion give the same program)."""
-    from codemill.raysupport import ensure_ray
+    from codemill.raysupport import ensure_ray, gather_keyed_rows
 
     ray = ensure_ray()
     unique: dict[tuple, dict] = {}
@@ -319,18 +319,7 @@ def execute_on_ray(items: list[dict], problems: dict, config: EvalConfig, unsafe
     remote = ray.remote(_execute_batch).options(num_cpus=config.execution.cpus_per_task, max_retries=1)
     exec_cfg = config.execution.model_dump(mode="json")
     pending = [remote.remote(b, problems_ref, exec_cfg, unsafe) for b in batches]
-    by_key: dict[int, dict] = {}
-    started, last_log = time.time(), 0.0
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1, timeout=60)
-        for ref in done:
-            for row in ray.get(ref):
-                by_key[row["key"]] = row
-        if time.time() - last_log > 10 or not pending:
-            last_log = time.time()
-            rate = len(by_key) / max(time.time() - started, 1e-9)
-            log.info("eval: executed %d/%d unique programs (%d samples), %.1f/s", len(by_key), len(unique),
-                     len(items), rate)
+    by_key = gather_keyed_rows(ray, pending, "programs", len(items))
     rows = []
     for it in items:
         r = by_key[it["key"]]
@@ -338,7 +327,7 @@ def execute_on_ray(items: list[dict], problems: dict, config: EvalConfig, unsafe
         for k in ("sample_id", "source_language", "kind"):
             if it.get(k) is not None:
                 row[k] = it[k]
-        row.update({k: v for k, v in r.items() if k != "key"})
+        row.update(r)
         if it.get("kind"):
             row["completion"] = it["completion"] if it["kind"] == "wrong" else ""
         rows.append(row)

@@ -1,0 +1,49 @@
+"""A stand-in OpenAI-style completions server on loopback for the eval tests: POST /v1/completions answers
+every prompt of a batch with `answer(prompt, sample_index)`, n times; records each request body."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeCompletions:
+    def __init__(self, answer: Callable[[str, int], str], key: str | None = None):
+        self.requests: list[dict] = []
+        self.prompts: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/completions" or (key and self.headers.get("Authorization") != f"Bearer {key}"):
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                outer.requests.append(body)
+                choices = []
+                for i, prompt in enumerate(body["prompt"]):
+                    outer.prompts.append(prompt)
+                    choices += [{"index": i * body["n"] + j, "text": answer(prompt, j), "finish_reason": "stop"}
+                                for j in range(body["n"])]
+                data = json.dumps({"choices": choices}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> FakeCompletions:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
