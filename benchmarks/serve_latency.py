@@ -478,14 +478,7 @@ def profile_part(args, device, dtype, tokenizer, results, save) -> None:
         print(table, flush=True)
         steps = {}
         for (b, length), (graph, _) in sorted(runner.graphs.items()) if cuda else []:
-            graph.replay()
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(50):
-                graph.replay()
-            stop.record()
-            sync(device)
-            steps[f"b{b}_L{length}"] = start.elapsed_time(stop) / 50
+            steps[f"b{b}_L{length}"] = replay_ms(graph, 50, warmup=1)
         out["compiled" if compiled else "eager"] = {"kernels": table, "graph_step_ms": steps}
         print(json.dumps(steps), flush=True)
         del engine, dec, runner
