@@ -259,12 +259,16 @@ def test_codemill_serve_command(server, exports):
 
 
 def test_codemill_serve_smoke_check(server, exports):
-    """`--smoke` (the demo DAG's last step): deploy, one completion, shut down, exit 0."""
-    proc = subprocess.run([sys.executable, "-m", "codemill.serve", "--input", exports["b"], "--port", str(server["port"]),
+    """`--smoke` (the demo DAG's last step): deploy, one completion, shut down, exit 0. Asked for another port
+    than the running Serve's, it serves on the running proxy's port (one per cluster) and says so."""
+    from codemill.raycluster import free_port
+
+    proc = subprocess.run([sys.executable, "-m", "codemill.serve", "--input", exports["b"], "--port", str(free_port()),
                            "--smoke", "--set", "models.0.dtype=fp32", "--set", "models.0.cpus_per_replica=0.25"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "smoke codemill:" in proc.stdout and "'completion_tokens': 16" in proc.stdout
+    assert f"HTTP proxy on port {server['port']}" in proc.stderr
 
 
 def test_bad_config_is_refused_before_anything_starts(tmp_path):

@@ -122,16 +122,17 @@ def smoke_check(url: str, cfg: ServeConfig) -> bool:
     return ok
 
 
-def serve_is_running() -> bool:
-    """Whether the cluster already runs Serve (its controller actor), e.g. another team's applications."""
+def running_serve_port() -> int | None:
+    """The HTTP port of the Serve already running on the cluster (its controller actor: e.g. another team's
+    applications, or an earlier `codemill serve`), or None when none runs."""
     import ray
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
     try:
-        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
     except ValueError:
-        return False
-    return True
+        return None
+    return ray.get(controller.get_http_config.remote()).port
 
 
 def deploy(cfg: ServeConfig, address: str | None = None, started: dict | None = None) -> str:
@@ -144,8 +145,15 @@ def deploy(cfg: ServeConfig, address: str | None = None, started: dict | None = 
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    port = running_serve_port()
     if started is not None:
-        started["serve"] = not serve_is_running()
+        started["serve"] = port is None
+    if port is not None and port != cfg.port:
+        # Serve has one HTTP proxy per cluster, and a running one keeps its port: waiting on another would
+        # only time out.
+        print(f"codemill serve: Serve already runs on this cluster with its HTTP proxy on port {port}; the "
+              f"application is served there, not on port {cfg.port}", file=sys.stderr, flush=True)
+        cfg = cfg.model_copy(update={"port": port})
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(application(cfg), name=APP_NAME, route_prefix=cfg.route_prefix, blocking=False)
     url = f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
