@@ -4,12 +4,13 @@ every prompt of a batch with `answer(prompt, sample_index)`, n times; records ea
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback_http import LoopbackHTTPServer
 
 
-class FakeCompletions:
+class FakeCompletions(LoopbackHTTPServer):
     def __init__(self, answer: Callable[[str, int], str], key: str | None = None):
         self.requests: list[dict] = []
         self.prompts: list[str] = []
@@ -38,12 +39,4 @@ class FakeCompletions:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> FakeCompletions:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
+        super().__init__(Handler)

@@ -31,8 +31,10 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from loopback_http import LoopbackHTTPServer
 
 SEARCH_RESULT_CAP = 1000
 MAX_PER_PAGE = 100
@@ -335,7 +337,7 @@ class FakeGithub:
         self._windows: dict[tuple[str | None, str], list[float]] = {}  # -> [remaining, reset_at]
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: list[LoopbackHTTPServer] = []
         self.api_url = self.codeload_url = ""
         self._by_created = sorted(self.repos.values(), key=lambda r: r.created_at)
         self._created_at = [r.created_at.timestamp() for r in self._by_created]
@@ -343,22 +345,18 @@ class FakeGithub:
     # -- lifecycle
     def __enter__(self) -> FakeGithub:
         for role in ("api", "codeload"):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-            server.daemon_threads = True
-            server.fake, server.role = self, role
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            server = LoopbackHTTPServer(_Handler)
+            server.server.fake, server.server.role = self, role
             self._servers.append(server)
-            url = f"http://127.0.0.1:{server.server_address[1]}"
             if role == "api":
-                self.api_url = url
+                self.api_url = server.url
             else:
-                self.codeload_url = url
+                self.codeload_url = server.url
         return self
 
     def __exit__(self, *exc) -> None:
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
+            server.close()
 
     # -- what tests ask for
     def matching(self, q: str) -> list[FakeRepo]:

@@ -372,7 +372,7 @@ def test_endpoint_generation_turn_by_turn(checked, tmp_path):
         assert main(["--benchmark", "mtpb", "--mtpb-mode", "both", "--endpoint", fake.url, "--out", str(out),
                      "--set", "problems=[3]", "--set", "generation.n=2", "--set", "metrics.k=[1]"]) == 0
     finally:
-        fake.server.shutdown()
+        fake.close()
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 5 * 2 * 2
     # Each turn's prompt is the whole history so far: the tag line, the prefix, earlier turns truncated.

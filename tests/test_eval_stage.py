@@ -145,7 +145,7 @@ def test_endpoint_generation_and_translation(checked, problems, tmp_path, monkey
                    "--set", "generation.n=2", "--set", "mode=both",
                    "--set", "translation_pairs=['Python->Go','C++->Java']"])
     finally:
-        fake.server.shutdown()
+        fake.close()
     assert rc == 0
     assert all(len(r["stop"]) <= 4 and r["temperature"] == 0.8 and r["top_p"] == 0.95 for r in fake.requests)
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]

@@ -22,6 +22,7 @@ from github_fake import (
     hostile_repo,
     make_population,
 )
+from loopback_http import LoopbackHTTPServer
 from pydantic import ValidationError
 
 from codemill.crawl.sources.base import FetchError, RepoRef
@@ -526,12 +527,11 @@ def test_backoff_is_jittered_exponential_and_bounded():
 
 # -- hostile servers (issue 10 item 8) -------------------------------------------------------------------------
 
-class _OneAnswerServer:
+class _OneAnswerServer(LoopbackHTTPServer):
     """A loopback HTTP server that gives every GET the same status, headers and body."""
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes = b""):
         import http.server
-        import threading
 
         answer = (status, headers, body)
 
@@ -547,16 +547,7 @@ class _OneAnswerServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> _OneAnswerServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _client(api_url: str):

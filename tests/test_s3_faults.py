@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
+from loopback_http import LoopbackHTTPServer
 
 from codemill import manifest as mf
 from codemill import storage
@@ -18,7 +19,7 @@ from codemill.runner import run_stage
 pytestmark = pytest.mark.slow
 
 
-class FaultyProxy:
+class FaultyProxy(LoopbackHTTPServer):
     """Forwards every request to `upstream`, except that every `fail_every`-th one is answered 503 SlowDown
     (what S3 says when it throttles), or all of them when `fail_every` is 1."""
 
@@ -88,17 +89,7 @@ class FaultyProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FaultyProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 class Demo(StrictModel):

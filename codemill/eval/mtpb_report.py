@@ -12,6 +12,7 @@ from codemill.eval.report import (
     html_table,
     page_start,
     percent,
+    percent_with_ci,
     png_bytes,
     pyplot,
     stacked_outcome_bars,
@@ -65,12 +66,11 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
         ks = list(next(iter(modes.values()))["pass_at_k"])
         rows = []
         for mode, mm in modes.items():
-            ci = mm["pass_rate"]["ci95"]
             rows.append([mode, str(mm["problems"]), str(mm["pairs"]),
-                         percent(mm["pass_rate"]["value"]) + (f" [{percent(ci[0])}, {percent(ci[1])}]" if ci else ""),
+                         percent_with_ci(mm["pass_rate"]["value"], mm["pass_rate"]["ci95"]),
                          *[percent(mm["pass_at_k"][k]["value"]) for k in ks]])
-        parts += ["<h2>Pass rate (%)</h2>", html_table(["mode", "problems", "pairs", "pass rate [95% CI]",
-                                                     *[f"pass@{k}" for k in ks]], rows)]
+        parts += ["<h2>Pass rate (%)</h2>",
+                  html_table(["mode", "problems", "pairs", "pass rate [95% CI]", *[f"pass@{k}" for k in ks]], rows)]
         categories = sorted({c for mm in modes.values() for c in mm["categories"]})
         rows = [[c, *[percent(mm["categories"].get(c, {}).get("pass_rate")) for mm in modes.values()]]
                 for c in categories]

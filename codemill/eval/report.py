@@ -115,6 +115,11 @@ def percent(v: float | None) -> str:
     return "undefined" if v is None else f"{100 * v:.2f}"
 
 
+def percent_with_ci(value: float | None, ci: list[float] | None) -> str:
+    """A percentage, followed by its 95% interval in brackets when there is one."""
+    return percent(value) + (f" [{percent(ci[0])}, {percent(ci[1])}]" if ci else "")
+
+
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -129,15 +134,11 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
         ks = list(next(iter(gen["languages"].values()))["pass_at_k"])
         rows = []
         for lang, lm in gen["languages"].items():
-            cells = []
-            for k in ks:
-                v = lm["pass_at_k"][k]
-                ci = v["ci95"]
-                cells.append(percent(v["value"]) + (f" [{percent(ci[0])}, {percent(ci[1])}]" if ci else ""))
+            cells = [percent_with_ci(lm["pass_at_k"][k]["value"], lm["pass_at_k"][k]["ci95"]) for k in ks]
             rows.append([lang, str(lm["problems"]), str(lm["samples"]), *cells])
         rows.append(["average", "", "", *[percent(gen["average"][k]) for k in ks]])
-        parts += ["<h2>Generation: pass@k (%)</h2>", html_table(["language", "problems", "samples",
-                                                              *[f"pass@{k} [95% CI]" for k in ks]], rows)]
+        parts += ["<h2>Generation: pass@k (%)</h2>",
+                  html_table(["language", "problems", "samples", *[f"pass@{k} [95% CI]" for k in ks]], rows)]
     if "pass_at_k" in charts:
         parts.append(html_image(charts["pass_at_k"], "pass@k per language"))
     if m.get("allocation"):
