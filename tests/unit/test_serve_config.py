@@ -58,7 +58,7 @@ def test_serve_config_file_builds_the_application(tmp_path):
 
     from codemill.serve.app import build
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     app_cfg = yaml.safe_load((root / "infra/serve/codemill.yaml").read_text())["applications"][0]
     assert app_cfg["import_path"] == "codemill.serve.app:build"
     args = {**app_cfg["args"], "input": str(tmp_path), "config": str(root / app_cfg["args"]["config"])}
