@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from codemill.eval import benchmark_check as bc
 from codemill.eval import languages as L
 from codemill.eval.stage import main
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # CPP/23's test calls strlen("x") with string literals, which C's strlen(const char*) matches better than
 # the solution's strlen(string): the test never calls the solution, so it cannot fail.

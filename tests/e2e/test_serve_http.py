@@ -22,7 +22,6 @@ from codemill.train.model import PRESETS
 
 openai = pytest.importorskip("openai")
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 KEY_ENV = "CODEMILL_TEST_SERVE_KEY"
 KEY = "sk-test-0123456789"

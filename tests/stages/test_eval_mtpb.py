@@ -271,8 +271,6 @@ def checked(ray_head, eval_cache, tmp_path_factory):
     return out
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_benchmark_check_in_the_sandbox(checked):
     check = json.loads((checked / "check.json").read_text())
     assert check["ok"] and check["tasks"] == 35 and check["canonical_passed"] == 35
@@ -308,8 +306,6 @@ def _samples_3() -> list[dict]:
     return lines
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_samples_scored_end_to_end(checked, tmp_path):
     from codemill.eval.stage import main
 
@@ -361,8 +357,6 @@ class FakeMTPB(FakeCompletions):
         return SOLUTION_3[turn].format(a1=a1, a2=a2)
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_endpoint_generation_turn_by_turn(checked, tmp_path):
     from codemill.eval.stage import main
 
@@ -387,8 +381,6 @@ def test_endpoint_generation_turn_by_turn(checked, tmp_path):
         {MULTI_TURN: 1.0, SINGLE_TURN: 1.0}
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_generation_through_a_tiny_model(checked, tmp_path):
     from codemill.eval.stage import main
     from codemill.serve.testing import write_random_export

@@ -25,8 +25,6 @@ from codemill.eval.sandbox import Limits
 from codemill.eval.toolchain import default_toolchain, work_root
 from codemill.humaneval import Problem, load_problems
 
-pytestmark = pytest.mark.slow
-
 LIMITS = ExecLimits(run=Limits(wall_s=3.0), retry_timeouts=False)
 SECRET_ENV = "CM_REDTEAM_SECRET"
 

@@ -15,8 +15,6 @@ from codemill.eval import languages as L
 from codemill.eval.stage import main
 from codemill.humaneval import load_problems, task_id_for
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 PROBLEMS = [0, 2]
 
 

@@ -227,7 +227,6 @@ def test_int8_logits_close_to_unquantised_and_memory_saved(tiny_export):
     assert saved >= 0.99 * 3 * linear_elems  # 4 bytes -> 1 per weight, less one scale per row
 
 
-@pytest.mark.slow
 def test_compiled_decode_regions_match_eager():
     """The torch.compile'd block regions give the eager decode step's logits at every bucket shape."""
     cfg = ModelConfig(num_layers=3, hidden_size=64, num_heads=4, ffn_hidden_size=256, vocab_size=256,
