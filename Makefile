@@ -1,5 +1,7 @@
-.PHONY: demo test
-demo:
+.PHONY: demo test check
+demo:   ## setup, then the local demo DAG
 	bash scripts/demo.sh
-test:
+test:   ## setup, lint, every test tier (what CI runs)
 	bash scripts/test.sh
+check:  ## setup, lint, the unit tier only (a few minutes)
+	bash scripts/test.sh tests/unit

@@ -24,6 +24,36 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+# A test's tier is the folder it lives in (never a marker set by hand): `-m unit` is what `make check` runs.
+TIERS = {
+    "unit": "no Ray, no servers, no subprocesses: logic in milliseconds (make check)",
+    "stages": "the shared Ray head, the S3 server, compilers and the sandbox",
+    "e2e": "whole DAG runs, clusters of their own, the benchmark check, Serve over HTTP",
+}
+# Fixtures that start a server or a cluster: a unit test that asks for one belongs in another tier.
+SERVER_FIXTURES = {"ray_head", "ray_session", "s3_server", "s3_bucket"}
+
+
+def pytest_configure(config):
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what} (set from the folder tests/{tier}/)")
+
+
+def pytest_collection_modifyitems(config, items):
+    misplaced = []
+    for item in items:
+        parts = Path(str(item.path)).resolve().relative_to(TESTS).parts
+        tier = parts[0] if len(parts) > 1 else None
+        if tier not in TIERS:
+            misplaced.append(f"{item.nodeid}: tests live in tests/unit/, tests/stages/ or tests/e2e/")
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+        servers = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if tier == "unit" and servers:
+            misplaced.append(f"{item.nodeid}: a unit test uses {sorted(servers)}; move it to tests/stages/")
+    if misplaced:
+        raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(misplaced))
 
 
 @pytest.fixture(scope="session")

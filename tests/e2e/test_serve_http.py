@@ -4,6 +4,7 @@ client against it, every error of the API, 32 concurrent requests, a killed repl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -30,11 +31,18 @@ BUSY_PREFIX = "/busy"
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    a, b = str(tmp_path_factory.mktemp("export-a")), str(tmp_path_factory.mktemp("export-b"))
-    write_random_export(a, PRESETS["tiny"], seed=1, init_std=0.1)
-    write_random_export(b, PRESETS["tiny"], seed=2, init_std=0.1)
-    return {"a": a, "b": b}
+def trained(tmp_path_factory):
+    """Two random-weight exports: name -> (URI, the training model it was written from)."""
+    out = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        uri = str(tmp_path_factory.mktemp(f"export-{name}"))
+        out[name] = (uri, write_random_export(uri, PRESETS["tiny"], seed=seed, init_std=0.1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(trained):
+    return {name: uri for name, (uri, _) in trained.items()}
 
 
 def _config(models: list[dict], **extra) -> ServeConfig:
@@ -59,8 +67,10 @@ def server(ray_head, exports):
     model = {"dtype": "fp32", "device": "cpu", "cpus_per_replica": 0.25, "replicas": 1}
     cfg = _config([{**model, "name": "a", "input": exports["a"]}, {**model, "name": "b", "input": exports["b"]}],
                   api_key_env=KEY_ENV, max_queue=64)
+    # The busy app also checks its replica's health often, so a broken one is replaced within the test.
     busy = _config([{**model, "name": "a", "input": exports["a"], "max_ongoing_requests": 1}],
-                   max_batch_size=1, max_n=1, max_num_beams=1, max_queue=1)
+                   max_batch_size=1, max_n=1, max_num_beams=1, max_queue=1, health_check_period_s=1.0,
+                   health_check_timeout_s=6.0, engine_ping_timeout_s=3.0)
     try:
         serve.run(application(cfg), name="codemill-test", route_prefix=PREFIX, blocking=False)
         serve.run(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX, blocking=False)
@@ -86,10 +96,11 @@ def client(server, key: str = KEY, prefix: str = PREFIX):
     return openai.OpenAI(base_url=server["base"] + prefix + "/v1", api_key=key, max_retries=0, timeout=120)
 
 
-def local_greedy(loaded, prompt: str, max_tokens: int) -> str:
+def local_greedy(loaded, prompt: str, max_tokens: int, **params) -> str:
     outs = []
     ids = loaded.tokenizer.encode(prompt).ids
-    loaded.engine.add_request("ref", ids, GenerationParams(max_tokens=max_tokens, temperature=0), outs.append)
+    loaded.engine.add_request("ref", ids, GenerationParams(max_tokens=max_tokens, temperature=0, **params),
+                              outs.append)
     loaded.engine.run_until_done()
     return "".join(d.text for o in outs for d in o.deltas)
 
@@ -333,3 +344,219 @@ def test_metrics_reach_prometheus(server):
     # Ray's exporter may prefix the name (ray_...) and suffix counters; the tags are what matter here.
     lines = [ln for ln in text.splitlines() if not ln.startswith("#") and "codemill_serve_requests_total" in ln]
     assert any('model="a"' in ln and 'status="200"' in ln for ln in lines), lines
+
+
+# ----------------------------------------------------------------------------- isolation
+GIANT = b'{"model": "a", "prompt": "' + b"x" * (5 * 2**20) + b'"}'
+BAD_REQUESTS = [  # (method, path, raw body) -> a 4xx in OpenAI's shape, each failing alone
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "top_k": 9223372036854775808}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "temperature": NaN}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "temperature": 1e999}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "max_tokens": -1}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "max_tokens": 99999999999999999999}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": {"text": "x"}}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "n": 2.5}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "a\\ud800b"}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "stop": ["\\udc00"]}'),
+    ("POST", "/v1/completions", b"\xff\xfe\x00"),
+    ("POST", "/v1/completions", GIANT),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "stop": [' + b",".join(b'"s%d"' % i for i in range(2000)) + b"]}"),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "logit_bias": {"99999999": 5}}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "logit_bias": {"5": 1e308}}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "n": 3, "best_of": 2}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "num_beams": 2, "n": 4}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "num_beams": 3, "logprobs": 2}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "suffix": "}"}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": [1, 2, 99999999]}'),
+    ("POST", "/v1/completions", b'{"model": "a", "prompt": "x", "seed": -99999999999999999999999}'),
+    ("POST", "/v1/completions", b'{"model": 7, "prompt": "x"}'),
+    ("POST", "/v1/completions", b"[" * 50_000),
+    ("GET", "/v1/nope", b""),
+    ("POST", "/v1/models", b"{}"),
+    ("GET", "/v1/completions", b""),
+    ("POST", "/tokenize", b'{"model": "a", "prompt": "\\ud800"}'),
+    ("POST", "/detokenize", b'{"model": "a", "tokens": [-5]}'),
+]
+
+
+def test_bad_requests_fail_alone_beside_a_long_stream(server, local):
+    """A long streamed completion decodes while every kind of bad request arrives: each bad one gets its 4xx in
+    OpenAI's shape, and the long one ends as it would alone."""
+    base = server["base"] + PREFIX
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    long_body = {"model": "a", "prompt": "def long_running(x):", "max_tokens": 150, "temperature": 0,
+                 "stream": True, "ignore_eos": True}
+
+    async def stream_text(h) -> str:
+        text = ""
+        async with h.stream("POST", base + "/v1/completions", json=long_body, headers=headers) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    assert "error" not in chunk, chunk
+                    text += "".join(c["text"] for c in chunk["choices"])
+        return text
+
+    async def run():
+        async with httpx.AsyncClient(timeout=300) as h:
+            long_task = asyncio.create_task(stream_text(h))
+            await asyncio.sleep(0.3)
+            answers = await asyncio.gather(*(h.request(m, base + path, content=raw, headers=headers)
+                                             for m, path, raw in BAD_REQUESTS))
+            tiny = await h.post(base + "/v1/completions", headers=headers, json={
+                "model": "a", "prompt": "def long_running(x):", "max_tokens": 6, "temperature": 1e-39})
+            return await long_task, answers, tiny
+
+    text, answers, tiny = asyncio.run(run())
+    assert text == local_greedy(local["a"], "def long_running(x):", 150, ignore_eos=True)
+    for (method, path, raw), r in zip(BAD_REQUESTS, answers):
+        assert 400 <= r.status_code < 500, (method, path, raw[:80], r.status_code, r.text[:300])
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text[:300]
+    statuses = {path + raw[:30].decode("latin-1"): r.status_code for (_, path, raw), r in zip(BAD_REQUESTS, answers)}
+    assert answers[BAD_REQUESTS.index(BAD_REQUESTS[10])].status_code == 413, statuses
+    assert answers[-5].status_code == 404 and answers[-4].status_code == 405, statuses
+    # a temperature below the greedy threshold decodes greedily (it sampled from NaNs before)
+    assert tiny.status_code == 200 and tiny.json()["choices"][0]["text"] == local_greedy(
+        local["a"], "def long_running(x):", 6)
+
+
+def test_scoring_penalties_and_bias(server, local):
+    """echo + logprobs with max_tokens 0 scores the prompt; the end-of-text token keeps its logprob; the
+    chosen token is always among top_logprobs; logit_bias and penalties change what is generated."""
+    c = client(server)
+    ids = local["a"].tokenizer.encode("def add(a, b):\n    return a + b\n").ids
+    scored = c.completions.create(model="a", prompt=ids, max_tokens=0, echo=True, logprobs=1, temperature=0)
+    lp = scored.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(ids) and lp.token_logprobs[0] is None and scored.usage.completion_tokens == 0
+    one = c.completions.create(model="a", prompt=ids, max_tokens=1, echo=True, logprobs=1, temperature=0)
+    one_lps = one.choices[0].logprobs.token_logprobs
+    assert one_lps[0] is None and one_lps[1:len(ids)] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
+    assert all(tok in top for tok, top in zip(one.choices[0].logprobs.tokens[1:], one.choices[0].logprobs.top_logprobs[1:]))
+    # force end-of-text first: its token and logprob are reported, its text is not
+    eot = c.completions.create(model="a", prompt=ids, max_tokens=4, logprobs=2, temperature=0,
+                               logit_bias={"50256": 100})
+    ch = eot.choices[0]
+    assert ch.text == "" and ch.finish_reason == "stop" and ch.logprobs.tokens == ["<|endoftext|>"]
+    assert ch.logprobs.token_logprobs[0] <= 0 and "<|endoftext|>" in ch.logprobs.top_logprobs[0]
+    # a token banned by logit_bias never appears; a frequency penalty stops a greedy loop repeating a token
+    free = c.completions.create(model="a", prompt="x = x + x + x", max_tokens=12, temperature=0,
+                                extra_body={"ignore_eos": True})
+    first = local["a"].tokenizer.encode(free.choices[0].text).ids[0]
+    banned = c.completions.create(model="a", prompt="x = x + x + x", max_tokens=12, temperature=0,
+                                  logit_bias={str(first): -100}, extra_body={"ignore_eos": True})
+    assert first not in local["a"].tokenizer.encode(banned.choices[0].text).ids
+    penalised = c.completions.create(model="a", prompt="x = x + x + x", max_tokens=12, temperature=0,
+                                     frequency_penalty=2.0, presence_penalty=2.0, extra_body={"ignore_eos": True},
+                                     logprobs=0)
+    toks = penalised.choices[0].logprobs.tokens
+    assert penalised.choices[0].text != free.choices[0].text and len(set(toks)) >= len(toks) - 2
+
+
+def test_a_hung_engine_fails_the_health_check_and_serve_replaces_the_replica(server):
+    """SIGSTOP the engine process of the busy app's replica: its pings time out, check_health raises, and Serve
+    starts a new replica (with a new engine) that answers."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("model-a", app_name="codemill-busy")
+    pid = handle.ready.remote().result(timeout_s=60)["engine_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    url = server["base"] + BUSY_PREFIX + "/v1/completions"
+    deadline, new_pid = time.time() + 240, pid
+    while time.time() < deadline:
+        try:
+            new_pid = handle.ready.remote().result(timeout_s=10)["engine_pid"]
+        except Exception:
+            new_pid = pid
+        if new_pid != pid:
+            break
+        time.sleep(1)
+    assert new_pid != pid, "the replica with the stopped engine was not replaced"
+    deadline, status = time.time() + 120, None
+    while time.time() < deadline and status != 200:
+        status = httpx.post(url, json={"prompt": "x", "max_tokens": 2}, timeout=60).status_code
+        time.sleep(0.5)
+    assert status == 200
+    with pytest.raises(ProcessLookupError):  # the stopped engine died with its replica
+        for _ in range(30):
+            os.kill(pid, 0)
+            time.sleep(1)
+
+
+# ----------------------------------------------------------------------------- lm-evaluation-harness
+LM_EVAL_TASKS = """
+task: cm_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {choice}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+LM_EVAL_GEN = """
+task: cm_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {gen}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{target}}}}"
+generation_kwargs:
+  until: ["\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint", "\\n```", "<|endoftext|>", "\\n\\n\\n"]
+  max_gen_toks: 24
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_lm_evaluation_harness_runs_against_the_server(server, local, trained, tmp_path):
+    """lm-evaluation-harness's local-completions model, offline, against the live server: a loglikelihood task
+    (echo + logprobs, tokenised through the server's /tokenize) and a generation task with eight stop strings.
+    Its loglikelihoods are the training model's and its generations the local engine's."""
+    import json
+
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    choice, gen = tmp_path / "choice.jsonl", tmp_path / "gen.jsonl"
+    docs = [{"context": "def add(a, b):\n    return", "choices": [" a + b", " a - b", " None"], "answer": 0},
+            {"context": "for i in range(10):\n    x =", "choices": [" i", " None"], "answer": 1}]
+    choice.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    prompts = ["def fibonacci(n):\n", "import os\n\ndef main():\n"]
+    gen.write_text("".join(json.dumps({"prompt": p, "target": "x"}) + "\n" for p in prompts))
+    (tmp_path / "cm_choice.yaml").write_text(LM_EVAL_TASKS.format(choice=choice))
+    (tmp_path / "cm_gen.yaml").write_text(LM_EVAL_GEN.format(gen=gen))
+    os.environ.update({"OPENAI_API_KEY": KEY, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    base = server["base"] + PREFIX
+    results = simple_evaluate(
+        model="local-completions", tasks=["cm_choice", "cm_gen"], task_manager=TaskManager(include_path=str(tmp_path)),
+        model_args={"base_url": base + "/v1/completions", "model": "a", "auth_token": KEY, "max_retries": 1,
+                    "num_concurrent": 2, "tokenized_requests": True, "max_length": 2048},
+        log_samples=True, apply_chat_template=False)
+    assert set(results["results"]) == {"cm_choice", "cm_gen"}
+    model = local["a"]
+    tok = model.tokenizer
+    ref_model = trained["a"][1]
+    for sample in results["samples"]["cm_choice"]:
+        doc = sample["doc"]
+        for cont, resp in zip(doc["choices"], sample["filtered_resps"]):
+            ctx_ids = tok.encode(doc["context"]).ids  # as lm-eval splits a pair: the whole, less the context
+            cont_ids = tok.encode(doc["context"] + cont).ids[len(ctx_ids):]
+            with torch.no_grad():
+                lps = torch.log_softmax(ref_model(torch.tensor([ctx_ids + cont_ids]))[0].float(), dim=-1)
+            want = sum(float(lps[len(ctx_ids) - 1 + j, t]) for j, t in enumerate(cont_ids))
+            assert float(resp[0]) == pytest.approx(want, abs=1e-3), (doc["context"], cont)
+    gens = {s["doc"]["prompt"]: s["filtered_resps"][0] for s in results["samples"]["cm_gen"]}
+    until = ["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```", "<|endoftext|>", "\n\n\n"]
+    for p in prompts:
+        want = local_greedy(model, p, 24, stop=tuple(until))
+        assert gens[p] == want, (p, gens[p], want)

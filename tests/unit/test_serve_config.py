@@ -6,7 +6,7 @@ import pytest
 
 from codemill.config import ConfigError, build_config
 from codemill.serve.config import ServeConfig, apply_overrides
-from codemill.serve.openai_api import APIError, Limits, generation_params, parse_request
+from codemill.serve.openai_api import APIError, Limits, parse_json_body, parse_request
 
 LIMITS = Limits(max_n=4, max_num_beams=4, context_length=2048, default_max_tokens=16, vocab_size=50_400)
 
@@ -31,22 +31,71 @@ def test_overrides_address_list_items():
 
 
 def test_request_validation():
-    ok = generation_params(parse_request({"prompt": "x", "stop": "\n", "echo": True, "logprobs": 2}), LIMITS)
+    ok = parse_request({"prompt": "x", "stop": "\n", "echo": True, "logprobs": 2}, LIMITS).params
     assert ok.max_tokens == 16 and ok.stop == ("\n",) and ok.prompt_logprobs and ok.logprobs == 2
-    assert generation_params(parse_request({"prompt": "x", "top_k": -1}), LIMITS).top_k == 0
-    bad = [({"prompt": "x", "temperature": -1}, "temperature"), ({"prompt": "x", "top_p": 0}, "top_p"),
-           ({"prompt": "x", "max_tokens": 0}, "max_tokens"), ({"prompt": "x", "n": 5}, "n"),
-           ({"prompt": "x", "num_beams": 5}, "num_beams"), ({"prompt": "x", "num_beams": 2, "n": 3}, "n"),
-           ({"prompt": "x", "logprobs": 6}, "logprobs"), ({"prompt": "x", "stop": ["a"] * 5}, "stop"),
-           ({"prompt": "x", "stop": [""]}, "stop"), ({"prompt": "x", "language": "Klingon"}, "language"),
-           ({"prompt": "x", "n": "2"}, "n"), ({"prompt": "x", "temperature": float("nan")}, "temperature"),
-           ({"prompt": 3}, "prompt"), ({}, "prompt")]
-    for body, param in bad:
+    assert parse_request({"prompt": "x", "top_k": -1}, LIMITS).params.top_k == 0
+    assert parse_request({"prompt": "x", "temperature": 1e-39}, LIMITS).params.temperature == 0  # greedy
+    assert parse_request({"prompt": "x", "max_tokens": 0, "echo": True, "logprobs": 1}, LIMITS).params.max_tokens == 0
+    many = parse_request({"prompt": "x", "stop": [f"s{i}" for i in range(64)]}, LIMITS).params
+    assert len(many.stop) == 64
+    pen = parse_request({"prompt": "x", "presence_penalty": 1.5, "frequency_penalty": -0.5,
+                         "logit_bias": {"50256": -100, "7": 2.5}}, LIMITS).params
+    assert pen.presence_penalty == 1.5 and pen.frequency_penalty == -0.5 and pen.logit_bias == ((7, 2.5), (50256, -100.0))
+    assert parse_request({"prompt": "x", "n": 2, "best_of": 2, "suffix": ""}, LIMITS).params.n == 2
+    assert parse_request({"prompt": "x", "seed": None, "stop": None, "max_tokens": None}, LIMITS).params.seed is None
+
+
+BAD_BODIES = [
+    ({"prompt": "x", "temperature": -1}, "temperature"), ({"prompt": "x", "temperature": 2.5}, "temperature"),
+    ({"prompt": "x", "top_p": 0}, "top_p"), ({"prompt": "x", "top_p": 1.01}, "top_p"),
+    ({"prompt": "x", "max_tokens": 0}, "max_tokens"), ({"prompt": "x", "max_tokens": -3}, "max_tokens"),
+    ({"prompt": "x", "max_tokens": 2**63}, "max_tokens"), ({"prompt": "x", "max_tokens": 1.5}, "max_tokens"),
+    ({"prompt": "x", "n": 5}, "n"), ({"prompt": "x", "n": 0}, "n"), ({"prompt": "x", "n": "2"}, "n"),
+    ({"prompt": "x", "n": True}, "n"), ({"prompt": "x", "num_beams": 5}, "num_beams"),
+    ({"prompt": "x", "num_beams": 2, "n": 3}, "n"), ({"prompt": "x", "num_beams": 2, "logprobs": 1}, "logprobs"),
+    ({"prompt": "x", "num_beams": 2, "presence_penalty": 1}, "presence_penalty"),
+    ({"prompt": "x", "logprobs": 6}, "logprobs"), ({"prompt": "x", "logprobs": -1}, "logprobs"),
+    ({"prompt": "x", "stop": ["a"] * 65}, "stop"), ({"prompt": "x", "stop": [""]}, "stop"),
+    ({"prompt": "x", "stop": [3]}, "stop"), ({"prompt": "x", "stop": "x" * 300}, "stop"),
+    ({"prompt": "x", "language": "Klingon"}, "language"), ({"prompt": "x", "top_k": 2**63}, "top_k"),
+    ({"prompt": "x", "top_k": -2}, "top_k"), ({"prompt": "x", "temperature": float("nan")}, "temperature"),
+    ({"prompt": "x", "temperature": float("inf")}, "temperature"), ({"prompt": "x", "temperature": 10**400}, "temperature"),
+    ({"prompt": "x", "presence_penalty": 2.5}, "presence_penalty"),
+    ({"prompt": "x", "frequency_penalty": -3}, "frequency_penalty"),
+    ({"prompt": "x", "logit_bias": {"-1": 1}}, "logit_bias"), ({"prompt": "x", "logit_bias": {"50400": 1}}, "logit_bias"),
+    ({"prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias"), ({"prompt": "x", "logit_bias": {"5": 101}}, "logit_bias"),
+    ({"prompt": "x", "logit_bias": {"5": "1"}}, "logit_bias"), ({"prompt": "x", "logit_bias": [1]}, "logit_bias"),
+    ({"prompt": "x", "suffix": "return x"}, "suffix"), ({"prompt": "x", "best_of": 3, "n": 2}, "best_of"),
+    ({"prompt": "x", "best_of": 1, "n": 2}, "best_of"), ({"prompt": "x", "seed": 2**64}, "seed"),
+    ({"prompt": "x", "seed": "1"}, "seed"), ({"prompt": "x", "length_penalty": 1e9}, "length_penalty"),
+    ({"prompt": "x", "stream": "yes"}, "stream"), ({"prompt": "x", "echo": 1}, "echo"),
+    ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"prompt": "x", "model": "m" * 300}, "model"), ({"prompt": 3}, "prompt"), ({}, "prompt"),
+    ({"prompt": []}, "prompt"), ({"prompt": [[]]}, "prompt"), ({"prompt": [1, "a"]}, "prompt"),
+    ({"prompt": [-1]}, "prompt"), ({"prompt": [50_400]}, "prompt"), ({"prompt": [True]}, "prompt"),
+    ({"prompt": ["a"] * 65}, "prompt"), ({"prompt": None}, "prompt"),
+]
+
+
+@pytest.mark.parametrize("body, param", BAD_BODIES)
+def test_bad_requests_name_their_field(body, param):
+    with pytest.raises(APIError) as info:
+        parse_request(body, LIMITS)
+    assert info.value.status == 400 and info.value.param == param, (body, info.value.message)
+
+
+def test_json_bodies_refused_before_parsing():
+    assert parse_json_body(b'{"prompt": "x"}') == {"prompt": "x"}
+    for raw, param in ((b'{"prompt": "a\\ud800b"}', "prompt"), (b'{"stop": ["\\udfff"]}', "stop"),
+                       (b'{"temperature": NaN}', None), (b'{"temperature": Infinity}', None),
+                       (b'{"temperature": 1e999}', "temperature"), (b'{"n": ' + b"9" * 5000 + b"}", None),
+                       (b"[1, 2]", None), (b"\xff\xfe", None), (b"[" * 100_000, None), (b'{"a": ' * 40 + b"1" + b"}" * 40, "a"),
+                       (b'{"prompt": ', None)):
         with pytest.raises(APIError) as info:
-            generation_params(parse_request(body), LIMITS)
-        assert info.value.status == 400 and info.value.param == param, body
+            parse_json_body(raw)
+        assert info.value.status == 400 and info.value.param == param, raw[:40]
     with pytest.raises(APIError):
-        parse_request(["not", "an", "object"])
+        parse_request(["not", "an", "object"], LIMITS)
 
 
 def test_serve_config_file_builds_the_application(tmp_path):

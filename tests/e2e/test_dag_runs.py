@@ -19,15 +19,12 @@ from code_corpus import make_corpus
 
 from codemill import manifest as mf
 from codemill import storage
-from codemill.config import ConfigError
-from codemill.dag import load_dag, plan, run_dag, status
-from codemill.dag.run import Selection, head_file
+from codemill.dag import run_dag, status
+from codemill.dag.run import head_file
 from codemill.dag.state import read_state
 from codemill.lease import LeaseHeld
 
-REPO = Path(__file__).resolve().parents[1]
-
-
+REPO = Path(__file__).resolve().parents[2]
 
 
 def diamond(path: Path, corpus: Path, dedup_extra: str = "", crawl_extra: str = "") -> Path:
@@ -55,20 +52,6 @@ def diamond(path: Path, corpus: Path, dedup_extra: str = "", crawl_extra: str = 
     return path
 
 
-def test_from_until_only_select_parts_of_the_graph(tmp_path):
-    dag = diamond(tmp_path / "d.yaml", tmp_path)
-    planned = plan(load_dag(dag), dag, str(tmp_path / "run"))
-    names = lambda sel: [p.name for p in sel.apply(planned, str(dag))]  # noqa: E731
-    assert names(Selection(start="filter")) == ["filter", "dedup_a", "dedup_b"]
-    assert names(Selection(until="dedup_a")) == ["crawl", "filter", "dedup_a"]
-    assert names(Selection(start="filter", until="dedup_b")) == ["filter", "dedup_b"]
-    assert names(Selection(only=["dedup_b"])) == ["dedup_b"]
-    with pytest.raises(ConfigError, match=r"--from \['nope'\]: not stages of"):
-        Selection(start="nope").apply(planned, str(dag))
-
-
-@pytest.mark.ray
-@pytest.mark.slow
 def test_independent_stages_run_in_parallel_and_state_is_recorded(tmp_path, ray_head):
     dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 3))
     out = str(tmp_path / "run")
@@ -87,8 +70,6 @@ def test_independent_stages_run_in_parallel_and_state_is_recorded(tmp_path, ray_
     assert all(s["status"] == "skipped" for s in read_state(out)["stages"].values())
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_a_stage_that_fails_twice_then_succeeds_under_retries(tmp_path, ray_head):
     problems = tmp_path / "problems.jsonl"  # missing at first: the dedup job fails until it exists
     extra = (f"retries: 2\n            retry_backoff_s: 3\n"
@@ -116,8 +97,6 @@ def test_a_stage_that_fails_twice_then_succeeds_under_retries(tmp_path, ray_head
     assert mf.read_manifest(storage.join(out, "dedup_a")).status == "complete"
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_two_runs_of_one_output_one_is_refused(tmp_path, ray_head):
     dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 150), crawl_extra="max_in_flight: 1")
     out = str(tmp_path / "run")
@@ -147,8 +126,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
     """The runner starts its own head (no --address), is killed during the crawl, and is run again."""
@@ -187,8 +164,6 @@ def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
     assert not storage.exists(head_file(out))
 
 
-@pytest.mark.ray
-@pytest.mark.slow
 def test_keep_head_leaves_the_dashboard_up_until_stop_head(tmp_path):
     dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 2))
     out = str(tmp_path / "run")

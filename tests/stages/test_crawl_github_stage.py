@@ -7,13 +7,10 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from github_fake import FakeGithub, make_population
 
 from codemill import manifest as mf
 from codemill import storage
-
-pytestmark = pytest.mark.ray
 
 TOKEN_A, TOKEN_B = "ghp_STAGEaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", "ghp_STAGEbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2"
 LANGUAGE = "Go"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import importlib
 import signal
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from pydantic.fields import FieldInfo
 from codemill.config import ConfigError, StrictModel, build_config, load_config
 from codemill.stages import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _main_calls(module: str) -> list[str]:
@@ -47,16 +45,6 @@ def test_stage_module_agrees_with_the_registry(name):
         for upstream in inp.stages:
             if inp.folder:
                 assert inp.folder in STAGES[upstream].outputs, f"{upstream} does not declare {inp.folder}"
-
-
-@pytest.mark.parametrize("name", sorted(n for n, s in STAGES.items() if s.main is None))
-def test_help_shows_the_declared_inputs(name):
-    proc = subprocess.run([sys.executable, "-m", "codemill.cli", name, "--help"], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    for inp in STAGES[name].inputs:
-        assert inp.flag in proc.stdout
-    assert "--out" in proc.stdout and "--config" in proc.stdout and "--set" in proc.stdout
 
 
 def _bounded(metadata) -> bool:
@@ -125,14 +113,6 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
     with pytest.raises(ConfigError, match="aliases are expanded"):
         load_config(STAGES["dedup"].load_config_model(), bomb)
     assert time.time() - started < 5
-
-
-def test_validating_every_config_imports_neither_torch_nor_deepspeed():
-    code = ("import sys; from codemill.dag import show; show('dags/local.yaml', 'runs/plan');"
-            "print(sorted(m for m in ('torch', 'deepspeed') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_ray_data_context_is_restored():

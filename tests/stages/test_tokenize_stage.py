@@ -10,7 +10,6 @@ import sysconfig
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from codemill import manifest as mf
 from codemill import storage
@@ -19,8 +18,6 @@ from codemill.filter.schema import KEPT_SCHEMA
 from codemill.tokenize.reader import ShardReader
 from codemill.tokenize.split import TRAIN, VALIDATION
 from codemill.tokenize.tokenizer import codegeex_tokenizer, decode
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # chunks of 200k ids: Python's ~700k ids are packed in several chunks, the other streams in one each
 SETTINGS = ["--set", "shard_mb=0.5", "--set", "validation_fraction=0.05", "--set", "batch_docs=64",

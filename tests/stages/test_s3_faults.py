@@ -16,8 +16,6 @@ from codemill import storage
 from codemill.config import StrictModel
 from codemill.runner import run_stage
 
-pytestmark = pytest.mark.slow
-
 
 class FaultyProxy(LoopbackHTTPServer):
     """Forwards every request to `upstream`, except that every `fail_every`-th one is answered 503 SlowDown

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dedup_corpus import write_filter_output
 
 from codemill.config import build_config
 from codemill.dedup import spill
@@ -147,9 +148,7 @@ def _run_in_process(tmp_path, inp: str, name: str, overrides: list[str]) -> tupl
 
 
 def test_graph_pipeline_does_not_depend_on_partitioning(tmp_path):
-    from test_dedup_stage import _write_filter_output
-
-    inp, table, expect = _write_filter_output(str(tmp_path / "filter"))
+    inp, table, expect = write_filter_output(str(tmp_path / "filter"))
     one, dups_one, stats_one = _run_in_process(tmp_path, inp, "one", ["docs_per_batch=64"])
     many, dups_many, stats_many = _run_in_process(tmp_path, inp, "many", [
         "docs_per_batch=7", "band_rows_per_partition=1000", "edge_rows_per_partition=5", "member_rows_per_partition=2"])

@@ -1,4 +1,4 @@
-"""ShardReader: O(1) zero-copy rows, gathers, metadata, rank slices, and the same from S3 through a cache."""
+"""ShardReader: O(1) zero-copy rows, gathers, metadata and rank slices of a local tokenize output."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from codemill import storage
 from codemill.tokenize.pack import write_shards_from_texts
 from codemill.tokenize.reader import ShardReader
 from codemill.tokenize.split import TRAIN, VALIDATION
@@ -110,24 +109,3 @@ def test_validation_split_and_tokenizer(dataset):
     assert text.startswith(f"# language: {v.language(0)}\n") or text.startswith(f"// language: {v.language(0)}\n")
     with pytest.raises(ValueError, match="split must be one of"):
         ShardReader(str(out), split="test")
-
-
-def test_s3_output_is_cached_then_mapped(s3_bucket, tmp_path):
-    uri = f"{s3_bucket}/run/tokenize"
-    manifest = write_shards_from_texts(corpus(), uri, seq_len=SEQ, validation_fraction=0.05, shard_bytes=40 * SEQ * 2)
-    local = tmp_path / "local"
-    write_shards_from_texts(corpus(), str(local), seq_len=SEQ, validation_fraction=0.05, shard_bytes=40 * SEQ * 2)
-    cache = tmp_path / "cache"
-    r = ShardReader(uri, split=TRAIN, cache_dir=cache)
-    expected = ShardReader(str(local), split=TRAIN)
-    assert len(r) == len(expected) == manifest["splits"][TRAIN]["rows"]
-    np.testing.assert_array_equal(r.rows(np.arange(len(r))), expected.rows(np.arange(len(expected))))
-    cached = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
-    assert len({p.parts[0] for p in cached}) == 1, "one folder, named by the manifest hash"
-    assert len(cached) == 1 + len(manifest["splits"][TRAIN]["shards"]), "tokenizer.json + the split's shards"
-    assert r.tokenizer_path.startswith(str(cache))
-    # a second reader uses the cache: the bucket's shards may be gone
-    for entry in manifest["splits"][TRAIN]["shards"]:
-        storage.delete_file(f"{uri}/{entry['path']}")
-    again = ShardReader(uri, split=TRAIN, cache_dir=cache)
-    np.testing.assert_array_equal(again[3], r[3])

@@ -25,8 +25,6 @@ from codemill import manifest as mf
 from codemill import storage
 from codemill.stages import CRAWL_REPOS, FILTER_KEPT
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 # Logical CPUs of each node: one node could hold both workers of the training run, so only STRICT_SPREAD
 # puts them on different nodes.
 CPUS_PER_NODE = 2
@@ -85,7 +83,6 @@ def test_the_cluster_is_two_raylets_at_two_addresses(cluster, nodes):
 # -- a data stage ------------------------------------------------------------------------------------------
 
 N_REPOS = 40
-
 
 
 @pytest.fixture(scope="module")

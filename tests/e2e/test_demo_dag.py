@@ -8,20 +8,17 @@ import math
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pytest
 
 from codemill import manifest as mf
 from codemill import storage
 from codemill.dag import load_dag, run_dag, topological_order
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAG = str(REPO / "dags" / "local.yaml")
 # The demo, shrunk to CI's two cores: fewer repositories, fewer training steps.
 SMALL = {"crawl": ["max_repos=12"], "train": ["steps=4", "checkpoint_every=2", "eval_every=2", "log_every=1"]}
 ALL = [st.name for st in topological_order(load_dag(DAG).stages)]
 DATA_STAGES = ["crawl", "filter", "dedup", "tokenize", "train"]
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def stats(out: str, stage: str) -> dict:

@@ -17,8 +17,6 @@ import torch
 from codemill import manifest as mf
 from codemill import storage
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 STEPS = 12
 CHECKPOINT_EVERY = 4
 FAULT_STEP = 6  # after the checkpoint of step 4: steps 5 and 6 are redone after the restart

@@ -22,7 +22,7 @@ from codemill.dedup.shingles import code_tokens, jaccard, shingles
 from codemill.dedup.survivor import choose_survivors, survivor_order
 from codemill.humaneval import read_problems
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HUMANEVAL_X = REPO_ROOT / "data" / "humaneval-x"  # shipped with the repository
 HUMANEVAL_FILES = sorted(str(p) for p in HUMANEVAL_X.glob("*/humaneval_*.jsonl.gz"))
 

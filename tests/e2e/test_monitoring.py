@@ -18,8 +18,6 @@ from codemill.config import StrictModel
 from codemill.raycluster import free_port
 from codemill.runner import run_stage
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 
 class Demo(StrictModel):
     rows: int = 7

@@ -11,8 +11,6 @@ import torch
 from codemill import manifest as mf
 from codemill import storage
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 FIRST_STEPS = 20   # the exporting run: long enough for its loss to settle
 SECOND_STEPS = 6
 CHECKPOINT_EVERY = 2

@@ -7,7 +7,6 @@ import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 
 from codemill import manifest as mf
 from codemill import storage
@@ -19,7 +18,7 @@ from codemill.filter import stats as filter_stats
 from codemill.filter.config import FilterConfig
 from codemill.filter.schema import KEPT_SCHEMA, REJECTED_SCHEMA
 from codemill.plots import language_mix_png
-from codemill.runner import run_stage, stage_main
+from codemill.runner import run_stage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -156,7 +155,6 @@ def check_outputs(out: str, table: pa.Table) -> tuple[pa.Table, pa.Table, dict]:
     return kept, rejected, stats
 
 
-@pytest.mark.ray
 def test_stage_on_ray_local(ray_session, tmp_path):
     table = files_table()
     crawl = write_input(str(tmp_path), [table.slice(0, 7), table.slice(7)])
@@ -187,7 +185,6 @@ def test_stage_on_ray_local(ray_session, tmp_path):
     assert UNFORMATTED_PY in kept.column("content").to_pylist()
 
 
-@pytest.mark.ray
 def test_stage_on_ray_s3_with_nothing_kept(ray_session, s3_bucket):
     table = files_table([d for d in DOCUMENTS if d[4] is not None])
     crawl = write_input(s3_bucket + "/run", [table])
@@ -196,10 +193,3 @@ def test_stage_on_ray_s3_with_nothing_kept(ray_session, s3_bucket):
     kept, rejected, stats = check_outputs(out, table)
     assert kept.num_rows == 0 and rejected.num_rows == table.num_rows
     assert pc.all(pc.is_valid(rejected.column("reason"))).as_py()
-
-
-def test_cli_refuses_a_bad_config_before_any_work(tmp_path, capsys):
-    rc = stage_main("filter", ["--input", str(tmp_path / "crawl"), "--out", str(tmp_path / "filter"),
-                            "--set", "min_alpha_ratio=2"])
-    assert rc == 2 and "min_alpha_ratio" in capsys.readouterr().err
-    assert not (tmp_path / "filter").exists()

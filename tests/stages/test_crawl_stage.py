@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pytest
 
 from codemill import manifest as mf
 from codemill import storage
@@ -22,8 +21,6 @@ from codemill.config import build_config
 from codemill.crawl import stage as crawl
 from codemill.crawl.config import CrawlConfig
 from codemill.runner import run_stage
-
-pytestmark = pytest.mark.ray
 
 BODY = "def f(x):\n    return x * 2  # a line of ordinary code\n" * 40
 
@@ -171,21 +168,3 @@ def test_crawl_writes_to_s3(tmp_path, ray_session, s3_bucket):
     files = storage.read_table(storage.join(out, "files"))
     assert files.num_rows == 4
     assert pc.all(pc.greater(files.column("size_bytes"), 0)).as_py()
-
-
-def test_exclusion_list_forms(tmp_path):
-    """The Pile / CodeParrot lists come as names or URLs, with comments; any spelling matches."""
-    from codemill.crawl.selection import SelectionConfig, load_exclusions, rejection_reason
-    from codemill.crawl.sources.base import RepoRef
-
-    listing = tmp_path / "pile_and_codeparrot.txt"
-    listing.write_text("# repositories already in The Pile\nOWNER/One\n\nhttps://github.com/owner/two.git\n"
-                       "owner/three  # CodeParrot\n")
-    cfg = SelectionConfig(exclude=["Owner/Four"], exclude_file=str(listing))
-    excluded = load_exclusions(cfg)
-    assert excluded == {"owner/one", "owner/two", "owner/three", "owner/four"}
-    ref = RepoRef("owner/TWO", "github", "", stars=5, size_kb=10)
-    assert rejection_reason(ref, cfg, excluded) == "excluded"
-    assert rejection_reason(RepoRef("owner/five", "github", "", stars=0, size_kb=10), cfg, excluded) == "stars<1"
-    assert rejection_reason(RepoRef("owner/six", "github", "", stars=1, size_kb=10241), cfg, excluded) == "size>10240KB"
-    assert rejection_reason(RepoRef("owner/seven", "github", "", stars=1, size_kb=10240), cfg, excluded) is None

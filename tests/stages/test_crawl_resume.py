@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from codemill import manifest as mf
 from codemill import storage
@@ -19,9 +18,7 @@ from codemill.config import build_config
 from codemill.crawl import stage as crawl
 from codemill.crawl.config import CrawlConfig
 from codemill.crawl.keys import repo_key
-from codemill.crawl.outputs import complete_file_parts, part_keys, part_uri
-from codemill.crawl.plan import plan_crawl
-from codemill.crawl.sources.base import RepoRef
+from codemill.crawl.outputs import complete_file_parts, part_keys
 from codemill.crawl.stats import check_counts
 from codemill.runner import run_stage
 
@@ -64,7 +61,6 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
 
 # --- on Ray -----------------------------------------------------------------------------------------
 
-@pytest.mark.ray
 def test_rerun_with_max_repos_leaves_exactly_that_many(tmp_path, ray_session):
     """issue 11's reproduction: a rerun with max_repos=5 kept every repository of the first run."""
     corpus = make_repos(tmp_path / "corpus", 12)
@@ -81,7 +77,6 @@ def test_rerun_with_max_repos_leaves_exactly_that_many(tmp_path, ray_session):
     assert stats_of(out)["repos_selected"] == 5
 
 
-@pytest.mark.ray
 def test_changed_settings_redo_repositories_and_leave_no_stale_files(tmp_path, ray_session):
     corpus = make_repos(tmp_path / "corpus", 3)
     out = str(tmp_path / "out")
@@ -102,7 +97,6 @@ def test_changed_settings_redo_repositories_and_leave_no_stale_files(tmp_path, r
     assert (m.counts["repos_resumed"], m.counts["repos_fetched_this_run"]) == (3, 0)
 
 
-@pytest.mark.ray
 def test_a_failed_repository_is_retried_by_a_plain_rerun(tmp_path, ray_session):
     """A tar cut at a header boundary used to give the files before the cut and a completion marker."""
     corpus = make_repos(tmp_path / "corpus", 2)
@@ -129,7 +123,6 @@ def test_a_failed_repository_is_retried_by_a_plain_rerun(tmp_path, ray_session):
     assert stats_of(out)["failed_repos"] == []
 
 
-@pytest.mark.ray
 def test_a_task_past_its_time_limit_is_cancelled_and_recorded(tmp_path, ray_session):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -150,7 +143,6 @@ def test_a_task_past_its_time_limit_is_cancelled_and_recorded(tmp_path, ray_sess
     assert stats_of(out)["repos_failed_by_reason"] == {"timeout": 1}
 
 
-@pytest.mark.ray
 def test_a_deep_or_unmeasurable_repository_fails_alone(tmp_path, ray_session, monkeypatch):
     """A local repository 1,100 folders deep killed the whole crawl (RecursionError while listing); one
     that cannot be listed is recorded as failed, and the crawl goes on."""
@@ -177,7 +169,6 @@ def test_a_deep_or_unmeasurable_repository_fails_alone(tmp_path, ray_session, mo
     assert storage.read_table(deep_files[0]).column("path").to_pylist() == ["d/" * 1100 + "leaf.py"]
 
 
-@pytest.mark.ray
 def test_tasks_ask_ray_for_their_memory(tmp_path, ray_session):
     """A task asks for `task_memory_mb`: one asking for more than any node has is never run, and ends
     as its repository's timeout instead of exhausting a node."""
@@ -188,7 +179,6 @@ def test_tasks_ask_ray_for_their_memory(tmp_path, ray_session):
     assert stats_of(out)["repos_failed_by_reason"] == {"timeout": 1}
 
 
-@pytest.mark.ray
 def test_the_filter_reads_only_repositories_with_a_valid_marker(tmp_path, ray_session):
     """The filter read every files/ part, stale ones included (a repository whose redo failed, a part
     written by a killed run)."""
@@ -205,31 +195,7 @@ def test_the_filter_reads_only_repositories_with_a_valid_marker(tmp_path, ray_se
     assert m.counts["input_files"] == 4  # two repositories of two files, the stale copy not among them
 
 
-def test_failure_reasons_are_stored_without_credentials(tmp_path):
-    from codemill.crawl.repo import record_failure
-
-    out = str(tmp_path / "out")
-    result = record_failure(out, "o/r", "fetch: fatal: unable to access 'https://u:p@ss/w@host/o/r.git/'")
-    stored = storage.read_table(storage.join(out, "skipped")).to_pylist()
-    assert result.reason == stored[0]["reason"] == "fetch: fatal: unable to access 'https://***@host/o/r.git/'"
-
-
 # --- plan and counts, without Ray -------------------------------------------------------------------
-
-def test_plan_keeps_only_markers_made_under_the_current_settings(tmp_path):
-    cfg = crawl_config(make_repos(tmp_path / "corpus", 1), max_repos=3, selection={"exclude": ["o/x"]})
-    refs = [RepoRef(f"o/{n}", "local", f"/r/{n}", stars=s) for n, s in
-            (("a", 1), ("x", 5), ("b", 0), ("c", 2), ("A", 3), ("d", 1), ("e", 1))]
-    plan = plan_crawl(refs, cfg, frozenset({"o/x"}), {})
-    hashes = dict((r.full_name, h) for r, h in plan.todo)
-    markers = {repo_key("o/a"): {"config_hash": hashes["o/a"]}, repo_key("o/c"): {"config_hash": "other"}}
-    plan = plan_crawl(refs, cfg, frozenset({"o/x"}), markers)
-    assert plan.resumed == {repo_key("o/a"): "o/a"}
-    assert [r.full_name for r, _ in plan.todo] == ["o/c", "o/d"]
-    assert plan.refused == [("o/x", "", "excluded"), ("o/b", "", "stars<1"), ("o/A", "", "duplicate_name")]
-    assert plan.listed == 6 and plan.stopped_at_max_repos  # o/e is past max_repos: not listed
-    assert plan.orphan_keys({repo_key(n) for n in ("o/a", "o/b", "o/e", "o/zz")}) == {
-        repo_key(n) for n in ("o/b", "o/e", "o/zz")}
 
 
 def test_check_counts_finds_what_does_not_add_up():
@@ -246,32 +212,3 @@ def test_check_counts_finds_what_does_not_add_up():
     assert check_counts({**good, "repos_resumed": 2}) == [
         "repos_resumed + repos_fetched_this_run = 4, not selected + rejected 3"]
     assert check_counts({**good, "files": True}) == ["files is True, not a count"]
-
-
-def test_complete_file_parts_skips_parts_without_a_valid_marker(tmp_path):
-    out = str(tmp_path / "crawl")
-    row = {"full_name": ["o/a"], "selected": [True], "config_hash": ["h"]}
-    for key, marker in (("k1", row), ("k2", {**row, "selected": [False]}), ("k3", {**row, "config_hash": [None]}),
-                        ("k4", None)):
-        storage.write_table(pa.table({"x": [1]}), storage.join(out, "files", f"{key}.parquet"))
-        if marker is not None:
-            storage.write_table(pa.table(marker), storage.join(out, "repos", f"{key}.parquet"))
-    storage.write_bytes(storage.join(out, "repos", "k5.parquet"), b"not parquet")
-    storage.write_table(pa.table({"x": [1]}), storage.join(out, "files", "k5.parquet"))
-    assert complete_file_parts(out) == [storage.join(out, "files", "k1.parquet")]
-
-
-def test_markers_read_together_skip_unreadable_and_old_ones(tmp_path):
-    from codemill.crawl.outputs import MARKER_READERS, read_markers
-
-    out = str(tmp_path)
-    keys = [f"k{i:04d}" for i in range(3 * MARKER_READERS)]  # more markers than readers at once
-    for i, key in enumerate(keys):
-        storage.write_table(pa.table({"full_name": [f"r/{i}"], "selected": [i % 2 == 0], "config_hash": ["h"]}),
-                            part_uri(out, "repos", key))
-    storage.write_table(pa.table({"full_name": ["r/old"], "selected": [True]}), part_uri(out, "repos", "old"))
-    (tmp_path / "repos" / "torn.parquet").write_bytes(b"PAR1 not a whole file")
-    markers = read_markers(out)
-    assert sorted(markers) == keys  # the marker of an older format and the torn one: not done
-    assert all(markers[k]["full_name"] == f"r/{i}" for i, k in enumerate(keys))
-    assert len(complete_file_parts(out)) == 0  # markers, but no files/ parts
