@@ -244,13 +244,16 @@ def _zip_members(path: str, max_members: int) -> Iterator[_Member]:
             yield _Member(info.filename, _zip_kind(info), info.file_size, read, encrypted=bool(info.flag_bits & 0x1))
 
 
-def _folder_members(root: str, excluded: frozenset[str]) -> Iterator[_Member]:
+def _folder_members(root: str, excluded: frozenset[str], descend: bool = True) -> Iterator[_Member]:
     """Entries in name order, depth first, through directory descriptors and without following links
-    (`codemill.crawl.walk`); excluded folders are listed but not entered. An unreadable subfolder is a
-    member of its own; an unreadable root raises."""
+    (`codemill.crawl.walk`); excluded folders are listed but not entered. Not descending, only the folder's
+    own files are members: its folders and archives are repositories of their own.
+    An unreadable subfolder is a member of its own; an unreadable root raises."""
     kinds = {walk.FILE: FILE, walk.DIR: DIR, walk.SYMLINK: SYMLINK, walk.SPECIAL: SPECIAL,
              walk.UNREADABLE: UNREADABLE}
-    for entry in walk.walk(root, lambda path, name: name.casefold() not in excluded):
+    for entry in walk.walk(root, lambda path, name: descend and name.casefold() not in excluded):
+        if not descend and (entry.kind == walk.DIR or (entry.kind == walk.FILE and is_archive(entry.path))):
+            continue
         yield _Member(entry.path, kinds[entry.kind], entry.size, entry.read)
 
 
@@ -276,14 +279,15 @@ def _normalize(name: str) -> tuple[str | None, str | None]:
 
 # --- extraction -----------------------------------------------------------------------------------
 
-def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None = None
-                    ) -> Iterator[RepoFile | SkippedFile]:
+def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None = None,
+                    files_only: bool = False) -> Iterator[RepoFile | SkippedFile]:
     """Every file of the repository at `path` (folder or archive), kept or skipped with a reason.
 
     A folder's records stream out as its files are read. An archive is read whole (within the caps)
     before its records come out, because whether its top folder is dropped is only known at its end:
     one pass assumes the first member's top folder is common to all, and in the rare archive where a
-    member proves otherwise, a second pass reads it again without dropping anything."""
+    member proves otherwise, a second pass reads it again without dropping anything. `files_only`: a folder's
+    files directly in it, its subfolders not entered (they are other repositories)."""
     limits = limits or ExtractLimits()
     excluded = frozenset(d.casefold() for d in limits.excluded_dirs)
     lower = path.lower()
@@ -292,7 +296,8 @@ def iter_repo_files(path: str, repo_full_name: str, limits: ExtractLimits | None
     elif lower.endswith(ZIP_SUFFIXES):
         open_members = lambda: _zip_members(path, limits.max_members)  # noqa: E731
     elif os.path.isdir(path):
-        yield from _extract(_folder_members(path, excluded), _Extractor(repo_full_name, limits, excluded))
+        yield from _extract(_folder_members(path, excluded, descend=not files_only),
+                            _Extractor(repo_full_name, limits, excluded))
         return
     else:
         raise ValueError(f"{path}: neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
@@ -320,9 +325,10 @@ def _extract(members: Iterator[_Member], extractor: _Extractor) -> Iterator[Repo
         members.close()
 
 
-def extract_repo(path: str, repo_full_name: str, limits: ExtractLimits | None = None) -> RepoExtraction:
+def extract_repo(path: str, repo_full_name: str, limits: ExtractLimits | None = None,
+                 files_only: bool = False) -> RepoExtraction:
     result = RepoExtraction([], [])
-    for record in iter_repo_files(path, repo_full_name, limits):
+    for record in iter_repo_files(path, repo_full_name, limits, files_only):
         (result.files if isinstance(record, RepoFile) else result.skipped).append(record)
     return result
 

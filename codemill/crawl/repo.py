@@ -97,7 +97,7 @@ def _crawl_repo(ref: RepoRef, source: RepoSource, selection: SelectionConfig, li
         except FetchError as exc:
             return record_failure(out, ref.full_name, f"fetch: {exc}")
         files, skips = [], []
-        for item in extract.iter_repo_files(fetched.path, ref.full_name, limits):
+        for item in extract.iter_repo_files(fetched.path, ref.full_name, limits, files_only=fetched.files_only):
             if isinstance(item, extract.SkippedFile):
                 if item.reason == extract.SKIP_ARCHIVE_ERROR:
                     # A corrupt or cut-short archive: what was read before the damage is not the repository.

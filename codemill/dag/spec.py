@@ -15,7 +15,7 @@ from codemill.secrets import is_secret_name
 from codemill.stages import STAGES, StageSpec
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-RETRY_BACKOFF_S = 10.0  # the first retry's wait; each further retry waits twice as long
+RETRY_BACKOFF_S = 10.0  # the first retry waits up to this long (at least half); each further retry twice as long
 MAX_RETRIES = 10
 
 
@@ -128,7 +128,8 @@ def topological_order(stages: list[DagStage]) -> list[DagStage]:
 def dag_variables(dag_path: str | Path) -> dict[str, str]:
     """`${NAME}` in a DAG's string values expands to these (then to the environment)."""
     import sysconfig
-    return {"CODEMILL_SITE_PACKAGES": sysconfig.get_paths()["purelib"], "CODEMILL_CWD": os.getcwd(),
+    paths = sysconfig.get_paths()
+    return {"CODEMILL_SITE_PACKAGES": paths["purelib"], "CODEMILL_STDLIB": paths["stdlib"], "CODEMILL_CWD": os.getcwd(),
             "CODEMILL_DAG_DIR": str(Path(dag_path).resolve().parent)}
 
 

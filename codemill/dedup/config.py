@@ -56,8 +56,8 @@ class NearDedupConfig(StrictModel):
 
 
 class DecontaminationConfig(StrictModel):
-    # gzipped or plain JSON Lines files with `prompt` and `canonical_solution` (HumanEval-X layout);
-    # none = no decontamination. The demo DAG passes the shared HumanEval-X files.
+    # gzipped or plain JSON Lines files of HumanEval-X (`fields` of each record) or MTPB (its description
+    # and turn prompts); none = no decontamination. The DAGs pass the shipped data/humaneval-x and data/mtpb.
     paths: list[str] = Field(default_factory=list)
     ngram: int = Field(DECONTAMINATION_NGRAM, ge=1, le=256)
     min_matches: int = Field(1, ge=1)  # shared n-grams that make a document contaminated

@@ -1,11 +1,13 @@
 """Decontamination: find documents that share long code-token n-grams with benchmark problems.
 
-The benchmark side is HumanEval-X-style JSON Lines (`task_id`, `prompt`, `canonical_solution`, ...):
-each problem's chosen fields, concatenated, are tokenised exactly like the corpus (code tokens, see
-`codemill.dedup.shingles`) and cut into n-grams; an n-gram is kept as a 64-bit hash. N-grams that occur
-in many different problems are boilerplate (include blocks, imports, class headers) and are dropped,
-so that only problem-specific text can flag a document. The same problem in several languages counts
-once (task ids "CPP/12" and "Java/12" are problem 12).
+The benchmark side is JSON Lines of either layout: HumanEval-X (`task_id`, `prompt`, `canonical_solution`,
+...: each problem's chosen fields, concatenated) or MTPB (`id`, `description`, `prompts`: the description and
+the turn prompts in order, as a notebook copying the problem would hold them; MTPB has no solutions). The text
+is tokenised exactly like the corpus (code tokens, see `codemill.dedup.shingles`) and cut into n-grams; an
+n-gram is kept as a 64-bit hash. N-grams that occur in many different problems are boilerplate (include
+blocks, imports, class headers) and are dropped, so that only problem-specific text can flag a document. The
+same problem in several languages counts once (task ids "CPP/12" and "Java/12" are HumanEval-X problem 12;
+"MTPB/12" is another problem).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pyarrow as pa
 from numba import njit
 
 from codemill.dedup.kernels import mix64, token_buffers, token_hash, tokenize, utf8_buffers
-from codemill.humaneval import problem_number, read_problems
+from codemill.humaneval import problem_number, read_records
 
+MTPB_TASK_PREFIX = "MTPB/"  # as codemill.eval.mtpb names its problems
 _NGRAM_MULTIPLIER = 0x2545F4914F6CDD1D  # odd: the polynomial over token hashes stays a bijection per step
 
 
@@ -98,11 +101,36 @@ class BenchmarkIndex:
         return cls(ngram, np.zeros(0, np.int64), np.zeros(0, object), 0)
 
 
+def is_mtpb_record(record: dict) -> bool:
+    return isinstance(record.get("prompts"), list) and "id" in record
+
+
+def benchmark_problems(paths: list[str], fields: list[str]) -> list[tuple[str, str]]:
+    """(task_id, text) of every problem in the given files: HumanEval-X records by `fields`, MTPB records by
+    their description and turn prompts (MTPB has no `task_id`; its problems are named `MTPB/<id>`)."""
+    problems = []
+    for path in paths:
+        for r in read_records(path):
+            if is_mtpb_record(r):
+                text = "\n".join([str(r.get("description") or ""), *map(str, r["prompts"])])
+                problems.append((f"{MTPB_TASK_PREFIX}{r['id']}", text))
+            else:
+                problems.append((str(r["task_id"]), "\n".join(str(r.get(k) or "") for k in fields)))
+    return problems
+
+
+def problem_key(task_id: str) -> str:
+    """One problem across its languages: 'CPP/12' and 'Java/12' -> 'HumanEval-X/12'; 'MTPB/12' stays itself."""
+    if task_id.startswith(MTPB_TASK_PREFIX):
+        return task_id
+    return "HumanEval-X/" + problem_number(task_id)
+
+
 def build_index(problems: list[tuple[str, str]], ngram: int, boilerplate_min_problems: int) -> BenchmarkIndex:
     if not problems:
         return BenchmarkIndex.empty(ngram)
     hashes, owner = ngram_hashes([text for _, text in problems], ngram)
-    numbers = np.array([problem_number(t) for t, _ in problems])
+    numbers = np.array([problem_key(t) for t, _ in problems])
     task_ids = np.array([t for t, _ in problems], dtype=object)
     # Distinct (n-gram, problem number) pairs, then how many problems each n-gram occurs in.
     _, number_codes = np.unique(numbers, return_inverse=True)
@@ -111,11 +139,11 @@ def build_index(problems: list[tuple[str, str]], ngram: int, boilerplate_min_pro
     specific = grams[problem_counts < boilerplate_min_problems]
     first_owner = owner[np.unique(hashes, return_index=True)[1]]  # np.unique sorts: aligned with `grams`
     return BenchmarkIndex(ngram, specific, task_ids[first_owner[problem_counts < boilerplate_min_problems]],
-                          len({problem_number(t) for t, _ in problems}))
+                          len({problem_key(t) for t, _ in problems}))
 
 
 def load_index(paths: list[str], ngram: int, fields: list[str], boilerplate_min_problems: int) -> BenchmarkIndex:
-    return build_index(read_problems(paths, fields), ngram, boilerplate_min_problems)
+    return build_index(benchmark_problems(paths, fields), ngram, boilerplate_min_problems)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,25 @@ def test_expand_children_lists_each_package(site_packages):
     assert fetched.path == alpha.location and fetched.commit is None
 
 
+def test_loose_files_of_an_expanded_folder_are_one_repository(site_packages):
+    """A standard library's or site-packages' single modules (six.py) belong to no package: with
+    `loose_files: repository` they are one more repository, named after the folder, holding nothing below it."""
+    source = LocalSource(local_config(paths=[str(site_packages)], expand_children=True, loose_files="repository",
+                                      exclude=[".*", "__pycache__", "*.dist-info"]))
+    refs = list(source.list_repos())
+    assert [r.full_name for r in refs] == ["local/site-packages", "local/alpha", "local/alpha~2", "local/beta",
+                                           "local/gamma"]
+    loose = refs[0]
+    assert loose.size_kb == 1  # six.py alone (the archives beside it are repositories of their own)
+    fetched = source.fetch(loose, "")
+    assert fetched.path == str(site_packages) and fetched.files_only
+    result = extract_repo(fetched.path, loose.full_name, files_only=True)
+    assert [f.path for f in result.files] == ["six.py"]  # nothing below the folder, no archive beside it
+    assert result.skipped == []
+    default = LocalSource(local_config(paths=[str(site_packages)], expand_children=True))
+    assert "local/site-packages" not in [r.full_name for r in default.list_repos()]
+
+
 def test_children_of_site_packages_keep_their_files(site_packages):
     source = LocalSource(local_config(paths=[str(site_packages)], expand_children=True, include=["beta", "gamma*"]))
     beta, gamma = source.list_repos()

@@ -208,6 +208,20 @@ def test_decontamination_index_from_plain_jsonl(tmp_path):
     assert read_problems([str(tmp_path / "b.jsonl.gz")], ["prompt"]) == [("X/0", "def alpha_beta(gamma):")]
 
 
+def test_decontamination_against_mtpb_finds_its_turn_prompts():
+    """MTPB has no task_id and no solution: its problems are indexed by description and turn prompts, and named
+    MTPB/<id>; its problem numbers are not confused with HumanEval-X's (both have a problem 3)."""
+    mtpb = REPO_ROOT / "data" / "mtpb" / "mtpb.jsonl"
+    index = load_index([str(mtpb), *HUMANEVAL_FILES], 13, ["prompt", "canonical_solution"], 3)
+    mtpb_records = [json.loads(line) for line in mtpb.read_text().splitlines() if line.strip()]
+    assert index.n_problems == len(mtpb_records) + (164 if HUMANEVAL_FILES else 0)
+    problem = next(r for r in mtpb_records if len(" ".join(r["prompts"]).split()) > 40)
+    notebook = "import numpy as np\n\n" + "".join(f"# {p}\nx = 1\n" for p in problem["prompts"])
+    hits = find_contamination(pa.array([notebook, (REPO_ROOT / "codemill" / "storage.py").read_text()]), index)
+    assert hits.hits[0] > 0 and hits.task_ids[0] == f"MTPB/{problem['id']}"
+    assert hits.hits[1] == 0
+
+
 def test_exact_copies_keep_one_copy_even_when_a_near_copy_survives():
     base = (REPO_ROOT / "codemill" / "config.py").read_text()
     near = base.replace("import", "import  # x\nimport", 1)

@@ -35,6 +35,7 @@ class FetchedRepo:
     ref: RepoRef
     path: str                      # a local folder, or a .tar.gz/.tgz/.zip archive
     commit: str | None = None      # the commit fetched, where the source knows it
+    files_only: bool = False       # only the files directly in the folder (its subfolders are other repositories)
 
 
 class RepoSource(Protocol):

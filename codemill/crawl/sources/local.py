@@ -1,8 +1,11 @@
 """Repositories already on disk, for offline runs: folders and archives, each one repository, or each
 child of a folder one repository (`expand_children`, e.g. every package of a site-packages).
 
-    source: {type: local, paths: [DIR_OR_ARCHIVE, ...], expand_children: false, metadata: FILE}
+    source: {type: local, paths: [DIR_OR_ARCHIVE, ...], expand_children: false, loose_files: skip, metadata: FILE}
 
+With `expand_children`, a listed folder's loose files (the single modules of a standard library or a
+site-packages: `os.py`, `six.py`) belong to no child; `loose_files: repository` makes them one more
+repository, named after the folder, that holds the files directly in it and nothing below.
 A repository's full name is `local/<folder name>` (an archive's name without its suffix); a name
 met again later in the listing becomes `local/<name>~2`, `~3`, ... in listing order, so the names
 (and the doc ids made from them) are the same on every run of the same config.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Literal
@@ -35,12 +39,17 @@ SOURCE_NAME = "local"
 DEFAULT_STARS = 1
 # Hidden entries and bytecode caches are never packages of their own.
 DEFAULT_CHILD_EXCLUDES = (".*", "__pycache__")
+# Appended to a folder's path, the location of its loose files' repository. A path never holds a NUL, so no
+# listed folder or archive can be mistaken for it.
+LOOSE_FILES_MARK = "\0loose-files"
 
 
 class LocalSourceConfig(StrictModel):
     type: Literal["local"] = "local"
     paths: list[str] = Field(min_length=1)
     expand_children: StrictBool = False
+    # With expand_children: the files directly in a listed folder as one repository, or not crawled.
+    loose_files: Literal["skip", "repository"] = "skip"
     include: list[str] = Field(default_factory=list)   # globs on child names; empty: every child
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_CHILD_EXCLUDES))
     metadata: str | None = None
@@ -83,7 +92,8 @@ class LocalSource:
         return entry.is_dir() or (entry.is_file() and is_archive(entry.name))
 
     def repo_paths(self) -> list[str]:
-        """Absolute paths of the repositories, in listing order (config order, children by name)."""
+        """Locations of the repositories, in listing order (config order; a folder's loose files, then its
+        children by name): absolute paths, or a folder's path + LOOSE_FILES_MARK for its loose files."""
         result = []
         for path in self.config.paths:
             path = os.path.abspath(path)
@@ -91,10 +101,16 @@ class LocalSource:
                 with os.scandir(path) as it:
                     children = sorted(it, key=lambda e: e.name)
                 chosen = [c.path for c in children if self._is_child_repo(c)]
-                if len(chosen) < len(children):
+                loose = [c for c in children if c.is_file(follow_symlinks=False) and not is_archive(c.name)]
+                if loose and self.config.loose_files == "repository":
+                    result.append(path + LOOSE_FILES_MARK)
+                    log.info("local source: the %d loose files of %s are one repository", len(loose), path)
+                skipped = len(children) - len(chosen) - (len(loose) if self.config.loose_files == "repository" else 0)
+                if skipped:
                     log.info("local source: %d of %d entries of %s are not repositories (filtered by "
-                             "include/exclude, or neither a folder nor an archive)",
-                             len(children) - len(chosen), len(children), path)
+                             "include/exclude, or neither a folder nor an archive%s)", skipped, len(children), path,
+                             "" if self.config.loose_files == "repository" else "; loose_files: repository crawls "
+                             "the files directly in it")
                 result.extend(chosen)
             else:
                 result.append(path)
@@ -102,7 +118,7 @@ class LocalSource:
 
     def list_repos(self) -> Iterator[RepoRef]:
         paths = self.repo_paths()
-        names = unique_names([f"{SOURCE_NAME}/{repo_folder_name(p)}" for p in paths])
+        names = unique_names([f"{SOURCE_NAME}/{repo_folder_name(p.removesuffix(LOOSE_FILES_MARK))}" for p in paths])
         unused = set(self.metadata) - set(names)
         if unused:
             log.warning("local source: %d metadata entries name no listed repository (e.g. %s)",
@@ -113,7 +129,8 @@ class LocalSource:
             size_kb, error = facts.size_kb if facts else None, None
             if size_kb is None:
                 try:
-                    size_kb = size_kb_on_disk(path)
+                    size_kb = (loose_size_kb(path.removesuffix(LOOSE_FILES_MARK)) if path.endswith(LOOSE_FILES_MARK)
+                               else size_kb_on_disk(path))
                 except OSError as exc:  # this repository fails; the listing goes on
                     error = f"cannot measure {path}: {exc}"
             yield RepoRef(full_name=name, source=SOURCE_NAME, location=path, stars=stars, size_kb=size_kb,
@@ -122,6 +139,17 @@ class LocalSource:
                           default_branch=facts.default_branch if facts else None, error=error)
 
     def fetch(self, ref: RepoRef, workdir: str) -> FetchedRepo:
-        if not os.path.exists(ref.location):
-            raise FetchError(f"{ref.location} no longer exists")
-        return FetchedRepo(ref=ref, path=ref.location)
+        files_only = ref.location.endswith(LOOSE_FILES_MARK)
+        path = ref.location.removesuffix(LOOSE_FILES_MARK)
+        if not os.path.exists(path):
+            raise FetchError(f"{path} no longer exists")
+        return FetchedRepo(ref=ref, path=path, files_only=files_only)
+
+
+def loose_size_kb(folder: str) -> int:
+    """KB (rounded up) of the regular files directly in `folder` but archives (repositories of their own),
+    links not followed."""
+    with os.scandir(folder) as it:
+        total = sum(e.stat(follow_symlinks=False).st_size for e in it
+                    if e.is_file(follow_symlinks=False) and not is_archive(e.name))
+    return math.ceil(total / 1024)

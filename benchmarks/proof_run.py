@@ -1,0 +1,459 @@
+"""The proof run: the whole recipe on one GPU machine, on code nobody here wrote, to a model that solves problems.
+
+One command, on a machine with one GPU and no network:
+
+    python benchmarks/proof_run.py --out OUT
+
+1. `dags/gpu.yaml`'s data stages (crawl of this Python's standard library, installed packages and /usr/include,
+   filter, dedup with HumanEval-X and MTPB decontamination, tokenize) run with the DAG runner on a local Ray head.
+   Meanwhile the GPU, idle until training, measures a short run of two presets (`--presets`, tokens/s of the
+   model's training step with the stage's settings: bf16, compiled regions, fused Adam).
+2. The preset and step count are chosen for the training time given (`--train-minutes`): each preset's tokens in
+   that time (its measured rate) and the corpus's unique tokens give its effective tokens under repetition
+   (Muennighoff et al. 2023); Chinchilla's fitted loss L(N, D) (Hoffmann et al. 2022) picks the preset with
+   the lower predicted loss, the best available proxy for pass@k. `summary.json` records the numbers and why.
+3. The DAG's train stage runs (Ray Train + DeepSpeed, bf16) with that preset and step count.
+4. Samples are generated with codemill's serve engine in this process, exactly as the DAG's eval stages would
+   (same prompts, stop rules, seeds): HumanEval-X pass@1 samples (n = 20, t = 0.2), pass@10/100 samples (n = 100
+   at t = 0.8 for Python, `--other-n` for the other four languages), MTPB both modes (n = 5, t = 0.2). They are
+   written gzipped and flat in OUT (a device call brings back a few files near the top of a folder).
+5. Where the eval sandbox is (`scripts/setup-eval.sh`), `--phases score` scores them with `codemill eval
+   --samples` (the GPU machine has no sandbox: the samples come back and are scored on the CPU machine).
+
+Every phase writes OUT/summary.json; a rerun resumes (the DAG's stages and finished sample files are kept).
+
+    # a lent GPU machine (wheels of ../shared/device/wheelhouse.sh under /tmp/site, `ray` on PATH):
+    PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD python3 benchmarks/proof_run.py --out /tmp/proof/out \
+        --work /tmp/proof/work --phases data,probe,train,generate
+    # here, on what came back:
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/proof_run.py --out COPY_OF_OUT --phases score
+    # CPU smoke (tiny preset, two stdlib packages, two problems):
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/proof_run.py --smoke --out /tmp/proof-smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DAG = REPO / "dags" / "gpu.yaml"
+SUMMARY = "summary.json"
+DATA_STAGES = ("crawl", "filter", "dedup", "tokenize")
+PHASES = ("data", "probe", "train", "generate", "score")
+
+# Chinchilla's fit of final loss to parameters N and tokens D (Hoffmann et al. 2022, approach 3):
+# L = E + A / N^alpha + B / D^beta.
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+# Repeated data (Muennighoff et al. 2023): U unique tokens seen 1 + R times are worth U + U R* (1 - e^(-R/R*))
+# fresh ones, with R* = 15.4 (their fit for the data term).
+REPEAT_HALF_LIFE = 15.4
+# The train stage's time that is not steps: Ray Train's worker start, DeepSpeed's initialize, compiling the
+# regions, validation and the export; and the share of a step's probe rate the stage reaches (data loading,
+# metrics). Both measured on the first GPU run and kept conservative.
+TRAIN_FIXED_S = 90.0
+TRAIN_RATE_SHARE = 0.9
+
+# SPEC §8's sampling: pass@1 from t = 0.2, pass@10/100 from t = 0.8; top-p 0.95. MTPB's reference: t = 0.2.
+PASS1 = {"name": "pass1", "temperature": 0.2, "n": 20, "k": [1]}
+PASS100 = {"name": "pass100", "temperature": 0.8, "n": 100, "k": [10, 100]}
+MTPB = {"name": "mtpb", "temperature": 0.2, "n": 5}
+TOP_P = 0.95
+GENERATION_SEED = 0  # the eval stage's default (EvalConfig.generation.seed)
+LANGUAGES = ("Python", "C++", "Java", "JavaScript", "Go")
+
+SIZES = {
+    # One H100/H200: 64 MiB of code or more, tens of minutes.
+    "gpu": {"presets": "125m,350m", "train_minutes": 8.0, "seq_length": 2048, "batch": 128, "micro_batch": 32,
+            "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 384,
+            "other_n": 10},
+    # Two CPU cores: two small stdlib packages, the tiny preset, two problems of each benchmark.
+    "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
+              "lr": 2e-3, "probe_steps": 2, "problems": 2, "mtpb_problems": 2, "max_tokens": 24, "other_n": 2},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[proof_run {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------- summary
+
+
+def load_summary(out: Path) -> dict:
+    path = out / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else {"phases": {}}
+
+
+def save_summary(out: Path, summary: dict) -> None:
+    tmp = out / (SUMMARY + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    tmp.replace(out / SUMMARY)
+
+
+def machine() -> dict:
+    from machine import cpu_model
+
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "stdlib": sysconfig.get_paths()["stdlib"], "site_packages": sysconfig.get_paths()["purelib"]}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    except ImportError:
+        pass
+    return info
+
+
+# ----------------------------------------------------------------------------------------- the choice
+
+
+def effective_tokens(seen: float, unique: float) -> float:
+    """Tokens worth of training when `seen` tokens are drawn from `unique` (repeats count for less)."""
+    if seen <= unique:
+        return seen
+    repeats = seen / unique - 1
+    return unique + unique * REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE))
+
+
+def predicted_loss(parameters: float, tokens: float) -> float:
+    c = CHINCHILLA
+    return c["E"] + c["A"] / parameters ** c["alpha"] + c["B"] / max(tokens, 1.0) ** c["beta"]
+
+
+def choose(probes: dict[str, dict], unique_tokens: float, train_seconds: float, tokens_per_step: int) -> dict:
+    """The preset with the lowest predicted loss for the time given, and its step count."""
+    options = {}
+    for preset, p in probes.items():
+        step_seconds = max(train_seconds - TRAIN_FIXED_S, 0.1 * train_seconds)
+        tokens = p["tokens_per_s"] * TRAIN_RATE_SHARE * step_seconds
+        steps = max(1, int(tokens // tokens_per_step))
+        seen = steps * tokens_per_step
+        effective = effective_tokens(seen, unique_tokens)
+        options[preset] = {"steps": steps, "tokens": seen, "epochs": round(seen / max(unique_tokens, 1), 2),
+                           "effective_tokens": round(effective),
+                           "predicted_loss": round(predicted_loss(p["parameters"], effective), 4)}
+    best = min(options, key=lambda k: options[k]["predicted_loss"])
+    why = (f"{best}: predicted loss {options[best]['predicted_loss']} after {options[best]['steps']} steps "
+           f"({options[best]['tokens'] / 1e6:.0f}M tokens, {options[best]['epochs']} epochs of the corpus) against "
+           + ", ".join(f"{k}'s {v['predicted_loss']} ({v['tokens'] / 1e6:.0f}M tokens)"
+                       for k, v in options.items() if k != best))
+    return {"preset": best, "steps": options[best]["steps"], "options": options, "why": why}
+
+
+# ----------------------------------------------------------------------------------------- phases
+
+
+def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int | None = None) -> dict[str, list[str]]:
+    """The DAG's settings for this machine: the filter's PEP 8 step only where ruff is installed (the lent GPU
+    machine's image has none); the smoke run's corpus, model and scaling; the chosen preset and steps."""
+    ruff = shutil.which("ruff", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    sets: dict[str, list[str]] = {"filter": [f"format_python={str(bool(ruff)).lower()}"],
+                                  "tokenize": [f"seq_len={a.seq_length + 1}"]}
+    if a.smoke:
+        stdlib = sysconfig.get_paths()["stdlib"]
+        sets["crawl"] = [f"source.paths=[{stdlib}/json, {stdlib}/email]"]
+        sets["tokenize"].append("validation_fraction=0.2")
+    train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}", f"micro_batch_size={a.micro_batch}"]
+    if a.smoke:
+        train += ["deepspeed.precision=fp32", "model.compile=false",
+                  "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}"]
+    if preset:
+        warmup = max(1, steps // 20)
+        train += [f"model.preset={preset}", f"steps={steps}",
+                  f"optimizer={{lr_max: {a.lr}, lr_min: {a.lr / 10:g}, warmup_steps: {warmup}, decay_steps: {steps}, "
+                  f"weight_decay: 0.0}}", f"log_every={max(1, steps // 100)}", f"eval_every={max(1, steps // 5)}",
+                  f"checkpoint_every={max(1, steps // 2)}"]
+    sets["train"] = train
+    return sets
+
+
+def stage_record(work: Path, name: str) -> dict:
+    from codemill import manifest as mf
+
+    m = mf.read_manifest(str(work / name))
+    stats_path = work / name / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    return {"status": m.status if m else None, "seconds": (m.timings or {}).get("seconds") if m else None,
+            "counts": m.counts if m else None, "stats": stats}
+
+
+def run_data(a, work: Path, summary: dict, out: Path) -> None:
+    from codemill.dag import run_dag
+
+    started = time.time()
+    run_dag(str(DAG), str(work / "dag"), until="tokenize", overrides=dag_overrides(a))
+    summary["stages"] = {name: stage_record(work / "dag", name) for name in DATA_STAGES}
+    summary["phases"]["data"] = {"seconds": round(time.time() - started, 1)}
+    save_summary(out, summary)
+
+
+def probe(preset: str, a: argparse.Namespace) -> dict:
+    """Tokens/s of `preset`'s training step as the train stage runs it (bf16 autocast on a GPU, compiled
+    regions, fused Adam), on random tokens, after warm-up."""
+    import torch
+
+    from codemill.train.flops import training_flops_per_token
+    from codemill.train.model import CodeGeeX
+    from codemill.train.model_config import PRESETS
+
+    cuda = torch.cuda.is_available() and not a.smoke
+    device = torch.device("cuda" if cuda else "cpu")
+    cfg = PRESETS[preset]
+    model = CodeGeeX(cfg).to(device)
+    parameters = model.num_parameters()
+    if cuda:
+        model.compile_regions()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
+    micro = a.micro_batch
+    tokens = torch.randint(0, cfg.vocab_size, (micro, a.seq_length + 1), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    started = time.time()
+    for _ in range(3):  # compilation and allocator growth
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    warmup = time.time() - started
+    started = time.time()
+    for _ in range(a.probe_steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.time() - started
+    rate = a.probe_steps * micro * a.seq_length / seconds
+    return {"preset": preset, "parameters": parameters, "tokens_per_s": round(rate), "micro_batch": micro,
+            "warmup_s": round(warmup, 1), "flops_per_token": training_flops_per_token(cfg, a.seq_length)}
+
+
+def run_probe(a, out: Path) -> dict:
+    """Each preset measured in its own process (the GPU's memory is freed between them)."""
+    results = {}
+    for preset in a.presets.split(","):
+        argv = [sys.executable, __file__, "--probe-one", preset, "--out", str(out), "--seq-length", str(a.seq_length),
+                "--micro-batch", str(a.micro_batch), "--probe-steps", str(a.probe_steps)] + (["--smoke"] if a.smoke else [])
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise SystemExit(f"the probe of {preset} failed:\n{r.stderr[-3000:]}")
+        results[preset] = json.loads(r.stdout.strip().splitlines()[-1])
+        log(f"probe {preset}: {results[preset]}")
+    return results
+
+
+def run_train(a, work: Path, summary: dict, out: Path) -> None:
+    from codemill.dag import run_dag
+
+    dataset = json.loads((work / "dag" / "tokenize" / "manifest.json").read_text())
+    unique = float(dataset["splits"]["train"]["tokens"])
+    summary["unique_train_tokens"] = unique
+    choice = choose(summary["probe"], unique, a.train_minutes * 60, a.batch * a.seq_length)
+    summary["choice"] = choice
+    log(f"choice: {choice['why']}")
+    save_summary(out, summary)
+    started = time.time()
+    run_dag(str(DAG), str(work / "dag"), until="train", overrides=dag_overrides(a, choice["preset"], choice["steps"]))
+    train = work / "dag" / "train"
+    summary["train"] = stage_record(work / "dag", "train")
+    for name, target in (("metrics.jsonl", "train_metrics.jsonl"), ("loss_curve.png", "loss_curve.png")):
+        if (train / name).is_file():
+            shutil.copyfile(train / name, out / target)
+    summary["phases"]["train"] = {"seconds": round(time.time() - started, 1)}
+    save_summary(out, summary)
+
+
+def engine_slots(export: str, context: int, smoke: bool) -> int:
+    """Sequences the engine decodes at once: half the GPU's free memory in KV cache, at most 1,024."""
+    import torch
+
+    if smoke or not torch.cuda.is_available():
+        return 16
+    config = json.loads((Path(export) / "config.json").read_text())
+    kv_per_token = 2 * config["num_layers"] * config["hidden_size"] * 2  # keys and values, bf16
+    free, _ = torch.cuda.mem_get_info()
+    return max(16, min(1024, int(0.5 * free / (context * kv_per_token))))
+
+
+def write_gz(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wb", compresslevel=9) as f:
+        f.write(data)
+    tmp.replace(path)
+
+
+def run_generate(a, work: Path, summary: dict, out: Path) -> None:
+    from codemill.eval import mtpb
+    from codemill.eval.generate import EngineGenerator
+    from codemill.eval.mtpb_generate import generate_samples
+    from codemill.eval.mtpb_samples import samples_jsonl as mtpb_jsonl
+    from codemill.eval.samples import Sample, build_jobs, samples_jsonl
+    from codemill.humaneval import load_problems
+
+    export = str(work / "dag" / "train" / "export")
+    import torch
+    device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
+    context = a.seq_length
+    slots = engine_slots(export, context, a.smoke)
+    gen = EngineGenerator(export, device=device, max_batch_size=slots)
+    record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
+    problems = load_problems(list(LANGUAGES))
+    numbers = list(range(a.problems))
+    for spec in (PASS1, PASS100):
+        path = out / f"samples_{spec['name']}.jsonl.gz"
+        if path.is_file():
+            continue
+        started = time.time()
+        samples: list = []
+        tokens = 0
+        for language in LANGUAGES:
+            n = spec["n"] if (spec is PASS1 or language == "Python") else a.other_n
+            jobs = build_jobs(problems, [language], numbers, "generation", [])
+            seeds = [GENERATION_SEED + 7919 * i for i in range(len(jobs))]  # as the eval stage seeds them
+            texts = gen.generate([j.prompt for j in jobs], n, spec["temperature"], TOP_P, a.max_tokens,
+                                 [j.stop for j in jobs], seeds=seeds)
+            samples += [Sample(j.task_id, t, i) for j, outs in zip(jobs, texts) for i, t in enumerate(outs)]
+            tokens += sum(len(gen.tokenizer.encode(t, add_special_tokens=False).ids) for outs in texts for t in outs)
+            log(f"{spec['name']} {language}: {len(jobs)} prompts x {n} in {time.time() - started:.0f} s")
+        write_gz(path, samples_jsonl(samples))
+        seconds = time.time() - started
+        record["sets"][spec["name"]] = {"samples": len(samples), "seconds": round(seconds, 1), "tokens": tokens,
+                                        "tokens_per_s": round(tokens / max(seconds, 1e-9)),
+                                        "temperature": spec["temperature"], "top_p": TOP_P,
+                                        "n": {lang: spec["n"] if (spec is PASS1 or lang == "Python") else a.other_n
+                                              for lang in LANGUAGES}, "max_tokens": a.max_tokens}
+        save_summary(out, summary)
+    path = out / f"samples_{MTPB['name']}.jsonl.gz"
+    if not path.is_file():
+        started = time.time()
+        mproblems = mtpb.load_problems()
+        cases = [(tid, t) for tid in list(mproblems)[:a.mtpb_problems] for t in range(mproblems[tid].n_tests)]
+        turns = generate_samples(mproblems, cases, [mtpb.MULTI_TURN, mtpb.SINGLE_TURN], MTPB["n"],
+                                 lambda prompts, counts, limits, stops, seeds: gen.generate(
+                                     prompts, counts, MTPB["temperature"], TOP_P, limits, stops, seeds=seeds),
+                                 GENERATION_SEED)
+        write_gz(path, mtpb_jsonl(turns))
+        record["sets"]["mtpb"] = {"samples": len(turns), "seconds": round(time.time() - started, 1),
+                                  "temperature": MTPB["temperature"], "top_p": TOP_P, "n": MTPB["n"],
+                                  "problems": a.mtpb_problems}
+        save_summary(out, summary)
+    record["truncated_prompts"] = gen.truncated_prompts
+
+
+def run_score(a, out: Path, summary: dict) -> None:
+    """`codemill eval --samples` on each samples file, in the sandbox (the benchmark check first)."""
+    from codemill import manifest as mf
+    from codemill.eval.stage import main as eval_main
+
+    scored = summary.setdefault("scores", {})
+    work = Path(a.work) / "eval"
+    for spec in (PASS1, PASS100, MTPB):
+        gz = out / f"samples_{spec['name']}.jsonl.gz"
+        plain = work / f"samples_{spec['name']}.jsonl"
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        plain.write_bytes(gzip.decompress(gz.read_bytes()))
+        sets = ["benchmark_check=run_if_missing"]
+        if spec is MTPB:
+            sets += ["metrics.k=[1]"]
+            argv = ["--benchmark", "mtpb"]
+        else:
+            sets += [f"metrics.k={spec['k']}", f"metrics.budget_k=[{max(spec['k'])}]"]
+            argv = []
+        target = work / spec["name"]
+        argv += ["--samples", str(plain), "--out", str(target)] + [x for s in sets for x in ("--set", s)]
+        started = time.time()
+        if eval_main(argv) != 0:
+            raise SystemExit(f"codemill eval {' '.join(argv)} failed")
+        scored[spec["name"]] = {"counts": mf.read_manifest(str(target)).counts,
+                                "summary": json.loads((target / "summary.json").read_text())["metrics"],
+                                "seconds": round(time.time() - started, 1), "out": str(target)}
+        save_summary(out, summary)
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="flat folder: summary.json, samples_*.jsonl.gz, the loss curve")
+    p.add_argument("--work", default="/tmp/proof_run", help="the DAG's outputs and the scoring runs (kept: resume)")
+    p.add_argument("--phases", default="data,probe,train,generate", help=f"comma-separated, of {', '.join(PHASES)}")
+    p.add_argument("--smoke", action="store_true", help="two CPU cores: two stdlib packages, the tiny preset")
+    p.add_argument("--presets", help="presets the probe measures (comma-separated)")
+    p.add_argument("--train-minutes", type=float, help="wall time the train stage may take")
+    p.add_argument("--seq-length", type=int)
+    p.add_argument("--batch", type=int, help="sequences per step")
+    p.add_argument("--micro-batch", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (warm-up 5%%, cosine to lr/10)")
+    p.add_argument("--probe-steps", type=int)
+    p.add_argument("--problems", type=int, help="HumanEval-X problems 0..N-1 of every language")
+    p.add_argument("--mtpb-problems", type=int, help="the first N MTPB problems (5 test cases each)")
+    p.add_argument("--max-tokens", type=int, help="HumanEval-X generation budget (MTPB: its problems' own)")
+    p.add_argument("--other-n", type=int, help="pass@10/100 samples per problem for C++, Java, JavaScript, Go")
+    p.add_argument("--probe-one", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    for key, value in SIZES["smoke" if a.smoke else "gpu"].items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.probe_one:
+        print(json.dumps(probe(a.probe_one, a)))
+        return
+    from codemill.runner import setup_logging
+
+    setup_logging()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    phases = [x.strip() for x in a.phases.split(",") if x.strip()]
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        raise SystemExit(f"unknown phases {unknown}; known: {', '.join(PHASES)}")
+    summary = load_summary(out)
+    summary.setdefault("machine", machine())
+    summary["args"] = vars(a)
+    save_summary(out, summary)
+    started = time.time()
+    if "data" in phases or "probe" in phases:
+        prober = None
+        if "probe" in phases and "probe" not in summary:
+            # The GPU is idle while the data stages run on the CPUs: measure the presets meanwhile.
+            import concurrent.futures
+            prober = concurrent.futures.ThreadPoolExecutor(1).submit(run_probe, a, out)
+        if "data" in phases:
+            run_data(a, work, summary, out)
+        if prober is not None:
+            summary["probe"] = prober.result()
+            save_summary(out, summary)
+    if "train" in phases:
+        run_train(a, work, summary, out)
+    if "generate" in phases:
+        run_generate(a, work, summary, out)
+    if "score" in phases:
+        run_score(a, out, summary)
+    summary["phases"]["total_s"] = round(time.time() - started, 1)
+    save_summary(out, summary)
+    log(f"done: {out / SUMMARY}")
+
+
+if __name__ == "__main__":
+    main()
