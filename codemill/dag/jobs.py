@@ -17,12 +17,14 @@ from typing import Any
 from codemill import manifest as mf
 from codemill.dag.plan import PlannedStage, entrypoint
 from codemill.metrics import RUN_ID_ENV, STANDALONE
+from codemill.retry import Backoff, retry
 
 log = logging.getLogger("codemill.dag")
 
 JOB_POLL_S = 1.0
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 SUBMIT_TIMEOUT_S = 120.0  # a fresh head's job agent can take this long to accept jobs
+JOB_API_BACKOFF = Backoff(base_s=1.0, max_s=10.0)
 # Passed from the runner's environment to every job: the S3 endpoint and region (never credentials) and the
 # compiled-extension cache.
 JOB_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -32,7 +34,9 @@ _TRANSIENT = re.compile(r"No available agent|Connection refused|Cannot connect|S
 
 
 class StageFailed(RuntimeError):
-    pass
+    def __init__(self, message: str, status: str | None = None):
+        super().__init__(message)
+        self.status = status  # the job's final status (FAILED, STOPPED), when a job ended
 
 
 # Lines of Ray's and DeepSpeed's that repeat without telling a user anything (the stages' own progress and
@@ -112,7 +116,7 @@ class JobRunner:
     def failure(self, ps: PlannedStage, job_id: str, status: str) -> StageFailed:
         info = self.client.get_job_info(job_id)
         return StageFailed(f"stage {ps.name} ended {status}: {(info.message or '').strip()[-2000:]}\n"
-                           f"logs: ray job logs {job_id} --address {self.dashboard_url}")
+                           f"logs: ray job logs {job_id} --address {self.dashboard_url}", status)
 
     def stop_all(self) -> list[str]:
         """Stop every job still running (the runner was interrupted); returns their stage names."""
@@ -158,17 +162,13 @@ class JobRunner:
 MANIFEST_CLOCK_SLACK_S = 5.0
 
 
+def _transient(exc: BaseException) -> str | None:
+    """Why a job API call may succeed later (the job agent of a head that just started, a dropped
+    connection), or None: the SDK raises RuntimeError, ConnectionError and aiohttp errors alike."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if _TRANSIENT.search(text) else None
+
+
 def _retry(call, what: str, timeout_s: float = SUBMIT_TIMEOUT_S):
-    """`call()`, retried with backoff while the error looks transient (the job agent of a head that just
-    started, a dropped connection), up to `timeout_s`."""
-    deadline = time.time() + timeout_s
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as exc:  # the SDK raises RuntimeError/ConnectionError/aiohttp errors alike
-            if not _TRANSIENT.search(f"{type(exc).__name__}: {exc}") or time.time() + delay > deadline:
-                raise
-            log.info("could not %s yet (%s); retrying in %.1f s", what, str(exc).splitlines()[0][:200], delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    """`call()`, retried with backoff while the error looks transient, up to `timeout_s`."""
+    return retry(call, what=what, retry_on=_transient, deadline_s=timeout_s, backoff=JOB_API_BACKOFF, logger=log)

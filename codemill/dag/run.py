@@ -24,8 +24,9 @@ from codemill.config import ConfigError
 from codemill.dag import state as st
 from codemill.dag.jobs import JobRunner, StageFailed
 from codemill.dag.plan import DAG_STATE_DIR, PlannedStage, decide, plan
-from codemill.dag.spec import load_dag
+from codemill.dag.spec import MAX_RETRIES, load_dag
 from codemill.lease import Lease
+from codemill.retry import Backoff, retry
 
 log = logging.getLogger("codemill.dag")
 
@@ -294,11 +295,17 @@ class Scheduler:
         return ran
 
     def _run_stage(self, ps: PlannedStage) -> None:
+        """Run the stage's job; a job that ends FAILED is submitted again, `retries` times at most, after a
+        jittered backoff that doubles from `retry_backoff_s`. A stopped job is not retried."""
         runner = self.where.runner()
         spec = ps.spec
-        for attempt in range(1, spec.retries + 2):
-            self.state.update(ps.name, status=st.RUNNING, attempt=attempt, start=time.time(), end=None)
-            job_id = runner.submit(ps, self.dag_name, attempt, ps.name in self.forced)
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            self.state.update(ps.name, status=st.RUNNING, attempt=attempts, start=time.time(), end=None)
+            job_id = runner.submit(ps, self.dag_name, attempts, ps.name in self.forced)
             self.state.update(ps.name, job_id=job_id)
             status = runner.follow(ps, job_id)
             if status in ("SUCCEEDED", "RUNNING"):
@@ -306,11 +313,13 @@ class Scheduler:
                                   end=time.time())
                 log.info("stage %s: done in %.1f s", ps.name, time.time() - self.state.stage(ps.name)["start"])
                 return
-            error = runner.failure(ps, job_id, status)
             self.state.update(ps.name, status=st.STOPPED if status == "STOPPED" else st.FAILED, end=time.time())
-            if status == "STOPPED" or attempt > spec.retries:
-                raise error
-            wait_s = spec.retry_backoff_s * 2 ** (attempt - 1)
-            log.warning("stage %s: attempt %d ended %s; retrying in %.0f s (%d of %d retries left)",
-                        ps.name, attempt, status, wait_s, spec.retries - attempt + 1, spec.retries)
-            time.sleep(wait_s)
+            raise runner.failure(ps, job_id, status)
+
+        def failed_job(exc: BaseException) -> str | None:
+            if isinstance(exc, StageFailed) and exc.status not in (None, "STOPPED"):
+                return f"attempt {attempts} ended {exc.status}"
+            return None
+
+        retry(attempt, what=f"stage {ps.name}", retry_on=failed_job, attempts=spec.retries + 1,
+              backoff=Backoff(base_s=spec.retry_backoff_s, max_s=spec.retry_backoff_s * 2 ** MAX_RETRIES), logger=log)

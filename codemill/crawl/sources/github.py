@@ -27,7 +27,8 @@ from pydantic import Field, StrictFloat, StrictInt, field_validator, model_valid
 from codemill.config import StrictModel
 from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
 from codemill.crawl.sources.github_client import ApiError, GithubClient, Tokens
-from codemill.crawl.sources.ratelimit import CORE, SEARCH, Backoff, Limiter, RateLimiter
+from codemill.crawl.sources.ratelimit import CORE, SEARCH, Limiter, RateLimiter
+from codemill.retry import Backoff
 from codemill.languages import normalize_language
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from codemill.crawl.sources.ratelimit import (
-    Backoff,
-    Limiter,
-    classify_response,
-    parse_rate_headers,
-)
+from codemill.crawl.sources.ratelimit import Limiter, classify_response, parse_rate_headers
+from codemill.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +52,16 @@ class DownloadTooLarge(ApiError):
 
 
 class _Transient(Exception):
-    """A failure worth retrying after a backoff (5xx, a dropped connection, a cut-short body)."""
+    """A failure worth retrying after a backoff (5xx, a dropped connection, a cut-short body); `retry_after`:
+    the least wait the server asked for (a 5xx's Retry-After), which `codemill.retry` honours."""
 
-    def __init__(self, reason: str, min_wait_s: float = 0.0):
+    def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
-        self.min_wait_s = min_wait_s
+        self.retry_after = retry_after
+
+
+def _transient_reason(exc: BaseException) -> str | None:
+    return str(exc) if isinstance(exc, _Transient) else None
 
 
 class _RateLimited(Exception):
@@ -171,18 +172,18 @@ class GithubClient:
     # -- the retry loop -----------------------------------------------------------------------------------
 
     def _request(self, url: str, what: str, resource: str, accept: str, consume: Callable[[Any], T]) -> T:
-        failures = rate_limited = 0
+        """Transient failures are retried (backoff, or the server's Retry-After); a rate-limited token is not
+        a failure: the limiter has recorded how long it rests, and the call is made again (through
+        `_acquire`, which waits for budget), up to `max_rate_limit_waits` times."""
+        rate_limited = 0
         while True:
             try:
-                return self._attempt(url, what, resource, accept, consume)
+                return retry(lambda: self._attempt(url, what, resource, accept, consume), what=what,
+                             retry_on=_transient_reason, attempts=self.max_retries + 1, backoff=self.backoff,
+                             sleep=self.sleep, rng=self.rng, logger=log)
             except _Transient as transient:
-                if failures >= self.max_retries:
-                    raise ApiError(f"{what}: gave up after {failures + 1} attempts; last failure: {transient}"
-                                   ) from None
-                delay = max(transient.min_wait_s, self.backoff.delay(failures, self.rng))
-                failures += 1
-                log.warning("%s: %s; retry %d of %d in %.1f s", what, transient, failures, self.max_retries, delay)
-                self.sleep(delay)
+                raise ApiError(f"{what}: gave up after {self.max_retries + 1} attempts; last failure: {transient}"
+                               ) from None
             except _RateLimited:
                 rate_limited += 1
                 if rate_limited > self.max_rate_limit_waits:
@@ -259,7 +260,7 @@ class GithubClient:
             self.limiter.block(token, resource, verdict.wait_s)
             raise _RateLimited()
         if verdict.action in ("retry", "rate_limited"):
-            raise _Transient(f"HTTP {response.status} {message}".strip(), verdict.wait_s)
+            raise _Transient(f"HTTP {response.status} {message}".strip(), verdict.wait_s or None)
         raise ApiError(f"{what}: HTTP {response.status}: {message}", response.status)
 
 

@@ -12,12 +12,13 @@ separate budgets. Responses carry `X-RateLimit-Remaining`, `X-RateLimit-Reset` (
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from codemill.retry import header, parse_retry_after
 
 CORE = "core"
 SEARCH = "search"
@@ -48,14 +49,9 @@ def parse_rate_headers(headers: Mapping[str, str]) -> RateHeaders | None:
     return RateHeaders(lower.get("x-ratelimit-resource"), remaining, reset_at)
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None  # an HTTP-date: GitHub sends seconds, so treat it as absent
-    return None
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """`Retry-After` in seconds (GitHub sends seconds; an HTTP date is read too), or None."""
+    return parse_retry_after(header(headers, "Retry-After"), now)
 
 
 @dataclass(frozen=True)
@@ -163,7 +159,7 @@ def classify_response(status: int, headers: Mapping[str, str], message: str, now
     """GitHub's documented meaning of a status and its headers."""
     if status < 400:
         return Verdict("ok")
-    retry_after = retry_after_seconds(headers)
+    retry_after = retry_after_seconds(headers, now)
     if status in (403, 429):
         if retry_after is not None:
             return Verdict("rate_limited", retry_after)
@@ -176,15 +172,3 @@ def classify_response(status: int, headers: Mapping[str, str], message: str, now
     if status >= 500:
         return Verdict("retry", retry_after or 0.0)
     return Verdict("fail")
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits between half and all of min(max_s, base_s * 2**n)."""
-
-    base_s: float = 1.0
-    max_s: float = 60.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.max_s, self.base_s * 2 ** attempt)
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
