@@ -16,20 +16,22 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codemill.config import ConfigError, build_config, read_yaml
 from codemill.serve.config import ModelSection, ServeConfig, apply_overrides
-from codemill.serve.openai_api import APIError
+from codemill.serve.openai_api import APIError, parse_json_body
+
+EOT = "<|endoftext|>"
 
 log = logging.getLogger("codemill.serve")
 HEALTH_TIMEOUT_S = 5.0
-GIL_SWITCH_INTERVAL_S = 0.0002
 
 api = FastAPI(title="codemill", docs_url=None, redoc_url=None)
 
@@ -38,37 +40,83 @@ def _error(status: int, message: str, type_: str, param: str | None = None, code
     return JSONResponse(APIError(status, message, type_, param, code).body(), status_code=status)
 
 
+# Every answer, unknown routes and wrong methods included, has OpenAI's error shape.
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    message = {404: f"no route {request.url.path}; see /v1/completions, /v1/models, /healthz",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+    return _error(exc.status_code, message, type_, None, {404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(400, "the request is not valid", "invalid_request_error")
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request failed")
+    return _error(500, "internal error", "server_error")
+
+
 @serve.deployment
 class ModelServer:
-    """One export, loaded into one engine per replica."""
+    """One export per replica: its engine runs in a process of its own (engine_process.py); this replica
+    validates and tokenises requests, and turns engine outputs into OpenAI's responses."""
 
     def __init__(self, model: dict, config: dict):
-        from codemill.serve.async_engine import AsyncEngine
-        from codemill.serve.loader import load_engine
+        from codemill.serve.engine_process import EngineProcess, EngineSpec
+        from codemill.serve.loader import export_uri
         from codemill.serve.metrics import ReplicaMetrics
         from codemill.serve.openai_api import CompletionService, Limits
+        from codemill.train.export import load_tokenizer
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # The engine thread shares the GIL with this replica's event loop (HTTP streams): at Python's default
-        # 5 ms switch interval, every GPU wait in a decode step can cost it 5 ms to get the GIL back.
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         cfg, m = ServeConfig.model_validate(config), ModelSection.model_validate(model)
-        self.name = m.name
+        self.name, self.cfg = m.name, cfg
         self.metrics = ReplicaMetrics(m.name)
-        loaded = load_engine(m.input, m.dtype, m.device, max_batch_size=cfg.max_batch_size,
-                             context_length=cfg.context_length, max_queue=cfg.max_queue,
-                             max_prefill_tokens=cfg.max_prefill_tokens, batch_buckets=cfg.batch_buckets,
-                             length_buckets=cfg.length_buckets, cuda_graphs=m.cuda_graphs, compile=m.compile,
-                             on_step=self.metrics.on_step)
-        self.memory = loaded.memory
-        limits = Limits(cfg.max_n, cfg.max_num_beams, loaded.context_length, cfg.default_max_tokens,
-                        loaded.tokenizer.get_vocab_size())
-        self.service = CompletionService(AsyncEngine(loaded.engine), loaded.tokenizer, m.name, limits,
+        options = {"dtype": m.dtype, "device": m.device, "max_batch_size": cfg.max_batch_size,
+                   "context_length": cfg.context_length, "max_queue": cfg.max_queue,
+                   "max_batched_tokens": cfg.max_batched_tokens, "block_size": cfg.block_size,
+                   "gpu_memory_utilization": m.gpu_memory_utilization, "kv_cache_bytes_explicit": m.kv_cache_bytes,
+                   "graph_sizes": cfg.batch_buckets, "cuda_graphs": m.cuda_graphs, "compile": m.compile,
+                   "attention": m.attention}
+        self.engine = EngineProcess(EngineSpec(m.input, options), cfg.engine_start_timeout_s,
+                                    on_step=self.metrics.on_step)
+        tokenizer = load_tokenizer(export_uri(m.input))
+        self.eos_token = EOT
+        limits = Limits(cfg.max_n, cfg.max_num_beams, self.engine.info["context_length"], cfg.default_max_tokens,
+                        tokenizer.get_vocab_size(), cfg.max_prompts_per_request, cfg.max_stop_strings)
+        self.service = CompletionService(self.engine, tokenizer, m.name, limits,
                                          on_finished=self.metrics.on_finished,
                                          stream_interval_s=cfg.stream_interval_ms / 1e3)
 
     def ready(self) -> dict:
-        return {"model": self.name, "memory": self.memory}
+        return {"model": self.name, "memory": self.engine.info["memory"], "engine_pid": self.engine.pid}
+
+    async def check_health(self) -> None:
+        """Serve calls this every health_check_period_s; raising (the engine process exited, or it did not
+        answer a ping between steps, after a device operation, in engine_ping_timeout_s) makes Serve replace
+        this replica."""
+        await self.engine.ping(self.cfg.engine_ping_timeout_s)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.kill()
+
+    def tokenizer_call(self, route: str, body: dict) -> dict:
+        """vLLM's /tokenize, /detokenize and /tokenizer_info for this model: {"status", "body"}."""
+        try:
+            if route == "tokenize":
+                return {"status": 200, "body": self.service.tokenize_endpoint(body)}
+            if route == "detokenize":
+                return {"status": 200, "body": self.service.detokenize_endpoint(body)}
+            return {"status": 200, "body": self.service.tokenizer_info(self.eos_token)}
+        except APIError as exc:
+            return {"status": exc.status, "body": exc.body()}
 
     async def completions(self, body: dict):
         """Yields {"status", "body"} once (a response or an error), or for a stream {"status": 200} then
@@ -98,12 +146,13 @@ class ModelServer:
 @serve.deployment(max_ongoing_requests=10_000)
 @serve.ingress(api)
 class Router:
-    def __init__(self, models: dict, api_key_sha256: str | None, created: int):
+    def __init__(self, models: dict, api_key_sha256: str | None, created: int, max_body_bytes: int):
         from codemill.serve.metrics import RouterMetrics
 
         self.models = models  # name -> DeploymentHandle
         self.key_digest = api_key_sha256
         self.created = created
+        self.max_body_bytes = max_body_bytes
         self.metrics = RouterMetrics()
 
     def _authorised(self, request: Request) -> bool:
@@ -111,7 +160,28 @@ class Router:
             return True
         header = request.headers.get("authorization", "")
         key = header[7:] if header.lower().startswith("bearer ") else ""
-        return hmac.compare_digest(hashlib.sha256(key.encode()).hexdigest(), self.key_digest)
+        return hmac.compare_digest(hashlib.sha256(key.encode("utf-8", "replace")).hexdigest(), self.key_digest)
+
+    async def _body(self, request: Request) -> dict:
+        """The JSON object of the request, read up to max_body_bytes (413 past it), or an APIError."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise APIError(413, f"the request body exceeds {self.max_body_bytes} bytes", "invalid_request_error",
+                           None, "request_too_large")
+        raw = bytearray()
+        async for part in request.stream():
+            raw += part
+            if len(raw) > self.max_body_bytes:
+                raise APIError(413, f"the request body exceeds {self.max_body_bytes} bytes",
+                               "invalid_request_error", None, "request_too_large")
+        return parse_json_body(bytes(raw))
+
+    def _model(self, name) -> str:
+        model = name if name is not None else (next(iter(self.models)) if len(self.models) == 1 else None)
+        if not isinstance(model, str) or model not in self.models:
+            raise APIError(404, f"the model {str(name)[:128]!r} does not exist; see /v1/models",
+                           "invalid_request_error", "model", "model_not_found")
+        return model
 
     @api.get("/healthz")
     async def healthz(self) -> Response:
@@ -129,6 +199,30 @@ class Router:
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": self.created, "owned_by": "codemill"} for name in self.models]})
 
+    @api.post("/tokenize")
+    async def tokenize(self, request: Request) -> Response:
+        return await self._tokenizer_route(request, "tokenize")
+
+    @api.post("/detokenize")
+    async def detokenize(self, request: Request) -> Response:
+        return await self._tokenizer_route(request, "detokenize")
+
+    @api.get("/tokenizer_info")
+    async def tokenizer_info(self, request: Request) -> Response:
+        return await self._tokenizer_route(request, "tokenizer_info")
+
+    async def _tokenizer_route(self, request: Request, route: str) -> Response:
+        """vLLM's tokenizer endpoints (lm-evaluation-harness tokenises through them)."""
+        if not self._authorised(request):
+            return _error(401, "invalid or missing API key", "invalid_request_error", None, "invalid_api_key")
+        try:
+            body = await self._body(request) if request.method == "POST" else {}
+            model = self._model(body.get("model") if route != "tokenizer_info" else request.query_params.get("model"))
+            answer = await self.models[model].tokenizer_call.remote(route, body)
+        except APIError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(answer["body"], status_code=answer["status"])
+
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -138,18 +232,10 @@ class Router:
                 response = _error(401, "invalid or missing API key", "invalid_request_error", None, "invalid_api_key")
                 return response
             try:
-                body = json.loads(await request.body())
-            except (ValueError, UnicodeDecodeError):
-                response = _error(400, "the body is not valid JSON", "invalid_request_error")
-                return response
-            if not isinstance(body, dict):
-                response = _error(400, "the request body must be a JSON object", "invalid_request_error")
-                return response
-            model = body.get("model") or (next(iter(self.models)) if len(self.models) == 1 else None)
-            if model not in self.models:
-                response = _error(404, f"the model {body.get('model')!r} does not exist; see /v1/models",
-                                  "invalid_request_error", "model", "model_not_found")
-                model = "-"
+                body = await self._body(request)
+                model = self._model(body.get("model"))
+            except APIError as exc:
+                response = JSONResponse(exc.body(), status_code=exc.status)
                 return response
             response, replica_s = await self._forward(model, body, started)
             return response
@@ -211,7 +297,8 @@ def application(cfg: ServeConfig):
     config = cfg.model_dump(mode="json")
     for m in cfg.models:
         options = {"name": _deployment_name(m.name), "max_ongoing_requests": m.max_ongoing_requests,
-                   "max_queued_requests": cfg.max_queue,
+                   "max_queued_requests": cfg.max_queue, "health_check_period_s": cfg.health_check_period_s,
+                   "health_check_timeout_s": cfg.health_check_timeout_s,
                    "ray_actor_options": {"num_cpus": m.cpus_per_replica, "num_gpus": m.gpus_per_replica}}
         if m.replicas is not None:
             options["num_replicas"] = m.replicas
@@ -220,7 +307,8 @@ def application(cfg: ServeConfig):
             options["autoscaling_config"] = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
                                              "target_ongoing_requests": a.target_ongoing_requests}
         handles[m.name] = ModelServer.options(**options).bind(m.model_dump(mode="json"), config)
-    return Router.options(ray_actor_options={"num_cpus": 0}).bind(handles, digest, int(time.time()))
+    return Router.options(ray_actor_options={"num_cpus": 0}).bind(handles, digest, int(time.time()),
+                                                                  cfg.max_body_bytes)
 
 
 def build(args: dict):

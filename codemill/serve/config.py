@@ -14,15 +14,14 @@ from codemill.train.model_config import MAX_SEQ_LENGTH
 DEFAULT_MODEL_NAME = "codemill"
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_MAX_BATCH_SIZE = 64      # sequences decoded together (one KV-cache slot each)
+DEFAULT_MAX_BATCH_SIZE = 256     # sequences decoded together (their KV-cache blocks permitting)
 DEFAULT_MAX_QUEUE = 256          # requests waiting for a slot before new ones get 503
 DEFAULT_MAX_N = 16               # OpenAI's `n`, per request
 DEFAULT_MAX_NUM_BEAMS = 8
-DEFAULT_MAX_PREFILL_TOKENS = 8_192  # prompt tokens prefilled in one step (bounds one step's latency)
+DEFAULT_MAX_BATCHED_TOKENS = 2_048  # tokens in one step, decodes + prompt chunks (bounds one step's latency)
 DEFAULT_MAX_ONGOING_REQUESTS = 256  # per replica: Serve's router queues or refuses above this
 DEFAULT_STREAM_INTERVAL_MS = 20.0  # like Ray Serve LLM's stream batching: per-chunk work bounds big batches
-DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # CUDA-graph batch sizes of the decode step
-DEFAULT_LENGTH_BUCKETS = (256, 512, 1_024, 2_048)          # KV lengths the graphed decode step attends over
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # CUDA-graph sizes of the decode step
 
 Dtype = Literal["fp32", "bf16", "fp16", "int8"]
 
@@ -56,6 +55,14 @@ class ModelSection(StrictModel):
     cuda_graphs: bool = Field(True, description="capture the decode step per batch bucket (GPU only)")
     compile: bool = Field(False, description="torch.compile the decode step's block regions (GPU: fewer kernels; "
                                              "costs a compile at replica start)")
+    attention: Literal["auto", "triton", "sdpa"] = Field(
+        "auto", description="decode attention over the KV pages: the Triton flash-decoding kernel, or PyTorch SDPA "
+                            "over gathered pages (the plain path); auto: triton on a GPU, sdpa on a CPU")
+    gpu_memory_utilization: float = Field(0.9, gt=0.05, le=0.99, description="share of the GPU's memory the "
+                                          "weights, KV cache and activations may use; the KV cache gets the rest")
+    kv_cache_bytes: int | None = Field(None, ge=2**20, le=2**40, description="fixed KV-cache size (default: from "
+                                       "gpu_memory_utilization on a GPU; room for max_batch_size full sequences, at "
+                                       "most 2 GiB, on a CPU)")
 
 
 class ServeConfig(StrictModel):
@@ -67,7 +74,10 @@ class ServeConfig(StrictModel):
     max_queue: int = Field(DEFAULT_MAX_QUEUE, ge=0, le=100_000)
     max_n: int = Field(DEFAULT_MAX_N, ge=1, le=256)
     max_num_beams: int = Field(DEFAULT_MAX_NUM_BEAMS, ge=1, le=256)
-    max_prefill_tokens: int = Field(DEFAULT_MAX_PREFILL_TOKENS, ge=1, le=1_000_000)
+    max_batched_tokens: int = Field(DEFAULT_MAX_BATCHED_TOKENS, ge=16, le=1_000_000,
+                                    description="tokens one engine step runs: a decode token per running sequence, "
+                                                "then prompt chunks (chunked prefill)")
+    block_size: Literal[8, 16, 32, 64] = Field(16, description="positions per KV-cache block")
     context_length: int = Field(MAX_SEQ_LENGTH, ge=8, le=MAX_SEQ_LENGTH,
                                 description="prompt + max_tokens must fit (SPEC §5: 2,048 positions)")
     stream_interval_ms: float = Field(DEFAULT_STREAM_INTERVAL_MS, ge=0, le=1_000,
@@ -78,14 +88,23 @@ class ServeConfig(StrictModel):
                                     description="NAME of the environment variable holding the API key")
     batch_buckets: list[Annotated[int, Field(ge=1, le=1_024)]] = Field(
         default_factory=lambda: list(DEFAULT_BATCH_BUCKETS), min_length=1)
-    length_buckets: list[Annotated[int, Field(ge=1, le=MAX_SEQ_LENGTH)]] = Field(
-        default_factory=lambda: list(DEFAULT_LENGTH_BUCKETS), min_length=1)
     health_timeout_s: float = Field(600.0, gt=0, le=86_400,
                                     description="how long `codemill serve` waits for /healthz")
+    max_body_bytes: int = Field(4 * 2**20, ge=1_024, le=2**30, description="larger request bodies get 413")
+    max_prompts_per_request: int = Field(64, ge=1, le=4_096, description="prompts in one request's list")
+    max_stop_strings: int = Field(64, ge=1, le=1_024, description="stop strings in one request")
+    engine_start_timeout_s: float = Field(900.0, gt=0, le=86_400,
+                                          description="how long a replica waits for its engine process to load")
+    engine_ping_timeout_s: float = Field(20.0, gt=0, le=3_600,
+                                         description="a replica is unhealthy when its engine does not answer a "
+                                                     "ping (between two steps, after a device operation) this fast")
+    health_check_period_s: float = Field(10.0, gt=0, le=3_600, description="Serve's replica health check period")
+    health_check_timeout_s: float = Field(30.0, gt=0, le=3_600,
+                                          description="Serve replaces a replica whose health check takes longer")
     smoke_check: bool = Field(False, description="deploy, ask every model one completion, shut down (a DAG's check "
                                                  "that a trained model serves); `--smoke` sets it")
 
-    @field_validator("batch_buckets", "length_buckets")
+    @field_validator("batch_buckets")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
         if any(b < 1 for b in v) or sorted(set(v)) != v:
@@ -97,9 +116,15 @@ class ServeConfig(StrictModel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
+        if self.engine_ping_timeout_s >= self.health_check_timeout_s:
+            raise ValueError(f"engine_ping_timeout_s={self.engine_ping_timeout_s} must be below "
+                             f"health_check_timeout_s={self.health_check_timeout_s}")
         if self.max_n > self.max_batch_size or self.max_num_beams > self.max_batch_size:
             raise ValueError(f"max_n={self.max_n} and max_num_beams={self.max_num_beams} must fit in "
-                             f"max_batch_size={self.max_batch_size} (one KV-cache slot per sequence)")
+                             f"max_batch_size={self.max_batch_size}")
+        if self.max_batched_tokens <= self.max_batch_size:
+            raise ValueError(f"max_batched_tokens={self.max_batched_tokens} must exceed max_batch_size="
+                             f"{self.max_batch_size}: a step decodes a token for every running sequence first")
         return self
 
     def model(self, name: str) -> ModelSection:

@@ -1,34 +1,55 @@
-"""The CodeGeeX forward pass for generation: the weights of `codemill.train.model` rearranged as plain
-tensors, with a static KV cache of one slot per running sequence, for every layer including the top query
-layer (SPEC §5: its keys/values come from the normalised stack output, its query is the query embedding of
-the position). Two entry points:
+"""The CodeGeeX forward pass for generation over a paged KV cache: the weights of `codemill.train.model` as
+plain tensors, and one `forward` for any mix of decode rows and prefill chunks.
 
-- `prefill`: prompts of different lengths padded on the right and run together with causal attention (a
-  real token never attends to the padding after it); each row's keys/values go into its cache slot.
-- `decode`: one new token for slots 0..B-1, each at its own position, attending over its cache up to a
-  fixed length bucket with a mask. Fixed shapes, no host synchronisation: `runner.DecodeRunner` captures
-  it as CUDA graphs.
+A batch is flat: T tokens, the first `num_decode` of them one per decoding sequence, then the chunks of
+prompts being prefilled. Every token's keys/values are written to its cache slot (block * block_size +
+offset) in every layer, including the top query layer (SPEC §5: its keys/values come from the normalised
+stack output, its query is the query embedding of the position). Decode rows attend through
+attention.DECODE_ATTENTION (Triton flash-decoding over pages, or SDPA over gathered pages); prefill chunks
+through SDPA over their sequence's pages. A batch of one decode row on a GPU runs through fused.py's
+kernels. Logits are computed only for the rows asked for.
 
-The numerics are the training model's: LayerNorm in FP32, attention through `scaled_dot_product_attention`
-(FP32 softmax accumulation), tied output embedding. Ray-free.
+The numerics are the training model's: LayerNorm in FP32, softmax in FP32, tied output embedding. Ray-free.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from codemill.serve.attention import DECODE_ATTENTION, prefill_attention, triton_usable, write_kv
 from codemill.serve.quant import DenseLinear, Int8Linear, make_linear
 from codemill.train.model import FAST_GELU_SLOPE, ModelConfig
 
+# Prefill attention without cuDNN's kernel: cuDNN builds an execution plan for every new shape, and every
+# prompt chunk is a new shape. Flash and memory-efficient kernels need no per-shape setup.
+PREFILL_ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+
+@dataclass
+class PrefillChunk:
+    """Tokens [flat_start, flat_start + length) of a batch are positions [start, start + length) of one
+    sequence, whose first blocks (device tensor) hold positions 0 .. start + length - 1."""
+
+    flat_start: int
+    length: int
+    start: int
+    blocks: torch.Tensor
+
+
+@dataclass
+class ForwardBatch:
+    input_ids: torch.Tensor       # [T] long
+    positions: torch.Tensor       # [T] long
+    slots: torch.Tensor           # [T] long: where each token's keys/values go
+    num_decode: int               # the first num_decode tokens are decode rows
+    block_tables: torch.Tensor    # [num_decode, width] int32
+    context_lens: torch.Tensor    # [num_decode] int32: positions each decode row attends to (its own included)
+    prefills: list[PrefillChunk]
+    logit_rows: torch.Tensor | None = None  # [R] long: the tokens whose logits are wanted; None: all
 
 
 class _Norm:
@@ -70,36 +91,34 @@ class _Layer:
         return sum(p.nbytes() for p in parts)
 
 
-# Prefill attention without cuDNN's kernel: cuDNN builds an execution plan for every new shape, and every new
-# (batch, prompt length) pair is a new shape; the likely cause of the H200 run's TTFT at concurrency 1 of
-# 126 ms p50 with varied HumanEval-X prompts against 29 ms with one repeated prompt (not yet re-measured with
-# this change). Flash and memory-efficient kernels need no per-shape setup. The decode step has fixed shapes,
-# captured once, so it keeps whatever SDPA picks.
-PREFILL_ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def _pre_attention(x: torch.Tensor, norm_w, norm_b, qkv_w, qkv_b, eps: float, heads: int):
-    """Decode step, one block, before attention: LayerNorm (FP32) and the fused q/k/v projection."""
+def _pre_attention(x: torch.Tensor, norm_w, norm_b, qkv_w, qkv_b, eps: float):
+    """One block before attention: LayerNorm (FP32) and the fused q/k/v projection (compiled region)."""
     h = F.layer_norm(x.float(), (x.shape[-1],), norm_w, norm_b, eps).to(x.dtype)
-    return F.linear(h, qkv_w, qkv_b).view(x.shape[0], 3, heads, -1)
+    return F.linear(h, qkv_w, qkv_b)
 
 
 def _post_attention(x: torch.Tensor, attn: torch.Tensor, dense_w, dense_b, norm_w, norm_b, up_w, up_b, down_w,
                     down_b, eps: float):
-    """Decode step, one block, after attention: output projection, residual, LayerNorm, FastGELU MLP."""
-    b, h, s, d = attn.shape
-    x = x + F.linear(attn.transpose(1, 2).reshape(b, s, h * d), dense_w, dense_b)
+    """One block after attention: output projection, residual, LayerNorm, FastGELU MLP (compiled region)."""
+    x = x + F.linear(attn, dense_w, dense_b)
     u = F.linear(F.layer_norm(x.float(), (x.shape[-1],), norm_w, norm_b, eps).to(x.dtype), up_w, up_b)
     return x + F.linear(u * torch.sigmoid(FAST_GELU_SLOPE * u), down_w, down_b)
 
 
 class Decoder:
     def __init__(self, cfg: ModelConfig, state: dict[str, torch.Tensor], device: torch.device | str,
-                 dtype: torch.dtype, int8: bool = False, max_slots: int = 8, max_length: int | None = None,
-                 compile: bool = False, fused: bool | None = None):
+                 dtype: torch.dtype, int8: bool = False, max_length: int | None = None, compile: bool = False,
+                 fused: bool | None = None, attention: str = "auto"):
         self.cfg, self.device, self.dtype, self.int8 = cfg, torch.device(device), dtype, int8
         self.heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.max_length = min(max_length or cfg.max_seq_length, cfg.max_seq_length)
+        if attention == "auto":
+            attention = "triton" if self.device.type == "cuda" and triton_usable(self.device) else "sdpa"
+        if attention not in DECODE_ATTENTION:
+            raise ValueError(f"attention must be auto or one of {sorted(DECODE_ATTENTION)}, got {attention!r}")
+        if attention == "triton" and not triton_usable(self.device):
+            raise ValueError("attention: triton needs a GPU (or Triton's interpreter, TRITON_INTERPRET=1)")
+        self.attention = attention
         dev = self.device
         self.word_embedding = state["word_embedding.weight"].to(dev, dtype).contiguous()
         self.position_embedding = state["position_embedding.weight"].to(dev, dtype)
@@ -108,32 +127,23 @@ class Decoder:
                        for i in range(cfg.num_layers - 1)]
         self.final_norm = _Norm(state["final_norm.weight"], state["final_norm.bias"], cfg.layernorm_eps, dev)
         self.top = _Layer(state, "top_query", cfg, dtype, dev, int8, top=True)
-        self.max_slots = max_slots
-        # Keys and values side by side ([layer, slot, k|v, head, position, dim]): a decode step writes both
-        # of a layer with one indexed copy, straight from the projection's output.
-        shape = (cfg.num_layers, max_slots, 2, cfg.num_heads, self.max_length, cfg.head_dim)
-        self.kv_cache = torch.zeros(shape, dtype=dtype, device=dev)
-        # Compiled regions (dense weights only): the elementwise work around each block's matmuls fused into a
-        # few kernels. The KV-cache writes and attention stay outside, so no compiled graph mutates the cache.
-        # The weights are arguments, not constants, so every block shares one graph; dynamic shapes let every
-        # batch and length bucket share it too.
+        self.kv_cache: torch.Tensor | None = None  # [layers, blocks, 2, heads, block_size, dim]: allocate_cache
+        # Compiled regions (dense weights): the elementwise work around each block's matmuls fused into a few
+        # kernels; the cache writes and attention stay outside, so no compiled graph mutates the cache.
         self.compiled = compile and not int8
         self._pre, self._post = _pre_attention, _post_attention
         if self.compiled:
             self._pre = torch.compile(_pre_attention, dynamic=True)
             self._post = torch.compile(_post_attention, dynamic=True)
-        # A batch of one decodes through the Triton kernels of fused.py (dense weights; on a GPU by default,
-        # where they are the fast path; `fused=True` elsewhere runs them in Triton's interpreter).
+        # A batch of one decode row runs through fused.py's kernels (on a GPU by default, where they are the
+        # fast path; `fused=True` elsewhere runs them in Triton's interpreter).
         if fused is None:
-            fused = self.device.type == "cuda" and not int8 and _triton_available()
-        if fused and int8:
-            raise ValueError("the fused decode kernels take dense weights; INT8 decodes through the eager path")
-        self.fused_rows = 0
+            fused = self.device.type == "cuda" and triton_usable(self.device) and attention == "triton"
+        self.fused = None
         if fused:
             from codemill.serve import fused as fused_kernels
 
-            self._fused = fused_kernels
-            self.fused_rows = fused_kernels.ROWS
+            self.fused = fused_kernels
 
     # ---------------------------------------------------------------- sizes
     def weight_bytes(self) -> int:
@@ -141,132 +151,103 @@ class Decoder:
                          for t in (self.word_embedding, self.position_embedding, self.query_embedding))
         return embeddings + self.final_norm.nbytes() + self.top.nbytes() + sum(b.nbytes() for b in self.blocks)
 
+    def bytes_per_block(self, block_size: int) -> int:
+        """KV-cache bytes one block of `block_size` positions takes over all layers."""
+        return self.cfg.num_layers * 2 * self.heads * block_size * self.head_dim * torch.finfo(self.dtype).bits // 8
+
+    def allocate_cache(self, num_blocks: int, block_size: int) -> None:
+        shape = (self.cfg.num_layers, num_blocks, 2, self.heads, block_size, self.head_dim)
+        self.kv_cache = None
+        self.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+
     def cache_bytes(self) -> int:
-        return self.kv_cache.numel() * self.kv_cache.element_size()
+        return 0 if self.kv_cache is None else self.kv_cache.numel() * self.kv_cache.element_size()
 
     @property
     def vocab_size(self) -> int:
         return self.cfg.vocab_size
 
-    # ---------------------------------------------------------------- prefill
-    def _split_heads(self, t: torch.Tensor, parts: int) -> torch.Tensor:
-        b, s, _ = t.shape
-        return t.view(b, s, parts, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-
-    def _merge_heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, h, s, d = t.shape
-        return t.transpose(1, 2).reshape(b, s, h * d)
-
+    # ---------------------------------------------------------------- the forward pass
     @torch.inference_mode()
     @sdpa_kernel(PREFILL_ATTENTION_BACKENDS)
-    def prefill(self, tokens: torch.Tensor, lengths: torch.Tensor, slots: torch.Tensor,
-                all_logits: bool = False) -> torch.Tensor:
-        """tokens [b, s] right-padded, lengths [b], slots [b] (all on the device) -> logits at each row's last
-        prompt position [b, vocab], or at every position [b, s, vocab] with `all_logits`."""
-        b, s = tokens.shape
-        positions = torch.arange(s, device=self.device)
-        x = self.word_embedding[tokens] + self.position_embedding[positions]
-        for i, layer in enumerate(self.blocks):
-            q, k, v = self._split_heads(layer.qkv(layer.input_norm(x)), 3)
-            self.kv_cache[i][slots, :, :, :s] = torch.stack((k, v), dim=1)
-            x = x + layer.dense(self._merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
-            x = layer.mlp(x)
-        return self._prefill_head(x, positions, lengths, slots, all_logits)
-
-    def _prefill_head(self, x, positions, lengths, slots, all_logits: bool) -> torch.Tensor:
-        top, layer = self.top, len(self.blocks)
-        x = self.final_norm(x)
-        k, v = self._split_heads(top.kv(top.input_norm(x)), 2)
-        self.kv_cache[layer][slots, :, :, :x.shape[1]] = torch.stack((k, v), dim=1)
-        if all_logits:
-            q = self._split_heads(top.query(self.query_embedding[positions]).expand(x.shape[0], -1, -1), 1)[0]
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    def forward(self, batch: ForwardBatch) -> torch.Tensor:
+        """-> logits [R, vocab] of batch.logit_rows (all tokens when None), in the compute dtype."""
+        if self.fused is not None and batch.num_decode == 1 and not batch.prefills:
+            x = self._decode_fused(batch)
         else:
-            # Only the last prompt position's output is needed: its query attends to the whole prompt.
-            last = lengths - 1
-            x = x[torch.arange(x.shape[0], device=self.device), last][:, None]
-            q = self._split_heads(top.query(self.query_embedding[last])[:, None], 1)[0]
-            mask = (positions[None, :] <= last[:, None])[:, None, None, :]
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = top.mlp(x + top.dense(self._merge_heads(attn)))
-        logits = F.linear(x, self.word_embedding)
-        return logits if all_logits else logits[:, 0]
+            x = self._forward_eager(batch)
+        if batch.logit_rows is not None:
+            x = x[batch.logit_rows]
+        return F.linear(x, self.word_embedding)
 
-    # ---------------------------------------------------------------- decode
-    @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_length: int) -> torch.Tensor:
-        """One token for each of slots 0..B-1: tokens [B] at positions [B] -> logits [B, vocab]. Attends over
-        the first `kv_length` cache positions (a bucket ≥ every position + 1), masking those past each row's."""
-        bsz = tokens.shape[0]
-        if bsz <= self.fused_rows:
-            return self._decode_fused(tokens, positions)
-        rows = torch.arange(bsz, device=self.device)
-        allowed = (torch.arange(kv_length, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
-        # Additive, in the compute dtype, once per step (a boolean mask is converted inside every attention).
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
-        x = (self.word_embedding[tokens] + self.position_embedding[positions])[:, None]
-        eps = self.cfg.layernorm_eps
+    def _forward_eager(self, batch: ForwardBatch) -> torch.Tensor:
+        t = batch.input_ids.shape[0]
+        hidden, eps = self.cfg.hidden_size, self.cfg.layernorm_eps
+        x = self.word_embedding[batch.input_ids] + self.position_embedding[batch.positions]
         for i, layer in enumerate(self.blocks):
             if self.compiled:
                 n1, n2 = layer.input_norm, layer.post_attention_norm
-                qkv = self._pre(x, n1.weight, n1.bias, layer.qkv.weight, layer.qkv.bias, eps, self.heads)
-                attn = self._attend_cached(i, rows, positions, qkv[:, 0], qkv[:, 1:], mask, bsz, kv_length,
-                                           merge=False)
+                qkv = self._pre(x, n1.weight, n1.bias, layer.qkv.weight, layer.qkv.bias, eps)
+                qkv = qkv.view(t, 3, self.heads, self.head_dim)
+                attn = self._attend(i, qkv[:, 0], qkv[:, 1:], batch).reshape(t, hidden)
                 x = self._post(x, attn, layer.dense.weight, layer.dense.bias, n2.weight, n2.bias, layer.up.weight,
                                layer.up.bias, layer.down.weight, layer.down.bias, eps)
                 continue
-            qkv = layer.qkv(layer.input_norm(x)).view(bsz, 3, self.heads, self.head_dim)
-            x = x + layer.dense(self._attend_cached(i, rows, positions, qkv[:, 0], qkv[:, 1:], mask, bsz, kv_length))
+            qkv = layer.qkv(layer.input_norm(x)).view(t, 3, self.heads, self.head_dim)
+            x = x + layer.dense(self._attend(i, qkv[:, 0], qkv[:, 1:], batch).reshape(t, hidden))
             x = layer.mlp(x)
-        top, i = self.top, len(self.blocks)
+        top = self.top
         x = self.final_norm(x)
-        kv = top.kv(top.input_norm(x)).view(bsz, 2, self.heads, self.head_dim)
-        q = top.query(self.query_embedding[positions]).view(bsz, self.heads, self.head_dim)
-        x = top.mlp(x + top.dense(self._attend_cached(i, rows, positions, q, kv, mask, bsz, kv_length)))
-        return F.linear(x[:, 0], self.word_embedding)
+        kv = top.kv(top.input_norm(x)).view(t, 2, self.heads, self.head_dim)
+        q = top.query(self.query_embedding[batch.positions]).view(t, self.heads, self.head_dim)
+        attn = self._attend(len(self.blocks), q, kv, batch).reshape(t, hidden)
+        return top.mlp(x + top.dense(attn))
 
-    def _decode_fused(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """`decode` through fused.py's kernels: five per layer, attention up to each row's own position (no
-        length bucket)."""
-        k, eps = self._fused, self.cfg.layernorm_eps
-        x = self.word_embedding[tokens] + self.position_embedding[positions]
+    def _attend(self, layer: int, q: torch.Tensor, kv: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """q [T, heads, dim] and the new keys/values [T, 2, heads, dim] -> attention output [T, heads, dim]."""
+        cache = self.kv_cache[layer]
+        write_kv(cache, batch.slots, kv)
+        d = batch.num_decode
+        if not batch.prefills:
+            return DECODE_ATTENTION[self.attention](q, cache, batch.block_tables, batch.context_lens)
+        out = torch.empty_like(q)
+        if d:
+            out[:d] = DECODE_ATTENTION[self.attention](q[:d], cache, batch.block_tables, batch.context_lens)
+        for c in batch.prefills:
+            rows = slice(c.flat_start, c.flat_start + c.length)
+            out[rows] = prefill_attention(q[rows].transpose(0, 1), cache, c.blocks, c.start).transpose(0, 1)
+        return out
+
+    def _decode_fused(self, batch: ForwardBatch) -> torch.Tensor:
+        """One decode row through fused.py's kernels: five per layer (LayerNorm + q/k/v projection writing
+        k/v into the cache, attention over the row's pages, output projection + residual, LayerNorm + up +
+        GELU, down + residual)."""
+        k, eps, cols = self.fused, self.cfg.layernorm_eps, self.cfg.hidden_size
+        tables, lens, slots = batch.block_tables, batch.context_lens, batch.slots
+        attend = DECODE_ATTENTION[self.attention]
+        x = self.word_embedding[batch.input_ids] + self.position_embedding[batch.positions]
         for i, layer in enumerate(self.blocks):
             n1 = layer.input_norm
-            q = k.qkv_to_cache(x, layer.qkv.weight, layer.qkv.bias, (n1.weight, n1.bias, eps), self.kv_cache[i],
-                               positions, q_cols=self.cfg.hidden_size)
-            x = k.linear(k.attention(q, self.kv_cache[i], positions), layer.dense.weight, layer.dense.bias,
-                         residual=x)
+            q = k.qkv_to_cache(x, layer.qkv, (n1.weight, n1.bias, eps), self.kv_cache[i], slots, q_cols=cols)
+            a = attend(q.view(1, self.heads, self.head_dim), self.kv_cache[i], tables, lens).view(1, cols)
+            x = k.linear(a, layer.dense, residual=x)
             x = self._fused_mlp(layer, x)
         top, cache = self.top, self.kv_cache[len(self.blocks)]
         x = self.final_norm(x)
-        k.qkv_to_cache(x, top.kv.weight, top.kv.bias, (top.input_norm.weight, top.input_norm.bias, eps), cache,
-                       positions, q_cols=0)
-        q = k.linear(self.query_embedding[positions], top.query.weight, top.query.bias)
-        x = k.linear(k.attention(q, cache, positions), top.dense.weight, top.dense.bias, residual=x)
-        return k.linear(self._fused_mlp(top, x), self.word_embedding, None)
+        k.qkv_to_cache(x, top.kv, (top.input_norm.weight, top.input_norm.bias, eps), cache, slots, q_cols=0)
+        q = k.linear(self.query_embedding[batch.positions], top.query)
+        a = attend(q.view(1, self.heads, self.head_dim), cache, tables, lens).view(1, cols)
+        x = k.linear(a, top.dense, residual=x)
+        return self._fused_mlp(top, x)
 
     def _fused_mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-        n2, k = layer.post_attention_norm, self._fused
-        u = k.linear(x, layer.up.weight, layer.up.bias, norm=(n2.weight, n2.bias, self.cfg.layernorm_eps), gelu=True)
-        return k.linear(u, layer.down.weight, layer.down.bias, residual=x)
+        n2, k = layer.post_attention_norm, self.fused
+        u = k.linear(x, layer.up, norm=(n2.weight, n2.bias, self.cfg.layernorm_eps), gelu=True)
+        return k.linear(u, layer.down, residual=x)
 
-    def _attend_cached(self, layer, rows, positions, q, kv, mask, bsz: int, kv_length: int,
-                       merge: bool = True) -> torch.Tensor:
-        """q [B, heads, dim] and the new kv [B, 2, heads, dim] of slots 0..B-1 -> attention [B, heads, 1, dim]
-        (or merged [B, 1, hidden]) over each slot's cache up to its position."""
-        cache = self.kv_cache[layer]
-        cache[rows, :, :, positions] = kv
-        k, v = cache[:bsz, 0, :, :kv_length], cache[:bsz, 1, :, :kv_length]
-        out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask)
-        return self._merge_heads(out) if merge else out
-
-    # ---------------------------------------------------------------- slots
     @torch.inference_mode()
-    def copy_slots(self, src: list[int], dst: list[int], length: int) -> None:
-        """Copy the first `length` cache positions of slots `src` into slots `dst` (n samples sharing one
-        prefill, a beam taking its parent's history, compaction)."""
-        if not src:
-            return
-        s = torch.tensor(src, device=self.device)
-        d = torch.tensor(dst, device=self.device)
-        self.kv_cache[:, d, :, :, :length] = self.kv_cache[:, s, :, :, :length]
+    def copy_blocks(self, src: list[int], dst: list[int]) -> None:
+        """Copy whole cache blocks (copy-on-write of a block shared by samples or beams)."""
+        if src:
+            s = torch.tensor(src, device=self.device)
+            self.kv_cache[:, torch.tensor(dst, device=self.device)] = self.kv_cache[:, s]

@@ -17,6 +17,8 @@ MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B1
 _FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # MurmurHash3's 32-bit finaliser constants
 MAX_LOGPROBS = 5                           # OpenAI's completions API allows 0..5 top logprobs
+# Below this a temperature is greedy: logits / 1e-39 overflow to inf and the softmax to NaN.
+MIN_TEMPERATURE = 1e-5
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -48,16 +50,27 @@ def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RowParams:
-    temperature: float = 1.0    # 0 = greedy
+    temperature: float = 1.0    # below MIN_TEMPERATURE: greedy
     top_k: int = 0              # 0 = off
     top_p: float = 1.0
     seed: int = 0
     logprobs: int | None = None  # how many top logprobs to return (None: no logprobs)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
+
+    @property
+    def adjusts_logits(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
 
 @dataclass
 class Choice:
-    tokens: torch.Tensor                 # [B] chosen ids (on the CPU)
+    tokens: torch.Tensor                 # [B] chosen ids (on the logits' device: nothing waits for the host)
     logprobs: torch.Tensor | None        # [B] their log-probabilities under the model, or None
     top_ids: torch.Tensor | None         # [B, k] the k most likely ids
     top_logprobs: torch.Tensor | None    # [B, k]
@@ -68,7 +81,7 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     token always stays."""
     vocab = logits.shape[-1]
     if bool((top_k > 0).any()):
-        k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).clamp(max=vocab)
+        k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).clamp(1, vocab)
         kth = torch.sort(logits, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if bool((top_p < 1).any()):
@@ -82,25 +95,61 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     return logits
 
 
-def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], valid_vocab: int) -> Choice:
-    """logits [B, vocab] (any float dtype) -> the next token of each row. Logprobs are the model's
-    (log-softmax of the raw logits over the whole vocabulary, as the training loss computes them); the
-    choice never picks the padding rows of the embedding (ids ≥ valid_vocab)."""
+def adjust_logits(logits: torch.Tensor, params: list[RowParams], outputs: list[list[int]] | None) -> torch.Tensor:
+    """Penalties and biases as OpenAI defines them (and vLLM applies them): for each token already generated
+    (the prompt does not count), logit -= frequency_penalty * its count + presence_penalty * (count > 0); then
+    logit += logit_bias[token]. logits [B, vocab] float32, changed in place."""
+    device, vocab = logits.device, logits.shape[-1]
+    rows = [i for i, p in enumerate(params) if p.presence_penalty or p.frequency_penalty]
+    if rows and outputs is not None:
+        longest = max(max((len(outputs[i]) for i in rows), default=0), 1)
+        ids = torch.full((len(rows), longest), vocab, dtype=torch.long)
+        for j, i in enumerate(rows):
+            ids[j, :len(outputs[i])] = torch.tensor(outputs[i], dtype=torch.long)
+        counts = torch.zeros(len(rows), vocab + 1, device=device)
+        counts.scatter_add_(1, ids.to(device), torch.ones(ids.shape, device=device))
+        counts = counts[:, :vocab]
+        freq = torch.tensor([params[i].frequency_penalty for i in rows], device=device)[:, None]
+        pres = torch.tensor([params[i].presence_penalty for i in rows], device=device)[:, None]
+        index = torch.tensor(rows, device=device)
+        logits[index] -= freq * counts + pres * (counts > 0).float()
+    bias_rows, bias_ids, bias_vals = [], [], []
+    for i, p in enumerate(params):
+        for token, value in p.logit_bias:
+            if token < vocab:
+                bias_rows.append(i)
+                bias_ids.append(token)
+                bias_vals.append(value)
+    if bias_rows:
+        logits.index_put_((torch.tensor(bias_rows, device=device), torch.tensor(bias_ids, device=device)),
+                          torch.tensor(bias_vals, device=device), accumulate=True)
+    return logits
+
+
+def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], valid_vocab: int,
+           outputs: list[list[int]] | None = None) -> Choice:
+    """logits [B, vocab] (any float dtype) -> the next token of each row; `outputs` (each row's generated tokens
+    so far) feed the presence/frequency penalties. Logprobs are the model's (log-softmax of the raw logits over
+    the whole vocabulary, as the training loss computes them, before penalties and biases, as vLLM returns
+    them); the choice never picks the padding rows of the embedding (ids ≥ valid_vocab)."""
     device = logits.device
     want = max((p.logprobs for p in params if p.logprobs is not None), default=None)
-    if want is None and all(p.temperature == 0 for p in params):  # plain greedy: one kernel, one copy
-        return Choice(logits[:, :valid_vocab].argmax(dim=-1).cpu(), None, None, None)
+    adjusted = any(p.adjusts_logits for p in params)
+    if want is None and not adjusted and all(p.greedy for p in params):  # plain greedy: one kernel, one copy
+        return Choice(logits[:, :valid_vocab].argmax(dim=-1), None, None, None)
     logits = logits.float()
     raw = logits
-    if valid_vocab < logits.shape[-1]:
+    if valid_vocab < logits.shape[-1] or adjusted:
         logits = logits.clone()
         logits[:, valid_vocab:] = float("-inf")
-    temps = torch.tensor([p.temperature for p in params], device=device)
+    if adjusted:
+        adjust_logits(logits, params, outputs)
+    temps = torch.tensor([0.0 if p.greedy else p.temperature for p in params], device=device)
     greedy = temps == 0
     chosen = logits.argmax(dim=-1)
     if not bool(greedy.all()):
         scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
-        scaled = filter_logits(scaled, torch.tensor([p.top_k for p in params], device=device),
+        scaled = filter_logits(scaled, torch.tensor([min(p.top_k, logits.shape[-1]) for p in params], device=device),
                                torch.tensor([p.top_p for p in params], device=device))
         probs = torch.softmax(scaled, dim=-1)
         keys = row_keys(torch.tensor([p.seed & ((1 << 63) - 1) for p in params], device=device),
@@ -108,10 +157,8 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
         race = probs / -torch.log(uniform_noise(keys, logits.shape[-1]))
         chosen = torch.where(greedy, chosen, race.argmax(dim=-1))
     if want is None:
-        return Choice(chosen.cpu(), None, None, None)
+        return Choice(chosen, None, None, None)
     logprobs = torch.log_softmax(raw, dim=-1)
     top = torch.topk(logprobs[:, :valid_vocab], k=max(want, 1), dim=-1)  # real tokens only
     picked = logprobs.gather(1, chosen[:, None])[:, 0]
-    packed = torch.cat([chosen[:, None].float(), picked[:, None], top.indices.float(), top.values], dim=1).cpu()
-    k = max(want, 1)
-    return Choice(packed[:, 0].long(), packed[:, 1], packed[:, 2:2 + k].long(), packed[:, 2 + k:])
+    return Choice(chosen, picked, top.indices, top.values)

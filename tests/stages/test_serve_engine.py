@@ -1,5 +1,6 @@
-"""The generation engine on CPU against the training model: cache vs recompute, logprobs, beam search vs
-exhaustive search, seeds, n, stop strings, echo logprobs, max_tokens, the context limit, INT8, the queue."""
+"""The generation engine on CPU against the training model: paged cache vs recompute, logprobs, beam search vs
+exhaustive search, seeds, n, stop strings, echo logprobs, max_tokens, the context limit, INT8, the queue,
+preemption, chunked prefill, overlapped steps and a failing request beside others."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from codemill import humaneval
-from codemill.serve.decoder import Decoder
+from codemill.serve.decoder import Decoder, ForwardBatch, PrefillChunk
 from codemill.serve.engine import Engine, GenerationParams, QueueFull
 from codemill.serve.loader import load_engine
 from codemill.serve.testing import random_model, write_random_export
@@ -53,6 +54,19 @@ def text_of(outputs, index: int = 0) -> str:
 
 def finish_of(outputs, index: int = 0) -> str | None:
     return [d.finish_reason for o in outputs for d in o.deltas if d.index == index][-1]
+
+
+def prompt_logits(decoder: Decoder, ids: list[int]) -> torch.Tensor:
+    """Logits at every position of one prompt, prefilled into blocks 1.. of the decoder's cache."""
+    bs = 16
+    if decoder.kv_cache is None:
+        decoder.allocate_cache(-(-len(ids) // bs) + 2, bs)
+    n = len(ids)
+    blocks = torch.arange(1, -(-n // bs) + 1)
+    slots = torch.tensor([int(blocks[p // bs]) * bs + p % bs for p in range(n)])
+    batch = ForwardBatch(torch.tensor(ids), torch.arange(n), slots, 0, torch.zeros(0, 1, dtype=torch.int32),
+                         torch.zeros(0, dtype=torch.int32), [PrefillChunk(0, n, 0, blocks)])
+    return decoder.forward(batch)
 
 
 def greedy_reference(model, prompt: list[int], steps: int) -> tuple[list[int], list[float]]:
@@ -180,8 +194,9 @@ def test_beam_search_equals_exhaustive_search():
                       max_seq_length=64)
     model = random_model(cfg, seed=5, init_std=0.3)
     vocab = cfg.vocab_size
-    decoder = Decoder(cfg, model.state_dict(), "cpu", torch.float32, max_slots=vocab)
-    engine = Engine(decoder, None, eos_id=None, batch_buckets=[vocab], length_buckets=[64])
+    decoder = Decoder(cfg, model.state_dict(), "cpu", torch.float32)
+    engine = Engine(decoder, None, eos_id=None, num_blocks=2 * vocab + 8, block_size=16, max_num_seqs=vocab,
+                    max_batched_tokens=4 * vocab)
     prompt = [5, 17, 99]
     outs = collect(engine, {"b": (prompt, GenerationParams(max_tokens=2, num_beams=vocab, n=3))})["b"]
     with torch.no_grad():
@@ -208,8 +223,8 @@ def test_int8_logits_close_to_unquantised_and_memory_saved(tiny_export):
     cfg = ModelConfig(num_layers=3, hidden_size=256, num_heads=4, ffn_hidden_size=1024)
     model = random_model(cfg, seed=11)
     state = model.state_dict()
-    full = Decoder(cfg, state, "cpu", torch.float32, max_slots=4)
-    int8 = Decoder(cfg, state, "cpu", torch.float32, int8=True, max_slots=4)
+    full = Decoder(cfg, state, "cpu", torch.float32)
+    int8 = Decoder(cfg, state, "cpu", torch.float32, int8=True)
     from codemill.tokenize.tokenizer import codegeex_tokenizer
 
     tok = codegeex_tokenizer()
@@ -217,9 +232,7 @@ def test_int8_logits_close_to_unquantised_and_memory_saved(tiny_export):
         humaneval.read_records(humaneval.language_file("cpp"))[:4]
     for r in records:
         ids = tok.encode(r["prompt"]).ids[:256]
-        t = torch.tensor([ids])
-        args = (t, torch.tensor([len(ids)]), torch.tensor([0]))
-        a, b = full.prefill(*args, all_logits=True)[0], int8.prefill(*args, all_logits=True)[0]
+        a, b = prompt_logits(full, ids), prompt_logits(int8, ids)
         cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
         assert float(cos.min()) >= 0.99, (r["task_id"], float(cos.min()))
     linear_elems = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embedding" not in n)
@@ -227,20 +240,18 @@ def test_int8_logits_close_to_unquantised_and_memory_saved(tiny_export):
     assert saved >= 0.99 * 3 * linear_elems  # 4 bytes -> 1 per weight, less one scale per row
 
 
-def test_compiled_decode_regions_match_eager():
-    """The torch.compile'd block regions give the eager decode step's logits at every bucket shape."""
-    cfg = ModelConfig(num_layers=3, hidden_size=64, num_heads=4, ffn_hidden_size=256, vocab_size=256,
-                      max_seq_length=64)
-    state = random_model(cfg, seed=1, init_std=0.1).state_dict()
-    eager = Decoder(cfg, state, "cpu", torch.float32, max_slots=4)
-    compiled = Decoder(cfg, state, "cpu", torch.float32, max_slots=4, compile=True)
-    prompts, lengths, slots = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0]]), torch.tensor([5, 3]), torch.tensor([0, 1])
-    eager.prefill(prompts, lengths, slots)
-    compiled.prefill(prompts, lengths, slots)
-    for rows, kv in ((2, 16), (4, 32), (1, 16)):
-        tokens, positions = torch.tensor([9, 10, 11, 12][:rows]), torch.tensor([5, 3, 0, 0][:rows])
-        a, b = eager.decode(tokens, positions, kv), compiled.decode(tokens, positions, kv)
-        assert float((a - b).abs().max()) < 1e-4
+def test_compiled_decode_regions_match_eager(tiny_export):
+    """The torch.compile'd block regions give the eager forward's outputs, through prefill and decode."""
+    uri, _ = tiny_export
+    prompt = list(range(300, 340))
+    params = GenerationParams(max_tokens=8, temperature=0, logprobs=2, ignore_eos=True)
+    got = []
+    for compiled in (False, True):
+        loaded = load_engine(uri, "fp32", "cpu", max_batch_size=4, compile=compiled)
+        outs = collect(loaded.engine, {"r": (prompt, params), "s": (prompt[:7], params)})
+        got.append({rid: [(e.token, round(e.logprob, 4)) for o in v for d in o.deltas for e in d.logprobs]
+                    for rid, v in outs.items()})
+    assert got[0] == got[1]
 
 
 def test_loads_an_export_from_s3(s3_bucket, tiny_export):
@@ -260,26 +271,92 @@ def test_loads_an_export_from_s3(s3_bucket, tiny_export):
         load_engine(f"{s3_bucket}/nothing-here", "fp32", "cpu")
 
 
-def test_look_ahead_steps_change_no_output(tiny_export):
-    """Greedy batches run the next step before the host reads this one (the GPU default, forced on here):
-    outputs equal those without it, through sequences ending, joining, stopping and mixing with sampling."""
+def test_overlapped_steps_change_no_output(tiny_export):
+    """Step N+1 launched before step N is read (the default), or each step read at once: the same outputs,
+    through sequences ending, joining, stopping, sampling, n > 1, penalties and beams."""
     uri, _ = tiny_export
-    tok = load_engine(uri, "fp32", "cpu", max_batch_size=4).tokenizer
+    tok = load_engine(uri, "fp32", "cpu", max_batch_size=8).tokenizer
     prompts = [tok.encode(t).ids for t in ("def add(a, b):", "int main() {", "import os\nfor", "x = [")]
     greedy = [GenerationParams(max_tokens=m, temperature=0, ignore_eos=True) for m in (30, 5, 20, 16)]
-    free = collect(load_engine(uri, "fp32", "cpu", max_batch_size=4).engine, {"s": (prompts[0], greedy[3])})["s"]
+    free = collect(load_engine(uri, "fp32", "cpu", max_batch_size=8).engine, {"s": (prompts[0], greedy[3])})["s"]
     stop = text_of(free)[8:11]
     requests = {"a": (prompts[0], greedy[0]), "b": (prompts[1], greedy[1])}
-    joins = {3: {"c": (prompts[2], greedy[2])},
+    joins = {3: {"c": (prompts[2], greedy[2]),
+                 "n": (prompts[1], GenerationParams(max_tokens=9, temperature=1.0, n=3, seed=4, ignore_eos=True))},
              4: {"s": (prompts[0], GenerationParams(max_tokens=16, temperature=0, stop=(stop,), ignore_eos=True))},
+             6: {"p": (prompts[3], GenerationParams(max_tokens=10, temperature=0, frequency_penalty=1.5,
+                                                    logit_bias=((5, 3.0),), ignore_eos=True))},
+             8: {"beam": (prompts[2], GenerationParams(max_tokens=6, num_beams=3, n=2))},
              20: {"d": (prompts[3], GenerationParams(max_tokens=6, temperature=0.8, seed=5, ignore_eos=True))}}
     results = []
-    for lookahead in (False, True):
-        engine = load_engine(uri, "fp32", "cpu", max_batch_size=4).engine
-        engine.lookahead = lookahead
+    for overlap in (False, True):
+        engine = load_engine(uri, "fp32", "cpu", max_batch_size=8, overlap=overlap).engine
         outs = collect(engine, requests, joins)
-        results.append({rid: (tokens_of(o), text_of(o), finish_of(o)) for rid, o in outs.items()})
-        used = engine.steps_ahead_used
+        results.append({rid: [(tokens_of(o, i), text_of(o, i), finish_of(o, i)) for i in range(3 if rid == "n" else 1)]
+                        for rid, o in outs.items()})
     assert results[0] == results[1]
-    assert results[1]["s"][1] == text_of(free)[:8] and results[1]["s"][2] == "stop"
-    assert used > 10  # the look-ahead really ran
+    assert results[1]["s"][0][1] == text_of(free)[:8] and results[1]["s"][0][2] == "stop"
+
+
+def test_preemption_and_chunked_prefill_change_no_output(tiny_export):
+    """A KV cache too small for every request at once (requests are preempted and recomputed) and a step budget
+    smaller than a prompt (prompts prefilled in chunks beside the decodes): the outputs of a roomy engine."""
+    uri, _ = tiny_export
+    prompts = [list(range(100 + 7 * i, 100 + 7 * i + 20 + 9 * i)) for i in range(6)]
+    params = [GenerationParams(max_tokens=30, temperature=0, ignore_eos=True, logprobs=1),
+              GenerationParams(max_tokens=24, temperature=0.9, seed=11, n=2, ignore_eos=True)]
+    requests = {f"r{i}": (p, params[i % 2]) for i, p in enumerate(prompts)}
+    roomy = load_engine(uri, "fp32", "cpu", max_batch_size=16)
+    want = collect(roomy.engine, requests)
+    steps = []
+    tight = load_engine(uri, "fp32", "cpu", max_batch_size=16, max_batched_tokens=24, block_size=8,
+                        kv_cache_bytes_explicit=14 * 8 * 1024, on_step=steps.append)
+    assert tight.engine.blocks.num_blocks == 14
+    got = collect(tight.engine, requests)
+    for rid in requests:
+        n = requests[rid][1].n
+        assert [tokens_of(got[rid], i) for i in range(n)] == [tokens_of(want[rid], i) for i in range(n)], rid
+        assert [e.logprob for o in got[rid] for d in o.deltas for e in d.logprobs] == pytest.approx(
+            [e.logprob for o in want[rid] for d in o.deltas for e in d.logprobs], abs=1e-5)
+    assert tight.engine.scheduler.preemptions > 0
+    assert all(s.batch_size + s.prefill_tokens <= 24 for s in steps)
+    assert any(s.batch_size and s.prefill_tokens for s in steps)  # prompt chunks rode along with decodes
+    assert tight.engine.blocks.num_free == 13  # every block back but the reserved one
+
+
+def test_n_samples_share_the_prompt_blocks(tiny_export):
+    uri, _ = tiny_export
+    engine = load_engine(uri, "fp32", "cpu", max_batch_size=8, block_size=8).engine
+    prompt = list(range(500, 580))  # 10 blocks
+    engine.add_request("n", prompt, GenerationParams(max_tokens=4, temperature=1.0, n=4, seed=1), lambda o: None)
+    free = engine.blocks.num_free
+    engine.step()  # the prompt's prefill; the 4 samples fork its table
+    assert free - engine.blocks.num_free == 10  # the prompt's blocks, once for all four samples
+    engine.step()  # each sample writes its first token into a block of its own
+    assert free - engine.blocks.num_free == 14
+    engine.run_until_done()
+    assert engine.blocks.num_free == free
+
+
+def test_a_failing_request_fails_alone(tiny_export, monkeypatch):
+    """A step that raises because of one request (here: its prompt holds a poisoned token) fails that request
+    only; the others, in the same steps, end as they would alone."""
+    uri, _ = tiny_export
+    engine = load_engine(uri, "fp32", "cpu", max_batch_size=8).engine
+    poison = 4242
+    forward = engine.decoder.forward
+
+    def guarded(batch):
+        if bool((batch.input_ids == poison).any()):
+            raise RuntimeError("poisoned token")
+        return forward(batch)
+
+    monkeypatch.setattr(engine.decoder, "forward", guarded)
+    params = GenerationParams(max_tokens=12, temperature=0, ignore_eos=True)
+    good = {f"g{i}": (list(range(200 + i, 230 + i)), params) for i in range(3)}
+    outs = collect(engine, {**good, "bad": ([1, 2, poison, 3], params)}, joins={2: {"late": ([7, 8, 9], params)}})
+    assert outs["bad"][-1].error and outs["bad"][-1].finished
+    ref = collect(load_engine(uri, "fp32", "cpu", max_batch_size=8).engine, {**good, "late": ([7, 8, 9], params)})
+    for rid in [*good, "late"]:
+        assert tokens_of(outs[rid]) == tokens_of(ref[rid]) and not outs[rid][-1].error, rid
+    assert engine.failed_steps >= 1 and engine.blocks.num_free == engine.blocks.num_blocks - 1
