@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cuda_timing import capture, replay_ms
 
-from codemill.serve.decoder import Decoder
+from codemill.serve.decoder import Decoder, ForwardBatch
+from codemill.serve.quant import DenseLinear
 from codemill.train.model import FAST_GELU_SLOPE, PRESETS, CodeGeeX
 
 
@@ -143,7 +144,10 @@ def gemv_table(cfg, dtype, bw: float) -> None:
         bias = torch.zeros(n, dtype=dtype, device="cuda")
         x = torch.randn(1, k, dtype=dtype, device="cuda")
         row = {"N": n, "K": k, "floor_us": 1e6 * n * k * 2 / bw}
-        for name, linear in (("cublas", F.linear), ("fused", fused.linear)):
+        def fused_linear(x, w, b):
+            return fused.linear(x, DenseLinear(w, b))
+
+        for name, linear in (("cublas", F.linear), ("fused", fused_linear)):
             def fn(linear=linear, weights=weights, x=x, bias=bias):
                 for w in weights:
                     linear(x, w, bias)
@@ -166,9 +170,17 @@ def make_step(name: str, cfg, state, W: Weights, kcs, vcs, tokens, positions, le
                 F.linear(F.linear(x, w[8], w[9]), w[10], w[11])
             return F.linear(x, W.wte)
         return matmuls
-    if name in ("current", "fused"):  # codemill's decoder: compiled cuBLAS regions, or fused.py's kernels
-        dec = Decoder(cfg, state, "cuda", dtype, max_slots=slots, compile=True, fused=name == "fused")
-        return lambda: dec.decode(tokens, positions, length)
+    if name in ("current", "fused", "sdpa"):  # codemill's paged decoder: compiled regions + Triton attention,
+        # fused.py's single-row kernels, or the plain SDPA-over-pages path
+        dec = Decoder(cfg, state, "cuda", dtype, compile=name == "current", fused=name == "fused",
+                      attention="sdpa" if name == "sdpa" else "triton")
+        bs, b = 16, tokens.shape[0]
+        width = -(-cfg.max_seq_length // bs)
+        dec.allocate_cache(b * width + 1, bs)
+        tables = (torch.arange(b * width, device="cuda").view(b, width) + 1).to(torch.int32)
+        slots_ = tables[torch.arange(b, device="cuda"), positions // bs].long() * bs + positions % bs
+        batch = ForwardBatch(tokens, positions, slots_, b, tables, (positions + 1).to(torch.int32), [])
+        return lambda: dec.forward(batch)
     if name.startswith("layer"):  # one compiled graph per layer, shared by all layers
         lf = torch.compile(layer_step, fullgraph=True, dynamic=False)
         tf = torch.compile(top_step, fullgraph=True, dynamic=False)
@@ -193,7 +205,8 @@ def main() -> int:
     ap.add_argument("--preset", default="1.3b")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--length", type=int, default=512)
-    ap.add_argument("--variants", nargs="+", default=["matmuls", "current", "fused", "layer", "full", "full_cdt"],
+    ap.add_argument("--variants", nargs="+", default=["matmuls", "current", "fused", "sdpa", "layer", "full",
+                                                       "full_cdt"],
                     help="also: layer_manual, full_manual, full_manual_cdt (attention by hand), full_mat "
                          "(max-autotune)")
     ap.add_argument("--gemv", action="store_true", help="first time each projection shape alone")
