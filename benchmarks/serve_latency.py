@@ -368,6 +368,7 @@ def http_part(args, device, dtype, tokenizer, out: dict, save) -> None:
              "gpus_per_replica": 1 if device.type == "cuda" else 0, "cpus_per_replica": 1,
              "max_ongoing_requests": 4096, "gpu_memory_utilization": args.gpu_memory_utilization}
     cfg = build_config(ServeConfig, {"models": [model], "max_batch_size": max(args.concurrency), "max_queue": 8192,
+                                     "max_n": 1, "max_num_beams": 1,
                                      "max_batched_tokens": max(2048, 2 * max(args.concurrency))})
     # Serve's added TTFT: the same engine process alone first (the GPU is free), then through Serve.
     options = {"dtype": args.dtype, "device": device.type, "max_batch_size": 8,

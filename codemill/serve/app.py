@@ -314,10 +314,14 @@ def application(cfg: ServeConfig):
 def build(args: dict):
     """`serve run codemill.serve.app:build input=EXPORT [config=serve.yaml] [set=k=v,...]`, or the
     `args` of an application in a Serve config file."""
-    data = read_yaml(args["config"]) if args.get("config") else {}
+    # `config` is a serve config inline (a mapping: the Serve config file stands alone, whatever the working
+    # directory of Serve's controller) or the path of one (absolute, or relative to where the builder runs).
+    config = args.get("config")
+    data = dict(config) if isinstance(config, dict) else read_yaml(config) if config else {}
     overrides = [s for s in str(args.get("set", "")).split(",") if s] if isinstance(args.get("set"), str) \
         else list(args.get("set") or [])
-    cfg = build_config(ServeConfig, apply_overrides(data, overrides), source=str(args.get("config") or "<serve args>"))
+    source = str(config) if isinstance(config, str) else "<serve args>"
+    cfg = build_config(ServeConfig, apply_overrides(data, overrides), source=source)
     if args.get("input"):
         first = cfg.models[0].model_copy(update={"input": str(args["input"])})
         cfg = cfg.model_copy(update={"models": [first, *cfg.models[1:]]})

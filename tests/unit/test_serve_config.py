@@ -17,7 +17,7 @@ def test_defaults_and_bounds():
     for bad in ({"max_batch_size": 0}, {"port": 70_000}, {"context_length": 4096}, {"models": []},
                 {"models": [{"dtype": "int4"}]}, {"models": [{"name": "a"}, {"name": "a"}]},
                 {"models": [{"autoscaling": {"min_replicas": 3, "max_replicas": 2}}]}, {"typo": 1},
-                {"api_key_env": "sk-not-a-name!"}, {"max_n": 99}, {"batch_buckets": [4, 2]}):
+                {"api_key_env": "sk-not-a-name!"}, {"max_n": 300}, {"batch_buckets": [4, 2]}, {"max_batched_tokens": 100}):
         with pytest.raises(ConfigError):
             build_config(ServeConfig, bad)
 
@@ -98,21 +98,25 @@ def test_json_bodies_refused_before_parsing():
         parse_request(["not", "an", "object"], LIMITS)
 
 
-def test_serve_config_file_builds_the_application(tmp_path):
-    """infra/serve/codemill.yaml's application args, through `codemill.serve.app:build` (no cluster needed)."""
+def test_serve_config_files_build_the_application_as_shipped():
+    """infra/serve/codemill.yaml's application args, as shipped, through `codemill.serve.app:build` (no cluster
+    needed: the export is only read by the replicas); serve.yaml validates as a serve config."""
     from pathlib import Path
 
     import yaml
     from ray.serve import Application
 
+    from codemill.config import read_yaml
     from codemill.serve.app import build
 
     root = Path(__file__).resolve().parents[2]
     app_cfg = yaml.safe_load((root / "infra/serve/codemill.yaml").read_text())["applications"][0]
     assert app_cfg["import_path"] == "codemill.serve.app:build"
-    args = {**app_cfg["args"], "input": str(tmp_path), "config": str(root / app_cfg["args"]["config"])}
-    assert isinstance(build(args), Application)
+    assert isinstance(build(dict(app_cfg["args"])), Application)
+    assert build_config(ServeConfig, app_cfg["args"]["config"]).models[0].name == "codemill"
+    shipped = build_config(ServeConfig, read_yaml(root / "infra/serve/serve.yaml"))
+    assert shipped.models[0].name == "codemill" and shipped.api_key_env is None
     with pytest.raises(ConfigError):
-        build({**args, "set": ["max_batch_size=-1"]})
+        build({**app_cfg["args"], "set": ["max_batch_size=-1"]})
     with pytest.raises(ConfigError):
-        build({**args, "set": ["api_key_env=CODEMILL_UNSET_KEY_VARIABLE"]})
+        build({**app_cfg["args"], "set": ["api_key_env=CODEMILL_UNSET_KEY_VARIABLE"]})
