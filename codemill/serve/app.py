@@ -176,8 +176,11 @@ class Router:
                                "invalid_request_error", None, "request_too_large")
         return parse_json_body(bytes(raw))
 
-    def _model(self, name) -> str:
-        model = name if name is not None else (next(iter(self.models)) if len(self.models) == 1 else None)
+    def _model(self, name, default_first: bool = False) -> str:
+        """The model a request names; without a name, the only one (or, for the tokenizer routes, the first:
+        every codemill export has CodeGeeX's tokenizer, and lm-eval names no model there)."""
+        default = next(iter(self.models)) if len(self.models) == 1 or default_first else None
+        model = name if name is not None else default
         if not isinstance(model, str) or model not in self.models:
             raise APIError(404, f"the model {str(name)[:128]!r} does not exist; see /v1/models",
                            "invalid_request_error", "model", "model_not_found")
@@ -217,7 +220,8 @@ class Router:
             return _error(401, "invalid or missing API key", "invalid_request_error", None, "invalid_api_key")
         try:
             body = await self._body(request) if request.method == "POST" else {}
-            model = self._model(body.get("model") if route != "tokenizer_info" else request.query_params.get("model"))
+            name = body.get("model") if route != "tokenizer_info" else request.query_params.get("model")
+            model = self._model(name, default_first=True)
             answer = await self.models[model].tokenizer_call.remote(route, body)
         except APIError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
