@@ -22,12 +22,19 @@ fi
 # Toolchains for evaluation (sandbox, compilers, test libraries): installed only when missing.
 bash scripts/setup-eval.sh
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; then
-  exit 0
+if ! { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; }; then
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  # torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
+  export PIP_DISABLE_PIP_VERSION_CHECK=1
+  "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+  "$VENV/bin/pip" install -q -e ".[train,serve,dev]"
+  echo "$want" > "$STAMP"
 fi
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-# torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
-"$VENV/bin/pip" install -q -e ".[train,serve,dev]"
-echo "$want" > "$STAMP"
+
+# DeepSpeed's CPU comm op, built ahead where the tests and the demo load it (scripts/test.sh and demo.sh use
+# this TORCH_EXTENSIONS_DIR), so no train stage builds it on first use; a file check once it is built.
+EXT_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.cache/torch_extensions}"
+if ! compgen -G "$EXT_DIR/deepspeed_shm_comm/deepspeed_shm_comm*.so" >/dev/null; then
+  echo "setup: building DeepSpeed's CPU comm op under $EXT_DIR (once: 1-3 minutes)"
+  TORCH_EXTENSIONS_DIR="$EXT_DIR" "$VENV/bin/python" -m codemill.train.extensions
+fi

@@ -41,9 +41,12 @@ def train_worker(loop_config: dict) -> None:
 
     from codemill.metrics import publish_training
     from codemill.runner import setup_logging
+    from codemill.train.extensions import load_train_ops
     from codemill.train.loop import Rank, RunPaths, Trainer
 
     setup_logging()
+    # Before DeepSpeed loads its ops: a build lock left by a killed run is cleared here, not waited on forever.
+    load_train_ops()
     cfg = TrainConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()
     device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
