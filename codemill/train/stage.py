@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 
 from codemill import manifest as mf
 from codemill import storage
@@ -22,6 +21,7 @@ from codemill.config import ConfigError, config_hash
 from codemill.runner import StageRun
 from codemill.stages import TRAIN_CHECKPOINTS
 from codemill.train import budget, metrics
+from codemill.train.capacity import wait_for_resources
 from codemill.train.config import TrainConfig
 
 log = logging.getLogger("codemill.train")
@@ -86,43 +86,6 @@ def _storage(cfg: TrainConfig, out: str):
     return str(storage.filesystem(uri)[1]), None
 
 
-RESOURCE_POLL_S = 5.0
-
-
-def missing_resources(cfg: TrainConfig, have: dict[str, float]) -> str | None:
-    """What the cluster lacks for the run's workers, in words; None when it has enough (in total)."""
-    scaling = cfg.scaling
-    need = {"CPU": scaling.num_workers * scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        need["GPU"] = scaling.num_workers * scaling.gpus_per_worker
-    short = {k: (v, have.get(k, 0.0)) for k, v in need.items() if v > have.get(k, 0.0)}
-    if not short:
-        return None
-    return ", ".join(f"{k}: {n:g} needed, {h:g} in the cluster" for k, (n, h) in short.items())
-
-
-def check_resources(ray, cfg: TrainConfig, sleep=time.sleep, clock=time.time) -> None:
-    """Refuse early and clearly when the cluster cannot hold the workers, after waiting up to
-    `scaling.resource_wait_s` for an autoscaler to add nodes (or not at all with `trust_autoscaler`)."""
-    if cfg.scaling.trust_autoscaler:
-        log.info("train: trusting the autoscaler to provide %d workers", cfg.scaling.num_workers)
-        return
-    deadline = clock() + cfg.scaling.resource_wait_s
-    warned = False
-    while (missing := missing_resources(cfg, ray.cluster_resources())) is not None:
-        if clock() >= deadline:
-            hint = (" set scaling.use_gpu=false (with deepspeed.precision=fp32 or bf16) to train on CPUs,"
-                    if cfg.scaling.use_gpu else "")
-            raise ConfigError(f"scaling: the Ray cluster cannot hold {cfg.scaling.num_workers} workers ({missing}) "
-                              f"after waiting {cfg.scaling.resource_wait_s:g} s (scaling.resource_wait_s):{hint} "
-                              f"add nodes, or set scaling.trust_autoscaler=true if an autoscaler provides them")
-        if not warned:
-            log.warning("train: waiting up to %.0f s for resources (%s); an autoscaler may be adding nodes",
-                        deadline - clock(), missing)
-            warned = True
-        sleep(RESOURCE_POLL_S)
-
-
 def require_train_v2() -> None:
     """The loop uses Ray Train V2's API (Ray 2.60's default); a process that turned it off cannot run it."""
     from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
@@ -181,7 +144,9 @@ def body(run: StageRun) -> dict:
                  init_uri, exported.get("step"))
     require_train_v2()
     ray = ensure_ray()
-    check_resources(ray, cfg)
+    from ray.autoscaler.sdk import request_resources
+
+    requested = wait_for_resources(cfg, ray.cluster_resources, lambda bundles: request_resources(bundles=bundles))
     storage_path, storage_fs = _storage(cfg, run.out)
     scaling = cfg.scaling
     resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
@@ -200,7 +165,11 @@ def body(run: StageRun) -> dict:
             worker_runtime_env={"env_vars": worker_environment()}),
     )
     with run.phase("fit"):
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        finally:
+            if requested:  # the autoscaler was asked for the workers: let it scale down once they are done
+                request_resources(bundles=[])
     records = metrics.read_records(run.path(metrics.METRICS_FILE))
     storage.write_bytes(run.path(metrics.LOSS_CURVE_FILE),
                         metrics.loss_curve_png(records, f"CodeGeeX {cfg.model.preset}: loss"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import numpy as np
@@ -180,29 +181,71 @@ def test_local_token_file_is_private(tmp_path, monkeypatch):
     assert stat.S_IMODE(ray_dir.stat().st_mode) == 0o700
 
 
-class _FakeRay:
-    """cluster_resources() as an autoscaling cluster shows it: GPUs appear after a while."""
+class _AutoscalingCluster:
+    """cluster_resources() as an autoscaling cluster shows it: GPU nodes appear after a while (one timeline
+    entry per look), and the bundles the stage asked the autoscaler for."""
 
     def __init__(self, timeline):
-        self.timeline, self.calls = timeline, 0
+        self.timeline, self.calls, self.requests = timeline, 0, []
 
     def cluster_resources(self):
         self.calls += 1
         return self.timeline[min(self.calls - 1, len(self.timeline) - 1)]
 
+    def request_resources(self, bundles):
+        self.requests.append(bundles)
 
-def test_resources_are_awaited_on_an_autoscaling_cluster():
-    from codemill.train.stage import check_resources
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_the_autoscaler_is_asked_for_the_workers_and_their_arrival_is_reported(caplog):
+    from codemill.train.capacity import PROGRESS_EVERY_S, RESOURCE_POLL_S, wait_for_resources
+
+    cfg = build_config(TrainConfig, {"scaling": {"num_workers": 4, "cpus_per_worker": 8, "resource_wait_s": 600}})
+    timeline = [{"CPU": 8}] * 3 + [{"CPU": 24, "GPU": 2}] * 3 + [{"CPU": 40, "GPU": 4}]
+    cluster, clock = _AutoscalingCluster(timeline), _Clock()
+    with caplog.at_level(logging.INFO, logger="codemill.train"):
+        assert wait_for_resources(cfg, cluster.cluster_resources, cluster.request_resources, clock.sleep, clock.time)
+    assert cluster.requests == [[{"CPU": 8, "GPU": 1}] * 4]
+    assert clock.now == 6 * RESOURCE_POLL_S
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("train: 0 of 4 GPUs are up (8 of 32 CPUs); asked the autoscaler for 4 workers")
+    assert "train: 2 of 4 GPUs are up (24 of 32 CPUs); waiting for the autoscaler (" in " ".join(lines)
+    assert "asked the autoscaler for 4 workers (8 CPU + 1 GPU each), waiting up to 600 s" in lines[0]
+    progress = [line for line in lines if "waiting for the autoscaler (" in line]
+    assert [line.rsplit("(", 1)[1] for line in progress] == [  # one line every PROGRESS_EVERY_S until they came
+        f"{PROGRESS_EVERY_S:.0f} s of 600 s)", f"{2 * PROGRESS_EVERY_S:.0f} s of 600 s)"]
+    assert lines[-1] == "train: 4 of 4 GPUs are up (40 of 32 CPUs) after 30 s"
+
+
+def test_workers_that_do_not_come_are_refused_with_what_is_missing_and_the_request_withdrawn():
+    from codemill.train.capacity import wait_for_resources
 
     cfg = build_config(TrainConfig, {"scaling": {"num_workers": 2, "resource_wait_s": 60}})
-    now = [0.0]
-    sleep = lambda s: now.__setitem__(0, now[0] + s)  # noqa: E731
-    ray = _FakeRay([{"CPU": 8}, {"CPU": 8}, {"CPU": 40, "GPU": 2}])
-    check_resources(ray, cfg, sleep=sleep, clock=lambda: now[0])
-    assert ray.calls == 3 and now[0] == 10.0
+    cluster, clock = _AutoscalingCluster([{"CPU": 8}]), _Clock()
+    with pytest.raises(ConfigError, match=r"GPU: 2 needed, 0 in the cluster.*after waiting 60 s "
+                                          r"\(scaling.resource_wait_s\).*raise scaling.resource_wait_s"):
+        wait_for_resources(cfg, cluster.cluster_resources, cluster.request_resources, clock.sleep, clock.time)
+    assert clock.now == 60 and cluster.requests == [[{"CPU": 1, "GPU": 1}] * 2, []]
 
-    ray = _FakeRay([{"CPU": 8}])
-    with pytest.raises(ConfigError, match=r"GPU: 2 needed, 0 in the cluster.*after waiting 60 s"):
-        check_resources(ray, cfg, sleep=sleep, clock=lambda: now[0])
+
+def test_a_cluster_that_holds_the_workers_is_not_waited_on_and_trust_skips_the_check():
+    from codemill.train.capacity import wait_for_resources
+
+    cfg = build_config(TrainConfig, {"scaling": {"num_workers": 2}})
+    cluster, clock = _AutoscalingCluster([{"CPU": 8, "GPU": 2}]), _Clock()
+    assert not wait_for_resources(cfg, cluster.cluster_resources, cluster.request_resources, clock.sleep, clock.time)
+    assert cluster.requests == [] and clock.now == 0
     trusting = build_config(TrainConfig, {"scaling": {"num_workers": 2, "trust_autoscaler": True}})
-    check_resources(_FakeRay([{}]), trusting, sleep=sleep, clock=lambda: now[0])
+    empty = _AutoscalingCluster([{}])
+    assert not wait_for_resources(trusting, empty.cluster_resources, empty.request_resources, clock.sleep, clock.time)
+    assert empty.calls == 0 and empty.requests == []
