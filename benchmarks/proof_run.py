@@ -14,9 +14,9 @@ One command, on a machine with one GPU and no network:
    the lower predicted loss, the best available proxy for pass@k. `summary.json` records the numbers and why.
 3. The DAG's train stage runs (Ray Train + DeepSpeed, bf16) with that preset and step count.
 4. Samples are generated with codemill's serve engine in this process, exactly as the DAG's eval stages would
-   (same prompts, stop rules, seeds): HumanEval-X pass@1 samples (n = 20, t = 0.2), pass@10/100 samples (n = 100
-   at t = 0.8 for Python, `--other-n` for the other four languages), MTPB both modes (n = 5, t = 0.2). They are
-   written gzipped and flat in OUT (a device call brings back a few files near the top of a folder).
+   (same prompts, stop rules, seeds): HumanEval-X Python for pass@10/100 (n = 100, t = 0.8) and pass@1 (n = 20,
+   t = 0.2), MTPB both modes (n = 5, t = 0.2), then the other four languages (`--other-n` at each temperature).
+   They are written gzipped and flat in OUT (a device call brings back a few files near the top of a folder).
 5. Where the eval sandbox is (`scripts/setup-eval.sh`), `--phases score` scores them with `codemill eval
    --samples` (the GPU machine has no sandbox: the samples come back and are scored on the CPU machine).
 
@@ -68,21 +68,36 @@ TRAIN_FIXED_S = 90.0
 TRAIN_RATE_SHARE = 0.9
 
 # SPEC §8's sampling: pass@1 from t = 0.2, pass@10/100 from t = 0.8; top-p 0.95. MTPB's reference: t = 0.2.
-PASS1 = {"name": "pass1", "temperature": 0.2, "n": 20, "k": [1]}
-PASS100 = {"name": "pass100", "temperature": 0.8, "n": 100, "k": [10, 100]}
-MTPB = {"name": "mtpb", "temperature": 0.2, "n": 5}
+# Sets in the order they are generated (the most telling first, should time run out): Python pass@10/100 with
+# n = 100 and pass@1 with n = 20, MTPB, then the other four languages with fewer samples (`--other-n`).
+PYTHON = ("Python",)
+OTHERS = ("C++", "Java", "JavaScript", "Go")
+HUMANEVAL_SETS = (
+    {"name": "python_t08", "languages": PYTHON, "temperature": 0.8, "n": "python_n", "k": [10, 100]},
+    {"name": "python_t02", "languages": PYTHON, "temperature": 0.2, "n": "python_n_low", "k": [1]},
+    {"name": "others_t02", "languages": OTHERS, "temperature": 0.2, "n": "other_n", "k": [1]},
+    {"name": "others_t08", "languages": OTHERS, "temperature": 0.8, "n": "other_n", "k": [10]},
+)
+MTPB = {"name": "mtpb", "temperature": 0.2, "n": "mtpb_n"}
 TOP_P = 0.95
 GENERATION_SEED = 0  # the eval stage's default (EvalConfig.generation.seed)
 LANGUAGES = ("Python", "C++", "Java", "JavaScript", "Go")
 
+# Micro-batches that fit an 80 GB GPU at 2,048 tokens with room to spare (the global batch is reached by
+# accumulation); `--micro-batch` sets one for every preset.
+GPU_MICRO_BATCH = {"tiny": 32, "125m": 16, "350m": 8, "1.3b": 4}
+
 SIZES = {
     # One H100/H200: 64 MiB of code or more, tens of minutes.
-    "gpu": {"presets": "125m,350m", "train_minutes": 8.0, "seq_length": 2048, "batch": 128, "micro_batch": 32,
+    "gpu": {"presets": "125m,350m", "train_minutes": 8.0, "seq_length": 2048, "batch": 128, "micro_batch": 0,
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 384,
-            "other_n": 10},
+            "python_n": 100, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
+            "mtpb_max_tokens": 0},
     # Two CPU cores: two small stdlib packages, the tiny preset, two problems of each benchmark.
     "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
-              "lr": 2e-3, "probe_steps": 2, "problems": 2, "mtpb_problems": 2, "max_tokens": 24, "other_n": 2},
+              "lr": 2e-3, "probe_steps": 2, "problems": 2, "mtpb_problems": 2, "max_tokens": 24,
+              "python_n": 4, "python_n_low": 2, "other_n": 2, "mtpb_n": 1,
+              "mtpb_max_tokens": 24},
 }
 
 
@@ -140,6 +155,8 @@ def choose(probes: dict[str, dict], unique_tokens: float, train_seconds: float, 
     """The preset with the lowest predicted loss for the time given, and its step count."""
     options = {}
     for preset, p in probes.items():
+        if "error" in p:
+            continue
         step_seconds = max(train_seconds - TRAIN_FIXED_S, 0.1 * train_seconds)
         tokens = p["tokens_per_s"] * TRAIN_RATE_SHARE * step_seconds
         steps = max(1, int(tokens // tokens_per_step))
@@ -159,7 +176,8 @@ def choose(probes: dict[str, dict], unique_tokens: float, train_seconds: float, 
 # ----------------------------------------------------------------------------------------- phases
 
 
-def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int | None = None) -> dict[str, list[str]]:
+def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int | None = None
+                  ) -> dict[str, list[str]]:
     """The DAG's settings for this machine: the filter's PEP 8 step only where ruff is installed (the lent GPU
     machine's image has none); the smoke run's corpus, model and scaling; the chosen preset and steps."""
     ruff = shutil.which("ruff", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -169,13 +187,13 @@ def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int |
         stdlib = sysconfig.get_paths()["stdlib"]
         sets["crawl"] = [f"source.paths=[{stdlib}/json, {stdlib}/email]"]
         sets["tokenize"].append("validation_fraction=0.2")
-    train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}", f"micro_batch_size={a.micro_batch}"]
+    train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}"]
     if a.smoke:
         train += ["deepspeed.precision=fp32", "model.compile=false",
                   "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}"]
     if preset:
         warmup = max(1, steps // 20)
-        train += [f"model.preset={preset}", f"steps={steps}",
+        train += [f"model.preset={preset}", f"micro_batch_size={micro_batch(a, preset)}", f"steps={steps}",
                   f"optimizer={{lr_max: {a.lr}, lr_min: {a.lr / 10:g}, warmup_steps: {warmup}, decay_steps: {steps}, "
                   f"weight_decay: 0.0}}", f"log_every={max(1, steps // 100)}", f"eval_every={max(1, steps // 5)}",
                   f"checkpoint_every={max(1, steps // 2)}"]
@@ -215,12 +233,12 @@ def probe(preset: str, a: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available() and not a.smoke
     device = torch.device("cuda" if cuda else "cpu")
     cfg = PRESETS[preset]
+    micro = micro_batch(a, preset)
     model = CodeGeeX(cfg).to(device)
     parameters = model.num_parameters()
     if cuda:
         model.compile_regions()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
-    micro = a.micro_batch
     tokens = torch.randint(0, cfg.vocab_size, (micro, a.seq_length + 1), device=device)
 
     def step() -> None:
@@ -247,17 +265,26 @@ def probe(preset: str, a: argparse.Namespace) -> dict:
             "warmup_s": round(warmup, 1), "flops_per_token": training_flops_per_token(cfg, a.seq_length)}
 
 
+def micro_batch(a: argparse.Namespace, preset: str) -> int:
+    return a.micro_batch or GPU_MICRO_BATCH.get(preset, 4)
+
+
 def run_probe(a, out: Path) -> dict:
-    """Each preset measured in its own process (the GPU's memory is freed between them)."""
+    """Each preset measured in its own process (the GPU's memory is freed between them); a preset whose probe
+    fails (out of memory, say) is recorded with its error and left out of the choice."""
     results = {}
     for preset in a.presets.split(","):
         argv = [sys.executable, __file__, "--probe-one", preset, "--out", str(out), "--seq-length", str(a.seq_length),
-                "--micro-batch", str(a.micro_batch), "--probe-steps", str(a.probe_steps)] + (["--smoke"] if a.smoke else [])
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
-        if r.returncode != 0:
-            raise SystemExit(f"the probe of {preset} failed:\n{r.stderr[-3000:]}")
-        results[preset] = json.loads(r.stdout.strip().splitlines()[-1])
+                "--micro-batch", str(micro_batch(a, preset)), "--probe-steps", str(a.probe_steps)]
+        try:
+            r = subprocess.run(argv + (["--smoke"] if a.smoke else []), capture_output=True, text=True, timeout=900)
+            results[preset] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
+                "error": r.stderr[-2000:]}
+        except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as exc:
+            results[preset] = {"error": f"{type(exc).__name__}: {exc}"}
         log(f"probe {preset}: {results[preset]}")
+    if not any("error" not in r for r in results.values()):
+        raise SystemExit(f"every probe failed: {results}")
     return results
 
 
@@ -301,12 +328,65 @@ def write_gz(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def run_generate(a, work: Path, summary: dict, out: Path) -> None:
-    from codemill.eval import mtpb
-    from codemill.eval.generate import EngineGenerator
-    from codemill.eval.mtpb_generate import generate_samples
-    from codemill.eval.mtpb_samples import samples_jsonl as mtpb_jsonl
+def samples_path(out: Path, name: str) -> Path:
+    return out / f"samples_{name}.jsonl.gz"
+
+
+def generate_humaneval(a, gen, spec: dict, problems: dict, numbers: list[int], out: Path, record: dict,
+                       summary: dict) -> None:
+    """One set's samples, prompt by prompt as the eval stage builds and seeds them."""
     from codemill.eval.samples import Sample, build_jobs, samples_jsonl
+
+    path = samples_path(out, spec["name"])
+    if path.is_file():
+        return
+    n = getattr(a, spec["n"])
+    started = time.time()
+    samples: list = []
+    tokens = 0
+    for language in spec["languages"]:
+        jobs = build_jobs(problems, [language], numbers, "generation", [])
+        seeds = [GENERATION_SEED + 7919 * i for i in range(len(jobs))]  # as the eval stage seeds them
+        texts = gen.generate([j.prompt for j in jobs], n, spec["temperature"], TOP_P, a.max_tokens,
+                             [j.stop for j in jobs], seeds=seeds)
+        samples += [Sample(j.task_id, t, i) for j, outs in zip(jobs, texts) for i, t in enumerate(outs)]
+        tokens += sum(len(gen.tokenizer.encode(t, add_special_tokens=False).ids) for outs in texts for t in outs)
+        log(f"{spec['name']} {language}: {len(jobs)} prompts x {n} in {time.time() - started:.0f} s")
+    write_gz(path, samples_jsonl(samples))
+    seconds = time.time() - started
+    record["sets"][spec["name"]] = {"samples": len(samples), "seconds": round(seconds, 1), "tokens": tokens,
+                                    "tokens_per_s": round(tokens / max(seconds, 1e-9)), "n": n,
+                                    "languages": list(spec["languages"]), "temperature": spec["temperature"],
+                                    "top_p": TOP_P, "max_tokens": a.max_tokens, "k": spec["k"]}
+    save_summary(out, summary)
+
+
+def generate_mtpb(a, gen, out: Path, record: dict, summary: dict) -> None:
+    """MTPB, multi-turn and single-turn, turn by turn as the eval stage generates it."""
+    from codemill.eval import mtpb
+    from codemill.eval.mtpb_generate import generate_samples
+    from codemill.eval.mtpb_samples import samples_jsonl
+
+    path = samples_path(out, MTPB["name"])
+    if path.is_file():
+        return
+    started = time.time()
+    problems = mtpb.load_problems()
+    cases = [(tid, t) for tid in list(problems)[:a.mtpb_problems] for t in range(problems[tid].n_tests)]
+    turns = generate_samples(problems, cases, [mtpb.MULTI_TURN, mtpb.SINGLE_TURN], a.mtpb_n,
+                             lambda prompts, counts, limits, stops, seeds: gen.generate(
+                                 prompts, counts, MTPB["temperature"], TOP_P,
+                                 [min(x, a.mtpb_max_tokens or x) for x in limits], stops, seeds=seeds),
+                             GENERATION_SEED)
+    write_gz(path, samples_jsonl(turns))
+    record["sets"][MTPB["name"]] = {"samples": len(turns), "seconds": round(time.time() - started, 1),
+                                    "temperature": MTPB["temperature"], "top_p": TOP_P, "n": a.mtpb_n,
+                                    "problems": a.mtpb_problems}
+    save_summary(out, summary)
+
+
+def run_generate(a, work: Path, summary: dict, out: Path) -> None:
+    from codemill.eval.generate import EngineGenerator
     from codemill.humaneval import load_problems
 
     export = str(work / "dag" / "train" / "export")
@@ -318,44 +398,11 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
     problems = load_problems(list(LANGUAGES))
     numbers = list(range(a.problems))
-    for spec in (PASS1, PASS100):
-        path = out / f"samples_{spec['name']}.jsonl.gz"
-        if path.is_file():
-            continue
-        started = time.time()
-        samples: list = []
-        tokens = 0
-        for language in LANGUAGES:
-            n = spec["n"] if (spec is PASS1 or language == "Python") else a.other_n
-            jobs = build_jobs(problems, [language], numbers, "generation", [])
-            seeds = [GENERATION_SEED + 7919 * i for i in range(len(jobs))]  # as the eval stage seeds them
-            texts = gen.generate([j.prompt for j in jobs], n, spec["temperature"], TOP_P, a.max_tokens,
-                                 [j.stop for j in jobs], seeds=seeds)
-            samples += [Sample(j.task_id, t, i) for j, outs in zip(jobs, texts) for i, t in enumerate(outs)]
-            tokens += sum(len(gen.tokenizer.encode(t, add_special_tokens=False).ids) for outs in texts for t in outs)
-            log(f"{spec['name']} {language}: {len(jobs)} prompts x {n} in {time.time() - started:.0f} s")
-        write_gz(path, samples_jsonl(samples))
-        seconds = time.time() - started
-        record["sets"][spec["name"]] = {"samples": len(samples), "seconds": round(seconds, 1), "tokens": tokens,
-                                        "tokens_per_s": round(tokens / max(seconds, 1e-9)),
-                                        "temperature": spec["temperature"], "top_p": TOP_P,
-                                        "n": {lang: spec["n"] if (spec is PASS1 or lang == "Python") else a.other_n
-                                              for lang in LANGUAGES}, "max_tokens": a.max_tokens}
-        save_summary(out, summary)
-    path = out / f"samples_{MTPB['name']}.jsonl.gz"
-    if not path.is_file():
-        started = time.time()
-        mproblems = mtpb.load_problems()
-        cases = [(tid, t) for tid in list(mproblems)[:a.mtpb_problems] for t in range(mproblems[tid].n_tests)]
-        turns = generate_samples(mproblems, cases, [mtpb.MULTI_TURN, mtpb.SINGLE_TURN], MTPB["n"],
-                                 lambda prompts, counts, limits, stops, seeds: gen.generate(
-                                     prompts, counts, MTPB["temperature"], TOP_P, limits, stops, seeds=seeds),
-                                 GENERATION_SEED)
-        write_gz(path, mtpb_jsonl(turns))
-        record["sets"]["mtpb"] = {"samples": len(turns), "seconds": round(time.time() - started, 1),
-                                  "temperature": MTPB["temperature"], "top_p": TOP_P, "n": MTPB["n"],
-                                  "problems": a.mtpb_problems}
-        save_summary(out, summary)
+    for spec in HUMANEVAL_SETS[:2]:
+        generate_humaneval(a, gen, spec, problems, numbers, out, record, summary)
+    generate_mtpb(a, gen, out, record, summary)
+    for spec in HUMANEVAL_SETS[2:]:
+        generate_humaneval(a, gen, spec, problems, numbers, out, record, summary)
     record["truncated_prompts"] = gen.truncated_prompts
 
 
@@ -366,8 +413,11 @@ def run_score(a, out: Path, summary: dict) -> None:
 
     scored = summary.setdefault("scores", {})
     work = Path(a.work) / "eval"
-    for spec in (PASS1, PASS100, MTPB):
-        gz = out / f"samples_{spec['name']}.jsonl.gz"
+    for spec in (*HUMANEVAL_SETS, MTPB):
+        gz = samples_path(out, spec["name"])
+        if not gz.is_file():
+            log(f"no {gz.name}: not scored")
+            continue
         plain = work / f"samples_{spec['name']}.jsonl"
         plain.parent.mkdir(parents=True, exist_ok=True)
         plain.write_bytes(gzip.decompress(gz.read_bytes()))
@@ -376,7 +426,10 @@ def run_score(a, out: Path, summary: dict) -> None:
             sets += ["metrics.k=[1]"]
             argv = ["--benchmark", "mtpb"]
         else:
-            sets += [f"metrics.k={spec['k']}", f"metrics.budget_k=[{max(spec['k'])}]"]
+            n = getattr(a, spec["n"])
+            ks = [k for k in spec["k"] if k <= n] or [1]  # pass@k is undefined for k > n
+            sets += [f"metrics.k={ks}", f"metrics.budget_k=[{n}]",
+                     f"languages={list(spec['languages'])}"]
             argv = []
         target = work / spec["name"]
         argv += ["--samples", str(plain), "--out", str(target)] + [x for s in sets for x in ("--set", s)]
@@ -384,7 +437,7 @@ def run_score(a, out: Path, summary: dict) -> None:
         if eval_main(argv) != 0:
             raise SystemExit(f"codemill eval {' '.join(argv)} failed")
         scored[spec["name"]] = {"counts": mf.read_manifest(str(target)).counts,
-                                "summary": json.loads((target / "summary.json").read_text())["metrics"],
+                                "metrics": json.loads((target / "summary.json").read_text())["metrics"],
                                 "seconds": round(time.time() - started, 1), "out": str(target)}
         save_summary(out, summary)
 
@@ -402,13 +455,17 @@ def main() -> None:
     p.add_argument("--train-minutes", type=float, help="wall time the train stage may take")
     p.add_argument("--seq-length", type=int)
     p.add_argument("--batch", type=int, help="sequences per step")
-    p.add_argument("--micro-batch", type=int)
+    p.add_argument("--micro-batch", type=int, help="sequences per pass (default: by preset, GPU_MICRO_BATCH)")
     p.add_argument("--lr", type=float, help="peak learning rate (warm-up 5%%, cosine to lr/10)")
     p.add_argument("--probe-steps", type=int)
     p.add_argument("--problems", type=int, help="HumanEval-X problems 0..N-1 of every language")
     p.add_argument("--mtpb-problems", type=int, help="the first N MTPB problems (5 test cases each)")
     p.add_argument("--max-tokens", type=int, help="HumanEval-X generation budget (MTPB: its problems' own)")
-    p.add_argument("--other-n", type=int, help="pass@10/100 samples per problem for C++, Java, JavaScript, Go")
+    p.add_argument("--python-n", type=int, help="Python samples per problem at t = 0.8 (pass@10/100)")
+    p.add_argument("--python-n-low", type=int, help="Python samples per problem at t = 0.2 (pass@1)")
+    p.add_argument("--other-n", type=int, help="samples per problem at each temperature for C++, Java, JavaScript, Go")
+    p.add_argument("--mtpb-n", type=int, help="MTPB samples per test case and mode")
+    p.add_argument("--mtpb-max-tokens", type=int, help="cap on MTPB's per-problem budgets (0: none)")
     p.add_argument("--probe-one", help=argparse.SUPPRESS)
     a = p.parse_args()
     for key, value in SIZES["smoke" if a.smoke else "gpu"].items():
