@@ -5,6 +5,7 @@ Ray on the machine (`ray stop` would kill them all).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -64,8 +65,12 @@ class LocalRayHead:
     agent_ports: dict[str, int] = field(default_factory=lambda: {
         name: free_port() for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                        "runtime-env-agent-port", "metrics-export-port")})
-    die_with_parent: bool = False  # the head gets SIGTERM when this process dies, however it dies
+    # The head stops when this process dies, however it dies: a watchdog (codemill.head_reaper) stops all its
+    # processes within seconds, and the head gets SIGTERM from the kernel (PR_SET_PDEATHSIG) as well.
+    die_with_parent: bool = False
     process: subprocess.Popen | None = None
+    reaper: subprocess.Popen | None = None
+    _reaper_pipe: int | None = None  # the write end: closed by this process's death (or by stop())
 
     @property
     def address(self) -> str:
@@ -109,8 +114,20 @@ class LocalRayHead:
         log = open(self.root / "head.log", "wb")
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                         preexec_fn=_term_on_parent_death if self.die_with_parent else None)
+        if self.die_with_parent:
+            self._start_reaper(log)
         self._wait_ready()
         return self
+
+    def _start_reaper(self, log) -> None:
+        read_end, self._reaper_pipe = os.pipe()  # both non-inheritable: only the reaper gets the read end
+        try:
+            self.reaper = subprocess.Popen(
+                [sys.executable, "-m", "codemill.head_reaper", str(read_end), str(self.process.pid), str(self.root)],
+                pass_fds=(read_end,), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)  # out of the terminal's process group: Ctrl-C goes to the runner only
+        finally:
+            os.close(read_end)
 
     def record(self) -> dict:
         """What another process needs to find this head and stop it (`stop_recorded`)."""
@@ -152,6 +169,19 @@ class LocalRayHead:
                 continue
         self._kill_leftovers(session_id)
         self.process = None
+        self._stop_reaper()
+
+    def _stop_reaper(self) -> None:
+        """Closing the pipe wakes the reaper, which finds the head gone and exits."""
+        if self._reaper_pipe is not None:
+            os.close(self._reaper_pipe)
+            self._reaper_pipe = None
+        if self.reaper is not None:
+            try:
+                self.reaper.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.reaper.kill()
+            self.reaper = None
 
     def _kill_leftovers(self, session_id: int) -> None:
         kill_session(session_id, str(self.root))
@@ -193,15 +223,30 @@ def stop_recorded(record: dict) -> bool:
     return True
 
 
-def kill_session(session_id: int, marker: str) -> None:
-    """SIGKILL what is left of a head: processes of its session, or carrying its temp dir in argv."""
+def session_processes(session_id: int, marker: str) -> list[int]:
+    """Live processes of a head: those of its session, or carrying its temp dir in argv (zombies, which are
+    dead already and wait only for their parent, are left out, and so is the calling process: the head's
+    reaper names the temp dir in its own argv)."""
+    found = []
+    me = os.getpid()
     for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
             continue
         try:
-            sid = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[3])
+            fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            state, sid = fields[0], int(fields[3])
+            if state == "Z":
+                continue
             cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
             if sid == session_id or (marker and marker in cmdline):
-                os.kill(int(pid_dir.name), signal.SIGKILL)
+                found.append(int(pid_dir.name))
         except (OSError, ValueError, IndexError):
             continue
+    return found
+
+
+def kill_session(session_id: int, marker: str) -> None:
+    """SIGKILL what is left of a head: processes of its session, or carrying its temp dir in argv."""
+    for pid in session_processes(session_id, marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
