@@ -1,7 +1,8 @@
 """The registry: the single statement of every stage.
 
 A stage is named here with the module `python -m` runs, its body and config model, the inputs it reads
-(named: `--<name>` on the command line, `inputs: {<name>: <stage>}` in a DAG), the outputs it writes (the
+(named: `--<name>` on the command line, `inputs: {<name>: <stage>}` in a DAG), the flags of its own command
+line (each either a config key or a value its body reads from `run.flags`), the outputs it writes (the
 folder and file names its readers import from here), whether it is a long-running service, and the
 resources its Ray job driver asks for. `codemill <stage>`, its `--help`, `python -m codemill.<stage>`,
 `codemill dag show` and the DAG checks are all derived from these entries.
@@ -43,6 +44,7 @@ TRAIN_FIGURE = "loss_curve.png"
 TRAIN_FAULT_MARKER = "_fault_injected"  # written once by `fault_injection_step` (restart tests)
 EVAL_SAMPLES = "samples.jsonl"          # generated samples (the format `codemill eval --samples` reads)
 EVAL_RESULTS = "results.jsonl"          # one line per executed sample: outcome, seconds, stderr tail
+EVAL_PARTIAL = "partial"                # results written as batches finish (a rerun resumes from them)
 EVAL_CHECK_RESULTS = "check_results.jsonl"  # the benchmark check run before scoring (run_if_missing)
 EVAL_SUMMARY = "summary.json"
 EVAL_CHECK = "check.json"               # --check-benchmark's result
@@ -60,10 +62,32 @@ class InputSpec:
     folder: str = ""          # the part of that output it reads, when a DAG wires it (train's export/)
     required: bool = True
     cli_flag: str = ""        # the command line's flag when it is not `--<name>` (train's data: --input)
+    group: str = ""           # flags and inputs of one group exclude each other (StageSpec.required_group)
+    needs_manifest: bool = True  # False: a path without a stage manifest is accepted, identified by its URI
 
     @property
     def flag(self) -> str:
         return self.cli_flag or f"--{self.name.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """One flag of a stage's own command line: a shorthand for a config key (`config_key`), or a value the
+    body reads from `run.flags[name]`. A run flag is part of what the output depends on (its manifest's
+    hash) as `identity` says: its value, the sha256 of the content at the URI it names, or not at all."""
+
+    name: str                 # `--<name>` (underscores as dashes); the key of run.flags
+    help: str
+    switch: bool = False      # a flag without a value (True when given)
+    config_key: str = ""      # set this config key instead of run.flags
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+    group: str = ""           # flags and inputs of one group exclude each other
+    identity: str = "value"   # value | content | none (run flags only)
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name.replace('_', '-')}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,8 @@ class StageSpec:
     long_running: bool = False  # a service (serve): started, not awaited to a terminal status
     resources: Resources = Resources()
     main: str | None = None   # "module:function" for a stage with its own command line (serve)
+    flags: tuple[FlagSpec, ...] = ()
+    required_group: str = ""  # one input or flag of this group must be given
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -144,14 +170,31 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               outputs=(TRAIN_EXPORT, TRAIN_CHECKPOINTS, TRAIN_TENSORBOARD, TRAIN_METRICS, TRAIN_FIGURE, STATS_FILE,
                        TRAIN_FAULT_MARKER)),
     StageSpec("eval", "codemill.eval",
-              "HumanEval-X generation and translation, executed in a sandbox, scored with pass@k",
-              "codemill.eval.config:EvalConfig", "",
-              inputs=(InputSpec("model", "an export to generate with: a train stage's export/ (or its output); "
-                                "or --endpoint URL / --samples FILE", ("train",), folder=TRAIN_EXPORT,
-                                required=False),),
+              "HumanEval-X or MTPB: generated or given samples executed in a sandbox and scored (pass@k, pass rate)",
+              "codemill.eval.config:EvalConfig", "codemill.eval.stage:body",
+              inputs=(InputSpec("model", "an export to generate with: a train stage's export/ (or its output)",
+                                ("train",), folder=TRAIN_EXPORT, required=False, group="source",
+                                needs_manifest=False),),
+              flags=(FlagSpec("endpoint", "an OpenAI-compatible server (…/v1/completions) to generate with",
+                              metavar="URL", group="source"),
+                     FlagSpec("samples", "execute and score these samples (JSON Lines)", metavar="FILE.jsonl",
+                              group="source", identity="content"),
+                     FlagSpec("check_benchmark", "run every canonical solution and its mutants per task; store the "
+                              "result for this machine", switch=True, group="source"),
+                     FlagSpec("benchmark", "the benchmark (config key `benchmark`; default humaneval-x)",
+                              config_key="benchmark", choices=("humaneval-x", "mtpb")),
+                     FlagSpec("mtpb_mode", "MTPB: turn by turn, all prompts at once, or both side by side (config "
+                              "key `mtpb_mode`)", config_key="mtpb_mode",
+                              choices=("multi-turn", "single-turn", "both")),
+                     FlagSpec("api_key_env", "environment variable holding the endpoint's API key", metavar="NAME",
+                              identity="none"),
+                     FlagSpec("unsafe_no_sandbox", "execute WITHOUT bubblewrap (namespaces off; only cgroups, rlimits "
+                              "and a private uid): never on a machine you care about", switch=True),
+                     FlagSpec("ignore_benchmark_check", "score even though the benchmark check has not passed on this "
+                              "machine (recorded loudly)", switch=True)),
+              required_group="source",
               outputs=(EVAL_SAMPLES, EVAL_RESULTS, EVAL_CHECK_RESULTS, EVAL_SUMMARY, EVAL_CHECK, EVAL_REPORT,
-                       EVAL_CHARTS),
-              main="codemill.eval.stage:main"),
+                       EVAL_CHARTS, EVAL_PARTIAL)),
     StageSpec("serve", "codemill.serve", "serve exports over an OpenAI-compatible HTTP API with Ray Serve",
               "codemill.serve.config:ServeConfig", "",
               inputs=(InputSpec("input", "an export: a train stage's export/ (or its output folder)", ("train",),

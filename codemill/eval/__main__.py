@@ -2,7 +2,7 @@
 
 import sys
 
-from codemill.eval.stage import main
+from codemill.runner import stage_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_main("eval"))

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from codemill.config import StrictModel
+from codemill.eval.mutants import DEFAULT_MUTANTS
 from codemill.eval.passk import PAPER_K, PAPER_WEIGHTS, STRATEGIES
 
 Language = Literal["Python", "C++", "Java", "JavaScript", "Go"]
@@ -57,16 +58,35 @@ class ExecutionConfig(StrictModel):
     default_time_s: float = Field(10.0, gt=0.0, le=600.0)
     compile_time_s: float = Field(60.0, gt=0.0, le=1800.0)
     retry_timeouts: bool = Field(True, description="run a timed-out sample once more before counting it")
-    memory_mb: int = Field(2048, ge=64, le=262_144, description="data segment limit of a test run")
-    compile_memory_mb: int = Field(4096, ge=256, le=262_144)
+    memory_mb: int = Field(2048, ge=64, le=262_144,
+                           description="memory of a whole test run: every process, its page cache and its /tmp and "
+                                       "/dev/shm (a cgroup); also each process's data segment")
+    compile_memory_mb: int = Field(4096, ge=256, le=262_144, description="the same for a compile step")
     processes: int = Field(256, ge=8, le=65_536, description="processes and threads of one execution")
     output_mb: int = Field(64, ge=1, le=4096, description="largest file or output one execution may write")
+    tmp_mb: int = Field(64, ge=1, le=65_536, description="size of a test run's private /tmp")
+    shm_mb: int = Field(64, ge=1, le=65_536, description="size of a test run's private /dev/shm")
+    cgroups: Literal["auto", "require", "off"] = Field(
+        "auto", description="bound each execution as a whole with a cgroup: where the host allows it (auto), "
+                            "or refuse to run without (require), or rely on per-process rlimits only (off)")
     cpus_per_task: float = Field(1.0, gt=0.0, le=64.0, description="Ray CPUs reserved by one execution task")
     batch_size: int = Field(4, ge=1, le=1000, description="samples per Ray task")
     postprocess: bool = Field(True, description="apply the stop rules to given completions too (idempotent)")
     cpp_std: str = Field("c++11", pattern=r"^(c|gnu)\+\+(98|03|11|14|17|20|23)$",
                          description="CodeGeeX's harness compiles with -std=c++11")
     mtpb_time_s: float = Field(MTPB_TIME_S, gt=0.0, le=600.0, description="wall-clock limit of an MTPB program")
+
+
+class CheckConfig(StrictModel):
+    mutants_per_task: int = Field(DEFAULT_MUTANTS, ge=0, le=50,
+                                  description="wrong answers the benchmark check tries per task besides the "
+                                              "constant return: mutants of the canonical solution")
+
+
+class MtpbConfig(StrictModel):
+    scoring: Literal["strict", "codegen"] = Field(
+        "strict", description="strict: codemill's rule (the program must finish; dicts and None compared); "
+                              "codegen: CodeGen's mtpb_exec.py exactly (docs/eval.md lists the differences)")
 
 
 class MetricsConfig(StrictModel):
@@ -106,6 +126,9 @@ class EvalConfig(StrictModel):
     languages: list[Language] = Field(default_factory=lambda: list(ALL_LANGUAGES))
     problems: list[Annotated[int, Field(ge=0, le=max(HUMANEVAL_X_PROBLEMS - 1, MTPB_PROBLEMS))]] = Field(
         default_factory=list, description="HumanEval-X problem numbers 0-163 or MTPB ids 1-115; empty = all")
+    tasks: list[Annotated[str, Field(pattern=r"^(Python|CPP|Java|JavaScript|Go|MTPB)/\d+(/\d+)?$")]] = Field(
+        default_factory=list, description="these units only, instead of languages x problems: HumanEval-X task ids "
+                                          "(CPP/12) or MTPB test cases (MTPB/3/2); e.g. a check of chosen tasks")
     mode: Literal["generation", "translation", "both"] = "generation"
     translation_pairs: list[str] = Field(default_factory=list,
                                          description="'Src->Tgt' pairs; empty = all ordered pairs of `languages`")
@@ -114,6 +137,8 @@ class EvalConfig(StrictModel):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    check: CheckConfig = Field(default_factory=CheckConfig)
+    mtpb: MtpbConfig = Field(default_factory=MtpbConfig)
     charts: bool = True
     benchmark_check: Literal["require", "run_if_missing"] = Field(
         "require", description="require: refuse to score unless `--check-benchmark` passed on this machine's "

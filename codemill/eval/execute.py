@@ -1,19 +1,24 @@
 """Execute one sample: post-process, build its program, compile and run it in the sandbox, class the outcome.
 
 Ray-free: the stage calls `execute_sample` inside Ray tasks; tests and the sequential baseline call it
-directly. A run that times out is run once more (the compiled program is reused) before it counts.
+directly. A run that times out is run once more (the compiled program is reused) before it counts. A run
+passes only on positive evidence (codemill.eval.proof): exit status 0, the proof line for this run's key,
+and no assertion failure anywhere in its output.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from codemill.eval import languages as L
+from codemill.eval import proof
 from codemill.eval.languages import Program, Step, Toolchain
 from codemill.eval.sandbox import Limits, SandboxResult, run_sandboxed
 from codemill.eval.toolchain import go_cache_dir, link_tree, work_root
@@ -24,7 +29,10 @@ GO_WARMUP_PACKAGES = {"math": "math.Abs", "strings": "strings.Contains", "fmt": 
                       "strconv": "strconv.Itoa", "time": "time.Now", "bytes": "bytes.Equal",
                       "regexp": "regexp.MustCompile", "sort": "sort.Ints", "math/rand": "rand.Intn",
                       "crypto/md5": "md5.Sum", "unicode": "unicode.IsUpper", "errors": "errors.New",
-                      "container/heap": "heap.Init", "math/big": "big.NewInt", "reflect": "reflect.TypeOf"}
+                      "container/heap": "heap.Init", "math/big": "big.NewInt", "reflect": "reflect.TypeOf",
+                      # what the harness's TestMain imports (harness/cm_harness_test.go)
+                      "crypto/hmac": "hmac.New", "crypto/sha256": "sha256.New", "encoding/hex": "hex.EncodeToString",
+                      "io": "io.ReadAll", "os": "os.NewFile"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Execution:
     stderr: str = ""                 # tail
     retried: bool = False            # timed out once and was run again
     leftover_killed: int = 0
+    assertions: int | None = None    # the count the proof of a pass carried
+    memory_peak_bytes: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -57,12 +67,27 @@ def _subst(text: str, work: str) -> str:
     return text.replace("{work}", work)
 
 
-def _run_step(step: Step, work: str, limits: Limits, program: Program, unsafe: bool) -> SandboxResult:
+# How a finished test run (neither over a limit nor leaving processes behind) is judged: (outcome, a note for
+# its stderr tail, the assertions its proof counted). The default is HumanEval-X's (humaneval_verdict).
+Verdict = Callable[[Step, SandboxResult, bytes], tuple[str, str, int | None]]
+
+
+@dataclass(frozen=True)
+class Judge:
+    verdict: Verdict
+    markers: tuple[bytes, ...] = ()           # looked for anywhere in the run's output
+    capture: re.Pattern[bytes] = proof.PROOF_LINE
+
+
+def _run_step(step: Step, work: str, limits: Limits, program: Program, unsafe: bool,
+              judge: Judge | None = None, key: bytes | None = None) -> SandboxResult:
     argv = [_subst(a, work) for a in step.argv]
     env = {k: _subst(v, work) for k, v in step.env.items()}
-    run = step.kind == "run"  # the test run may write only to its private, size-limited /tmp
+    run = step.kind == "run"  # the test run may write only to its private, size-limited /tmp and /dev/shm
     return run_sandboxed(argv, work, limits, env, ro_binds=program.ro_binds, unsafe=unsafe,
-                         detect_leftovers=run, writable=not run)
+                         stdin_data=step.stdin.encode() if step.stdin is not None else None, secret=key,
+                         detect_leftovers=run, writable=not run, scan=judge.markers if judge else (),
+                         capture=judge.capture if judge else None)
 
 
 def _tail(res: SandboxResult) -> str:
@@ -71,9 +96,11 @@ def _tail(res: SandboxResult) -> str:
 
 
 def run_program(program: Program, language: str, limits: ExecLimits, unsafe: bool = False,
-                tc: Toolchain | None = None) -> Execution:
-    """Compile and run `program` in a fresh work directory; the outcome of its first failing step."""
+                tc: Toolchain | None = None, judge: Judge | None = None) -> Execution:
+    """Compile and run `program` in a fresh work directory; the outcome of its first failing step. Each run
+    gets a fresh key for its proof (codemill.eval.proof); `judge` decides what a finished run means."""
     adapter = L.adapter(language)
+    judge = judge or humaneval_judge(adapter)
     work = tempfile.mkdtemp(prefix="s-", dir=work_root())
     try:
         for name, text in program.files.items():
@@ -94,16 +121,20 @@ def run_program(program: Program, language: str, limits: ExecLimits, unsafe: boo
                 note = f"compilation exceeded {limits.compile.wall_s:g} s\n" if res.timed_out else ""
                 return Execution(L.COMPILE_ERROR, False, 0.0, compile_seconds, res.returncode, note + _tail(res),
                                  leftover_killed=leftovers)
+        for name in program.remove_before_run:
+            Path(work, name).unlink(missing_ok=True)  # the test run cannot read the test's source
         run_steps = [s for s in program.steps if s.kind == "run"]
         execution = Execution(L.PASSED, True, 0.0, compile_seconds)
         for step in run_steps:
-            res = _run_step(step, work, limits.run, program, unsafe)
+            key = proof.new_key()
+            res = _run_step(step, work, limits.run, program, unsafe, judge, key)
             retried = False
             if _is_timeout(res, limits.run) and limits.retry_timeouts:
                 retried = True
-                res = _run_step(step, work, limits.run, program, unsafe)
+                key = proof.new_key()
+                res = _run_step(step, work, limits.run, program, unsafe, judge, key)
             leftovers += res.leftover_killed
-            execution = _outcome(adapter, step, res, limits.run, compile_seconds, retried, leftovers)
+            execution = _outcome(judge, step, res, limits.run, compile_seconds, retried, leftovers, key)
             if not execution.passed:
                 break
         return execution
@@ -116,26 +147,45 @@ def _is_timeout(res: SandboxResult, limits: Limits) -> bool:
     return res.timed_out or res.signal in (24,) or (res.signal == 9 and res.seconds >= limits.cpu_seconds())
 
 
-def _outcome(adapter: L.Adapter, step: Step, res: SandboxResult, limits: Limits, compile_seconds: float,
-             retried: bool, leftovers: int) -> Execution:
+def _outcome(judge: Judge, step: Step, res: SandboxResult, limits: Limits, compile_seconds: float,
+             retried: bool, leftovers: int, key: bytes) -> Execution:
     base = dict(seconds=res.seconds, compile_seconds=compile_seconds, returncode=res.returncode,
-                stderr=_tail(res), retried=retried, leftover_killed=leftovers)
-    if res.stdout_bytes >= limits.file_bytes or res.stderr_bytes >= limits.file_bytes:
-        note = f"output limit of {limits.file_bytes} bytes exceeded\n"
-        return Execution(L.RUNTIME_ERROR, False, **{**base, "stderr": note + base["stderr"]})
+                stderr=_tail(res), retried=retried, leftover_killed=leftovers, memory_peak_bytes=res.memory_peak_bytes)
+
+    def failed(outcome: str, note: str = "") -> Execution:
+        return Execution(outcome, False, **{**base, "stderr": note + base["stderr"]})
+
+    if res.stdout_bytes >= limits.file_bytes or res.stderr_bytes >= limits.file_bytes or res.signal == 25:
+        return failed(L.RUNTIME_ERROR, f"output limit of {limits.file_bytes} bytes exceeded\n")  # 25: SIGXFSZ
     if _is_timeout(res, limits):
-        note = f"timed out after {limits.wall_s:g} s (twice)\n" if retried else f"timed out after {limits.wall_s:g} s\n"
-        return Execution(L.TIMEOUT, False, **{**base, "stderr": note + base["stderr"]})
+        return failed(L.TIMEOUT, f"timed out after {limits.wall_s:g} s" + (" (twice)\n" if retried else "\n"))
+    if res.oom_killed:
+        return failed(L.MEMORY_LIMIT, f"reached the execution's memory limit of {limits.memory_bytes >> 20} MiB\n")
     if res.outlived:
-        note = f"{res.outlived} process(es) still running when the program ended (killed)\n"
-        return Execution(L.RUNTIME_ERROR, False, **{**base, "stderr": note + base["stderr"]})
-    if res.returncode is not None and adapter.passed(res.returncode, res.stdout, res.stderr):
-        return Execution(L.PASSED, True, **base)
-    outcome = adapter.classify(step, res.returncode if res.returncode is not None else -1, res.stdout, res.stderr)
-    if res.signal == 25:  # SIGXFSZ: more output (or file) than the limit
-        outcome, base["stderr"] = L.RUNTIME_ERROR, f"output limit of {limits.file_bytes} bytes exceeded\n" + base[
-            "stderr"]
-    return Execution(outcome, False, **base)
+        return failed(L.RUNTIME_ERROR, f"{res.outlived} process(es) still running when the program ended (killed)\n")
+    outcome, note, assertions = judge.verdict(step, res, key)
+    if outcome == L.PASSED:
+        return Execution(L.PASSED, True, **base, assertions=assertions)
+    return failed(outcome, note)
+
+
+def humaneval_judge(adapter: L.Adapter) -> Judge:
+    """A HumanEval-X run passes on exit status 0, its proof line, and no assertion failure in its output."""
+
+    def verdict(step: Step, res: SandboxResult, key: bytes) -> tuple[str, str, int | None]:
+        count = proof.verified_count(key, res.captured) if res.returncode == 0 else None
+        if count is not None and count >= 1 and not res.found:
+            return L.PASSED, "", count
+        outcome = adapter.classify(step, res.returncode if res.returncode is not None else -1, res.stdout,
+                                   res.stderr, res.found)
+        if res.found:
+            return outcome, "assertion failures in the output: " + ", ".join(res.found) + "\n", None
+        if res.returncode == 0:
+            return (outcome if outcome != L.WRONG_ANSWER else L.RUNTIME_ERROR,
+                    "exited with status 0 before its tests finished (no proof of a pass)\n", None)
+        return outcome, "", None
+
+    return Judge(verdict, adapter.failure_markers)
 
 
 def execute_sample(problem: Problem, completion: str, mode: str, tc: Toolchain, limits: ExecLimits,
@@ -143,7 +193,7 @@ def execute_sample(problem: Problem, completion: str, mode: str, tc: Toolchain, 
     """A sample's outcome: `unfinished` when it never closes its function, else what its program does."""
     adapter = L.adapter(problem.language)
     if postprocess:
-        completion, finished = adapter.postprocess(completion, adapter.target_prefix(problem, mode))
+        completion, finished = adapter.postprocess(completion, adapter.target_prefix(problem, mode), tc)
         if not finished:
             return Execution(L.UNFINISHED, False, stderr="the generation does not complete the function")
     program = adapter.program(problem, completion, mode, tc)
@@ -193,8 +243,9 @@ def ensure_go_cache(tc: Toolchain, limits: ExecLimits, unsafe: bool) -> Path | N
 def exec_limits(cfg, wall_s: float) -> ExecLimits:
     """ExecLimits from an `ExecutionConfig` and the task's run-time limit."""
     run = Limits(wall_s=wall_s, memory_bytes=cfg.memory_mb << 20, processes=cfg.processes,
-                 file_bytes=cfg.output_mb << 20)
+                 file_bytes=cfg.output_mb << 20, tmp_bytes=cfg.tmp_mb << 20, shm_bytes=cfg.shm_mb << 20,
+                 cgroups=cfg.cgroups)
     compile_ = Limits(wall_s=cfg.compile_time_s, memory_bytes=cfg.compile_memory_mb << 20,
                       processes=max(512, cfg.processes), file_bytes=max(256, cfg.output_mb) << 20, open_files=1024,
-                      tmp_bytes=256 << 20)
+                      tmp_bytes=256 << 20, shm_bytes=cfg.shm_mb << 20, cgroups=cfg.cgroups)
     return ExecLimits(run=run, compile=compile_, retry_timeouts=cfg.retry_timeouts)

@@ -15,7 +15,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Protocol
 
 log = logging.getLogger("codemill.eval")
@@ -100,7 +100,8 @@ class HTTPGenerator:
             texts[i // n][i % n] = choice.get("text") or ""
         return texts
 
-    def generate(self, prompts, n, temperature, top_p, max_tokens, stop) -> list[list[str]]:
+    def generate(self, prompts, n, temperature, top_p, max_tokens, stop, progress=None) -> list[list[str]]:
+        """`progress` (codemill.eval.progress.Progress) advances by the prompts of each request as it finishes."""
         stops = _stops_for(stop, len(prompts))
         ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
         # One request per (batch of prompts sharing their stop strings, n and length limit, chunk of n).
@@ -118,7 +119,11 @@ class HTTPGenerator:
         with ThreadPoolExecutor(self.concurrency) as pool:
             futures = [(members, pool.submit(self._request, [prompts[i] for i in members], size, st, params, seed))
                        for members, size, st, params, seed in work]
-            for members, fut in futures:
+            if progress is not None:
+                owed = {fut: members for members, fut in futures}
+                for fut in as_completed(owed):
+                    progress.advance(len(owed[fut]))  # a prompt split over requests counts more than once
+            for members, fut in futures:  # assembled in request order: the same samples every run
                 for i, texts in zip(members, fut.result()):
                     results[i].extend(texts)
         return results
@@ -144,6 +149,9 @@ class EngineGenerator:
         self.max_slots = max_batch_size
         self.seed = seed
         self.truncated_prompts = 0
+        # How many requests the engine queues (its scheduler's bound, where the engine keeps it there).
+        self._queue_bound = getattr(self.engine, "max_queue", None) or getattr(
+            getattr(self.engine, "scheduler", None), "max_queue", 256)
 
     def generate(self, prompts, n, temperature, top_p, max_tokens, stop, seeds: list[int] | None = None
                  ) -> list[list[str]]:
@@ -177,7 +185,7 @@ class EngineGenerator:
                 params = GenerationParams(max_tokens=budget, temperature=temperature, top_p=top_p, n=size,
                                           seed=(seeds[p] if seeds else self.seed + 7919 * p) + c,
                                           stop=tuple(stops[p]))
-                while self.engine.num_waiting >= max(1, self.engine.max_queue - 1):
+                while self.engine.num_waiting >= max(1, self._queue_bound - 1):
                     self.engine.step()  # the queue is bounded: decode until there is room
                 self.engine.add_request(f"p{p}c{c}", ids, params, emit_for(p, offset))
                 offset += size

@@ -16,6 +16,7 @@ from codemill.eval.report import (
     png_bytes,
     pyplot,
     stacked_outcome_bars,
+    weak_tests_section,
     write_pages,
 )
 
@@ -61,7 +62,7 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
     parts = page_start(summary, "codemill eval report: MTPB", "codemill eval: MTPB (multi-turn programming benchmark)",
                        "fingerprint")
     parts.append("<p>Pass rate = passed (sample, test case) pairs / all pairs, per problem, averaged over "
-                 "problems.</p>")
+                 f"problems. Scoring: {html.escape(str(summary.get('scoring', 'strict')))}.</p>")
     if modes:
         ks = list(next(iter(modes.values()))["pass_at_k"])
         rows = []
@@ -86,6 +87,11 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
     if missing:
         parts.append("<p>Problems whose prompts read files MTPB does not ship (their programs cannot find them): "
                      + html.escape(", ".join(f"{x['task_id']} ({', '.join(x['files'])})" for x in missing)) + "</p>")
+    cannot = summary.get("cannot_pass") or []
+    if cannot:
+        parts.append(f"<p>Scored with CodeGen's rule, which cannot pass {len(cannot)} test case(s) as written: "
+                     + html.escape(", ".join(f"{c['task_id']}/{c['test_index']}" for c in cannot)) + "</p>")
+    parts += weak_tests_section(summary)
     if modes:
         tids = sorted({t for mm in modes.values() for t in mm["per_problem"]}, key=lambda t: int(t.rsplit("/", 1)[1]))
         first = {t: next(mm["per_problem"][t] for mm in modes.values() if t in mm["per_problem"]) for t in tids}

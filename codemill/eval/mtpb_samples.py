@@ -1,4 +1,5 @@
-"""MTPB samples files: one JSON object a line, `task_id` (`MTPB/<id>`), `test_index` (0-4), `sample_id`,
+"""MTPB samples files: one JSON object a line, `task_id` (`MTPB/<id>`), `test_index` (0-4), `sample_id` (an
+integer or a string; numbered in file order when absent),
 `turns` (the model's completions, one per turn, in order) and `mode` (`multi-turn`, the default, or
 `single-turn`, whose one turn answers all the prompts). Truncation (SPEC §10) is applied to every turn when
 read; it leaves already-truncated turns unchanged.
@@ -20,7 +21,7 @@ from codemill.eval.samples import SamplesError
 class MtpbSample:
     task_id: str
     test_index: int
-    sample_id: int
+    sample_id: int | str
     turns: list[str]
     mode: str = MULTI_TURN
 
@@ -65,13 +66,15 @@ def parse_samples(text: str, problems: dict[str, MtpbProblem], source: str = "<s
         sample_id = r.get("sample_id")
         if sample_id is None:
             sample_id = counters[key]
-        if not isinstance(sample_id, int) or isinstance(sample_id, bool) or sample_id < 0:
-            raise SamplesError(f"{where}: sample_id must be an integer >= 0, got {sample_id!r}")
+        if isinstance(sample_id, bool) or not isinstance(sample_id, int | str) or sample_id == "" or (
+                isinstance(sample_id, int) and sample_id < 0):
+            raise SamplesError(f"{where}: sample_id must be an integer >= 0 or a non-empty string, got {sample_id!r}")
         if (*key, sample_id) in seen:
-            raise SamplesError(f"{where}: sample {sample_id} of {problem.task_id} test {test_index} {mode} "
+            raise SamplesError(f"{where}: sample {sample_id!r} of {problem.task_id} test {test_index} {mode} "
                                "appears twice")
         seen.add((*key, sample_id))
-        counters[key] = max(counters[key], sample_id) + 1
+        if isinstance(sample_id, int):
+            counters[key] = max(counters[key], sample_id + 1)
         samples.append(MtpbSample(problem.task_id, test_index, sample_id,
                                   [mtpb.truncate(t, mode) for t in turns], mode))
     if not samples:

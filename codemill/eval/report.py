@@ -1,6 +1,7 @@
 """Charts (PNG) and a self-contained report.html (the charts embedded as data URIs, no external files, no
 scripts) from an eval summary: pass@k per language with 95% CIs, the outcome distribution per language (the
-paper's Figure 7), the translation heatmap, and the tables behind them."""
+paper's Figure 7), the translation heatmap, the tables behind them, and the scored tasks whose tests accepted
+a wrong answer in the benchmark check."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from codemill.eval.languages import OUTCOMES
 from codemill.stages import EVAL_CHARTS, EVAL_REPORT
 
 OUTCOME_COLORS = {"passed": "#2ca02c", "wrong_answer": "#d62728", "runtime_error": "#ff7f0e",
-                  "compile_error": "#9467bd", "timeout": "#8c564b", "unfinished": "#7f7f7f"}
+                  "compile_error": "#9467bd", "timeout": "#8c564b", "memory_limit": "#e377c2", "unfinished": "#7f7f7f",
+                  "infrastructure_error": "#17becf"}
 LANGUAGE_COLORS = {"Python": "#1f77b4", "C++": "#ff7f0e", "Java": "#2ca02c", "JavaScript": "#d62728", "Go": "#9467bd"}
 
 
@@ -157,11 +159,26 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
         parts += [f"<h2>Translation: pass@{tr['k']} (%)</h2>", html_table(["source", "targets"], rows)]
     if "translation" in charts:
         parts.append(html_image(charts["translation"], "translation heatmap"))
+    parts += weak_tests_section(summary)
     tools = summary.get("toolchains") or {}
     if tools:
         parts += ["<h2>Toolchains</h2>", html_table(["tool", "version"], [[k, str(v)] for k, v in tools.items()])]
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def weak_tests_section(summary: dict) -> list[str]:
+    """The scored units whose tests accepted a wrong answer in the benchmark check, with the answers."""
+    weak = summary.get("weak_tests") or []
+    if not weak:
+        return []
+    rows = [[w["task_id"], f"{len(w['accepted'])} of {w['wrong_answers_tried']}",
+             "; ".join(a["kind"] for a in w["accepted"])] for w in weak]
+    return ["<h2>Tests that accept a wrong answer</h2>",
+            "<p>In the benchmark check these tasks' tests passed a deliberately wrong answer (a mutant of the "
+            "canonical solution, or a constant return). Their pass rates may overstate; a surviving mutant can "
+            "also be equivalent to the original: read it.</p>",
+            html_table(["task", "accepted", "wrong answers that passed"], rows)]
 
 
 def page_start(summary: dict, title: str, heading: str, fingerprint_label: str) -> list[str]:
@@ -178,6 +195,9 @@ def page_start(summary: dict, title: str, heading: str, fingerprint_label: str) 
     parts.append(f"<p>{summary.get('samples', 0)} samples; {fingerprint_label} "
                  f"{html.escape(str(summary.get('fingerprint')))}; sandbox "
                  f"{html.escape(str((summary.get('sandbox') or {}).get('sandbox')))}.</p>")
+    if summary.get("infrastructure_errors"):
+        parts.append(f"<p class='warn'>{summary['infrastructure_errors']} sample(s) were not executed (their "
+                     "executions were lost): not scored; run the stage again to execute them.</p>")
     return parts
 
 

@@ -1,7 +1,8 @@
 """The machine's toolchains: finding them, their versions (part of the benchmark fingerprint), and the
 work done once per machine so that each sample compiles faster:
 
-- C++: a precompiled header of exactly the includes every C++ program starts with (no change in meaning);
+- C++: a precompiled header of exactly the includes every C++ program starts with (no change in meaning),
+  and the test harness's main (harness/cm_harness.cpp) compiled into an object;
 - Go: a build cache with the standard library and testify already compiled, hard-linked (not copied) into
   each sample's private cache, so `go test -c` only compiles the sample itself.
 """
@@ -11,14 +12,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from codemill.eval.languages import CPP_INCLUDES, Toolchain
+from codemill.eval.languages import CPP_INCLUDES, Toolchain, harness_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The oldest toolchains the benchmark check passes with, and what in the benchmark (or the sandbox) needs them.
+MINIMUM_VERSIONS: dict[str, tuple[tuple[int, ...], str]] = {
+    "node": ((16, 6), "JavaScript/39, 46, 48, 64, 70 and 73's canonical solutions call Array.prototype.at"),
+    "javac": ((16,), "Java/136's canonical solution calls Stream.toList()"),
+    "java": ((16,), "Java/136's canonical solution calls Stream.toList()"),
+    "go": ((1, 16), "the test harness reads its key with io.ReadAll and runs the tests with -test.paniconexit0"),
+    "python": ((3, 9), "MTPB's CodeGen scoring rewrites programs with ast.unparse"),
+    "g++": ((5,), "the C++ programs are compiled as C++11 with the harness's main"),
+    "bwrap": ((0, 5), "the sandbox sizes its /tmp and /dev/shm with --size and --perms"),
+}
 DEFAULT_NODE_MODULES = REPO_ROOT / ".cache" / "node_modules"
 
 
@@ -76,12 +88,33 @@ def toolchain_versions(tc: Toolchain) -> dict[str, str]:
     return versions
 
 
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """The first dotted number in a tool's version line ("openjdk version \"17.0.15\"" -> (17, 0, 15))."""
+    m = re.search(r"(\d+(?:\.\d+)*)", text or "")
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
+def too_old(versions: dict[str, str]) -> list[str]:
+    """Which toolchains are missing or older than MINIMUM_VERSIONS, each said with what needs it."""
+    problems = []
+    for tool, (minimum, why) in MINIMUM_VERSIONS.items():
+        line = versions.get(tool, "")
+        found = parse_version(line) if line and not line.startswith(("unavailable", "exit ")) else None
+        wanted = ".".join(map(str, minimum))
+        if found is None:
+            problems.append(f"{tool} is missing ({line or 'not found'}); {wanted} or newer is needed: {why}")
+        elif found < minimum:
+            problems.append(f"{tool} {'.'.join(map(str, found))} is older than {wanted}: {why}")
+    return problems
+
+
 def default_toolchain(node_modules: str | None = None, cpp_std: str = "c++11", prepare: bool = True) -> Toolchain:
     """The toolchain of this machine, with the C++ precompiled header built when `prepare`."""
     nm = node_modules or (str(DEFAULT_NODE_MODULES) if DEFAULT_NODE_MODULES.is_dir() else None)
     tc = Toolchain(node_modules=nm, cpp_std=cpp_std)
     if prepare:
         tc.cpp_pch_dir = cpp_pch(tc)
+        tc.cpp_harness_obj = cpp_harness(tc)
         tc.javac_cds = javac_cds(tc)
         if nm:
             tc.node_modules = visible_node_modules(Path(nm))
@@ -132,6 +165,30 @@ def cpp_pch(tc: Toolchain) -> str | None:
     except OSError:  # another process made it first
         shutil.rmtree(tmp, ignore_errors=True)
     return str(folder)
+
+
+def cpp_harness(tc: Toolchain) -> str | None:
+    """harness/cm_harness.cpp compiled once for this compiler and standard; None if g++ fails (each sample then
+    compiles it itself)."""
+    source = harness_file("cm_harness.cpp")
+    key = hashlib.sha256(json.dumps([_run([tc.gxx, "--version"]), tc.cpp_std, source]).encode()).hexdigest()
+    folder = shared_root() / f"cppharness-{key[:16]}"
+    if (folder / "cm_harness.o").is_file():
+        return str(folder / "cm_harness.o")
+    tmp = Path(tempfile.mkdtemp(prefix="cpph-", dir=folder.parent))
+    (tmp / "cm_harness.cpp").write_text(source)
+    r = subprocess.run([tc.gxx, f"-std={tc.cpp_std}", "-O1", "-c", "cm_harness.cpp", "-o", "cm_harness.o"],
+                       cwd=tmp, capture_output=True, timeout=300)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    (tmp / "cm_harness.cpp").unlink()
+    _make_readable(tmp)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder / "cm_harness.o")
 
 
 def go_cache_key(tc: Toolchain) -> str:

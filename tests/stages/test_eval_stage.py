@@ -12,10 +12,14 @@ import pytest
 from fake_completions import FakeCompletions
 
 from codemill.eval import languages as L
-from codemill.eval.stage import main
 from codemill.humaneval import load_problems, task_id_for
+from codemill.runner import stage_main
 
 PROBLEMS = [0, 2]
+
+
+def main(argv: list[str]) -> int:
+    return stage_main("eval", argv)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,11 @@ def test_refuses_to_score_before_the_benchmark_check(ray_head, eval_cache, probl
 def test_benchmark_check_output(checked):
     check = json.loads((checked / "check.json").read_text())
     assert check["ok"] and check["tasks"] == 10 and check["canonical_passed"] == 10
-    assert check["tests_that_cannot_fail"] == []
+    # Several wrong answers per task: the constant return and mutants of the canonical solution.
+    assert check["wrong_answers_tried"] >= 3 * 10
+    for weak in check["weak_tests"]:
+        assert weak["task_id"] in check["checked_tasks"] and weak["accepted"]
+        assert all(a["kind"] and a["completion"] for a in weak["accepted"])
     assert set(check["calibration_seconds"]) == {task_id_for(lang, n) for lang in L.LANGUAGES for n in PROBLEMS}
     assert {"python", "g++", "javac", "node", "go", "testify", "js-md5", "bwrap"} <= set(check["toolchains"])
     assert (checked / "_manifest.json").exists()
@@ -76,6 +84,9 @@ def test_samples_scored_and_reported(checked, problems, tmp_path):
         assert m["pass_at_k"]["2"]["value"] == pytest.approx(1.0)
     assert gen["average"]["1"] == pytest.approx(0.5)
     assert summary["benchmark_check"]["passed"] and summary["time_limits"]["calibrated"]
+    check = json.loads((checked / "check.json").read_text())
+    weak = {w["task_id"]: sorted(a["kind"] for a in w["accepted"]) for w in check["weak_tests"]}
+    assert {w["task_id"]: sorted(a["kind"] for a in w["accepted"]) for w in summary["weak_tests"]} == weak
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 20
     assert {"task_id", "sample_id", "language", "outcome", "passed", "seconds", "stderr"} <= set(rows[0])
