@@ -18,6 +18,7 @@ not kept Python files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -44,6 +45,20 @@ def ruff_executable() -> str:
     if found is None:
         raise RuntimeError("the `ruff` formatter is not installed: pip install ruff (or set format_python: false)")
     return found
+
+
+@functools.lru_cache(maxsize=1)
+def ruff_version() -> str:
+    """The formatter's version ("0.17.6"), recorded in the filter's stats and manifest: another ruff may
+    format the same file differently."""
+    try:
+        out = subprocess.run([ruff_executable(), "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"`ruff --version` failed ({exc}); pip install ruff (or set format_python: false)") from None
+    match = re.search(r"\d+\.\d+\.\d+\S*", out)
+    if match is None:
+        raise RuntimeError(f"`ruff --version` printed {out!r}, not a version")
+    return match.group(0)
 
 
 def format_sources(sources: list[str], is_stub: list[bool], line_length: int) -> list[tuple[str, str]]:

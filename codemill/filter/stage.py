@@ -84,6 +84,8 @@ def body(run: StageRun) -> dict:
     import ray.data
 
     started = time.time()
+    # Which formatter wrote the kept Python files (checked first: a missing ruff fails before any work).
+    formatter = f"ruff {pep8.ruff_version()}" if config.format_python else None
     files_uri = run.input_path("input", CRAWL_FILES)
     kept_uri, rejected_uri = run.path(FILTER_KEPT), run.path(FILTER_REJECTED)
     run.clear(FILTER_KEPT, FILTER_REJECTED)
@@ -105,6 +107,7 @@ def body(run: StageRun) -> dict:
         storage.write_table(REJECTED_SCHEMA.empty_table(), storage.join(rejected_uri, EMPTY_PART))
         stats = filter_stats.summarize([])
 
+    stats["pep8_formatter"] = formatter
     run.write_stats(stats)
     storage.write_bytes(run.path(FILTER_FIGURE), language_mix_png(filter_stats.kept_bytes_by_language(stats)))
     seconds = max(time.time() - started, 1e-9)
@@ -116,4 +119,5 @@ def body(run: StageRun) -> dict:
         "kept_bytes": stats["bytes"]["kept_output"],
         "rejected_by_reason": {r: v["files"] for r, v in stats["by_reason"].items()},
         "pep8": {s: v["files"] for s, v in stats["pep8"].items()},
+        "pep8_formatter": formatter,
     }

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 out=infra/docker/constraints.txt
 {
   echo "# Every Python package of codemill's image, pinned: the versions the test suite ran with (torch and codemill"
-  echo "# itself are installed separately; see Dockerfile). tests/test_infra.py checks them against pyproject.toml."
+  echo "# itself are installed separately; see Dockerfile). tests/unit/test_infra.py checks them against pyproject.toml."
   echo "# Regenerate after a dependency change: bash infra/docker/freeze.sh"
   .venv/bin/python -m pip freeze --exclude-editable | grep -v -e '^#' -e '^torch==' -e '^codemill=='
 } > "$out.tmp"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -172,6 +173,9 @@ def test_stage_on_ray_local(ray_session, tmp_path):
     assert by_key[("o/py", "pkg/ugly.py")]["content"] == FORMATTED_PY
     assert by_key[("o/py", "pkg/legacy.py")]["content"] == PYTHON2
     assert stats["pep8"]["unparsable"]["files"] == 1
+    # The formatter that wrote the kept Python files, in the stats and the manifest: the pinned ruff.
+    assert stats["pep8_formatter"] == f"ruff {importlib.metadata.version('ruff')}"
+    assert mf.read_manifest(out).counts["pep8_formatter"] == stats["pep8_formatter"]
     numbers = next(r for r in rejected.to_pylist() if r["path"] == "pkg/numbers.py")
     assert numbers["alpha_ratio"] == 0.0 and numbers["utf8_bytes"] == 2200 and numbers["language"] == "Python"
 
@@ -181,7 +185,7 @@ def test_stage_on_ray_local(ray_session, tmp_path):
     config = build_config(FilterConfig, {"format_python": False})
     run_stage("filter", config, out, filter_stage.body, inputs={"input": crawl})
     kept, _, stats = check_outputs(out, smaller)
-    assert stats["pep8"]["formatted"]["files"] == 0
+    assert stats["pep8"]["formatted"]["files"] == 0 and stats["pep8_formatter"] is None
     assert UNFORMATTED_PY in kept.column("content").to_pylist()
 
 

@@ -294,6 +294,15 @@ def test_kuberay_rayservice_serves_the_codemill_app():
     assert data["api_key_env"] == "CODEMILL_SERVE_API_KEY"
 
 
+def test_the_paper_scale_train_waits_for_its_gpus_and_is_retried():
+    """192 GPUs on a cluster that autoscales from zero: the stage waits for them longer than a node takes to
+    boot, and a refusal or a lost run is submitted again."""
+    train = dag_stages()["train"]
+    cfg = build_config(config_model("train"), train["config"])
+    assert train.get("retries", 0) >= 2 and train.get("retry_backoff_s", 0) >= 60
+    assert cfg.scaling.resource_wait_s >= 1800 and not cfg.scaling.trust_autoscaler
+
+
 def test_infra_stage_configs_are_the_codegeex_dags():
     stages = dag_stages()
     files = sorted((INFRA / "configs").glob("*.yaml"))
@@ -370,23 +379,98 @@ def test_dockerfile_pins_match_pyproject_and_setup():
     assert built_image().endswith(f":{project['version']}-{args['TORCH_CUDA']}")
 
 
-def test_constraints_pin_every_dependency_as_pyproject_allows():
+def constraint_pins() -> dict[str, Version]:
     pins = {}
     for line in (INFRA / "docker" / "constraints.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, sep, version = line.partition("==")
             assert sep and version, f"constraints.txt: {line!r} is not pinned"
             pins[canonicalize_name(name)] = Version(version)
+    return pins
+
+
+def test_constraints_pin_every_dependency_as_pyproject_allows():
+    pins = constraint_pins()
     project = pyproject()["project"]
-    required = [*project["dependencies"], *project["optional-dependencies"]["train"],
-                *project["optional-dependencies"]["serve"]]
+    required = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    names = {canonicalize_name(Requirement(r).name) for r in required}
+    assert {"triton", "openai", "httpx", "lm-eval", "ruff", "polars", "torch"} <= names
     for req in map(Requirement, required):
         name = canonicalize_name(req.name)
+        if name == "torch":  # installed on its own (setup.sh: the CPU build; the image: the CUDA index)
+            for version in (dockerfile_args()["TORCH_VERSION"], setup_torch_version()):
+                assert Version(version) in req.specifier, f"torch {version} does not satisfy pyproject's {req}"
+            continue
         assert name in pins, f"{req.name} is not pinned in infra/docker/constraints.txt (bash infra/docker/freeze.sh)"
         assert pins[name] in req.specifier, f"{req.name}=={pins[name]} does not satisfy pyproject's {req}"
     args = dockerfile_args()
     assert pins["ray"] == Version(args["RAY_VERSION"]) and pins["deepspeed"] == Version(args["DEEPSPEED_VERSION"])
     assert "torch" not in pins and "codemill" not in pins  # installed on their own (CUDA index, the source)
+
+
+def setup_torch_version() -> str:
+    return re.search(r'CODEMILL_TORCH_VERSION:-([^}"]+)', (REPO / "scripts" / "setup.sh").read_text()).group(1)
+
+
+def test_ruff_whose_output_the_filter_writes_is_pinned_exactly():
+    (ruff,) = [Requirement(r) for r in pyproject()["project"]["dependencies"] if Requirement(r).name == "ruff"]
+    (spec,) = ruff.specifier
+    assert spec.operator == "==" and constraint_pins()["ruff"] == Version(spec.version)
+
+
+# How each declared distribution shows up in the code when it is not imported under its own name.
+USED_AS = {"pyyaml": r"^\s*(import|from) yaml\b", "moto": r"moto_server", "pytest": r"^\s*import pytest\b",
+           "pytest-timeout": r"^timeout = ", "ruff": r"ruff_executable\(\)", "lm-eval": r"lm_eval",
+           "tensorboard": r"torch\.utils\.tensorboard"}
+
+
+def test_every_declared_dependency_is_used_where_it_is_the_natural_tool():
+    project = pyproject()["project"]
+    required = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    sources = [p for folder in ("codemill", "benchmarks", "tests") for p in (REPO / folder).rglob("*.py")]
+    text = "\n".join(p.read_text() for p in sources) + (REPO / "pyproject.toml").read_text()
+    for name in sorted({canonicalize_name(Requirement(r).name) for r in required}):
+        module = name.replace("-", "_")
+        pattern = USED_AS.get(name, rf"^\s*(import|from) {module}\b|importorskip\(\"{module}\"\)")
+        assert re.search(pattern, text, re.M), f"{name} is declared in pyproject.toml but used nowhere: drop it"
+
+
+def requirements_module():
+    spec = importlib.util.spec_from_file_location("image_requirements", INFRA / "docker" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_installs_every_dependency_before_it_copies_the_code():
+    text = (INFRA / "docker" / "Dockerfile").read_text()
+    steps = re.findall(r"^(COPY|RUN) (.*?)(?<!\\)$", text, re.M | re.S)
+    code_copied = next(i for i, (kind, body) in enumerate(steps) if kind == "COPY" and " codemill " in f" {body} ")
+    installs = [(i, body) for i, (kind, body) in enumerate(steps) if kind == "RUN" and "pip install" in body]
+    deps = [i for i, body in installs if "-r /opt/codemill/deps/requirements.txt" in body]
+    assert deps and deps[0] < code_copied, "the dependencies must be installed before `COPY codemill`"
+    for i, body in installs:
+        if i > code_copied:
+            assert "--no-deps" in body, f"a pip install after the code is copied reinstalls dependencies: {body}"
+    # What requirements.py reads from pyproject.toml: every requirement of codemill[train,serve], torch aside.
+    module = requirements_module()
+    listed = module.main([str(REPO / "pyproject.toml"), "train", "serve", "--except", "torch"])
+    project = pyproject()["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["train"],
+              *project["optional-dependencies"]["serve"]]
+    assert set(listed) == {r for r in wanted if Requirement(r).name != "torch"}
+    assert "train serve --except torch" in text and "COPY --chown=ray:ray pyproject.toml infra/docker/requirements.py" in text
+
+
+def test_the_image_builds_the_ops_the_train_stage_loads_on_a_cpu():
+    from codemill.train.extensions import CPU_OPS
+
+    text = (INFRA / "docker" / "Dockerfile").read_text()
+    for builder in CPU_OPS:
+        assert f"create_op_builder('{builder}').load()" in text
+    assert "TORCH_EXTENSIONS_DIR=/home/ray/.cache/torch_extensions" in text
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "-m codemill.train.extensions" in setup
 
 
 # --- monitoring -----------------------------------------------------------------------------------------
