@@ -70,6 +70,9 @@ class ExecutionConfig(StrictModel):
         "auto", description="bound each execution as a whole with a cgroup: where the host allows it (auto), "
                             "or refuse to run without (require), or rely on per-process rlimits only (off)")
     cpus_per_task: float = Field(1.0, gt=0.0, le=64.0, description="Ray CPUs reserved by one execution task")
+    node_labels: dict[str, str] = Field(default_factory=dict,
+                                        description="run executions only on Ray nodes with these labels (e.g. "
+                                                    "{codemill.io/sandbox: 'true'} on infra/kuberay's cpu group)")
     batch_size: int = Field(4, ge=1, le=1000, description="samples per Ray task")
     postprocess: bool = Field(True, description="apply the stop rules to given completions too (idempotent)")
     cpp_std: str = Field("c++11", pattern=r"^(c|gnu)\+\+(98|03|11|14|17|20|23)$",

@@ -38,9 +38,10 @@ def infrastructure_rows(items: list[dict], why: str) -> list[dict]:
 
 def execute_on_ray(items: list[dict], worker: str, context: dict, *, batch_size: int, cpus_per_task: float,
                    batch_bound_s: Callable[[list[dict]], float], what: str,
-                   on_rows: Callable[[list[dict]], None]) -> dict[str, dict]:
+                   on_rows: Callable[[list[dict]], None], node_labels: dict[str, str] | None = None
+                   ) -> dict[str, dict]:
     """Every item through `worker` on Ray; rows by key. `batch_bound_s(batch)`: the longest one attempt of a
-    batch may take (its items' compile and run limits)."""
+    batch may take (its items' compile and run limits); `node_labels`: only nodes with these Ray labels."""
     from codemill.raysupport import ensure_ray
 
     ray = ensure_ray()
@@ -48,7 +49,8 @@ def execute_on_ray(items: list[dict], worker: str, context: dict, *, batch_size:
     if not batches:
         return {}
     slots = max(2, int(2 * float(ray.cluster_resources().get("CPU", 1)) / cpus_per_task))
-    remote = ray.remote(_run_batch).options(num_cpus=cpus_per_task, max_retries=1)
+    remote = ray.remote(_run_batch).options(num_cpus=cpus_per_task, max_retries=1,
+                                            **({"label_selector": dict(node_labels)} if node_labels else {}))
     context_ref = ray.put(context)
     progress = Progress(what, len(items))
     by_key: dict[str, dict] = {}

@@ -259,10 +259,26 @@ def bwrap_argv(workdir: str, env: dict[str, str], ro_binds: list[str], limits: L
     return argv + ["--"]
 
 
-def prlimit_argv(limits: Limits) -> list[str]:
+def prlimit_argv(limits: Limits, nproc: int | None = None) -> list[str]:
     return ["prlimit", f"--cpu={limits.cpu_seconds()}", f"--data={limits.memory_bytes}",
-            f"--nproc={limits.processes}", f"--fsize={limits.file_bytes}", f"--nofile={limits.open_files}",
+            f"--nproc={nproc or limits.processes}", f"--fsize={limits.file_bytes}", f"--nofile={limits.open_files}",
             "--core=0", "--"]
+
+
+def tasks_of_uid(uid: int) -> int:
+    """Processes and threads running as `uid` now (what RLIMIT_NPROC counts)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f if b":" in line)
+            if int(fields[b"Uid"].split()[0]) == uid:
+                total += int(fields[b"Threads"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return total
 
 
 def _tail(path: Path, n: int) -> tuple[str, int]:
@@ -328,13 +344,15 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir if writable or unsafe else "/tmp",
            "TMPDIR": "/tmp", "LANG": "C.UTF-8", **env}
     switch_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid is not None else []
+    # Without a uid of its own the execution shares the caller's, whose processes RLIMIT_NPROC counts too.
+    nproc = limits.processes + (tasks_of_uid(os.getuid()) if uid is None else 0)
     if unsafe:
-        command = switch_user + prlimit_argv(limits) + list(argv)
+        command = switch_user + prlimit_argv(limits, nproc) + list(argv)
         popen_env = env
     else:
         wrapper = ["/bin/sh", "-c", LEFTOVER_WRAPPER, "sh"] if detect_leftovers else []
-        command = (switch_user + prlimit_argv(limits) + bwrap_argv(workdir, env, list(ro_binds or []), limits,
-                                                                    writable) + wrapper + list(argv))
+        command = (switch_user + prlimit_argv(limits, nproc) + bwrap_argv(workdir, env, list(ro_binds or []), limits,
+                                                                           writable) + wrapper + list(argv))
         popen_env = {"PATH": "/usr/bin:/bin"}
     cgroup = cgroups.ExecutionCgroup(backend, limits.memory_bytes, limits.processes) if backend else None
     io_dir = Path(tempfile.mkdtemp(prefix="cm-io-"))

@@ -257,7 +257,8 @@ def execute(run: StageRun, bench: Benchmark, env: Environment, items: list[dict]
     new = execute_on_ray(todo, bench.worker, bench.context(env, todo), batch_size=config.execution.batch_size,
                          cpus_per_task=config.execution.cpus_per_task,
                          batch_bound_s=lambda batch: bench.batch_bound_s(batch, config),
-                         what=f"{bench.name} {phase} executions", on_rows=store.add)
+                         what=f"{bench.name} {phase} executions", on_rows=store.add,
+                         node_labels=config.execution.node_labels)
     store.flush()
     results = {**done, **new}
     out = []
