@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codemill import manifest as mf
+from codemill.dag.joblog import JobLogFilter
 from codemill.dag.plan import PlannedStage, entrypoint
 from codemill.metrics import RUN_ID_ENV, STANDALONE
 from codemill.retry import Backoff, retry
@@ -37,34 +38,6 @@ class StageFailed(RuntimeError):
     def __init__(self, message: str, status: str | None = None):
         super().__init__(message)
         self.status = status  # the job's final status (FAILED, STOPPED), when a job ended
-
-
-# Lines of Ray's and DeepSpeed's that repeat without telling a user anything (the stages' own progress and
-# summaries are logged by codemill). Filtered here, where a run is watched; the job's full log keeps them.
-_NOISE = re.compile("|".join([
-    # Ray Train: its controller's housekeeping, and one line per report and checkpoint (codemill logs steps)
-    r"PlacementGroupCleaner", r"Failed to query Ray Train Controller", r"PreemptionWatcher",
-    r"Reporting training result", r"Checkpoint successfully created", r"Requesting resources:",
-    r"Attempting to start training worker group", r"Started training worker group", r"world_rank=\d+, local_rank",
-    r"Setting up process group for", r"socket\.cpp:\d+\] \[c10d\]",
-    # DeepSpeed and torch, once per worker
-    r"Setting accelerator to CPU", r"real_accelerator\.py", r"deepspeed_shm_comm_op built successfully",
-    r"all_gather_into_tensor` is deprecated", r"return func\(\*args, \*\*kwargs\)",
-    # Ray Data: progress blocks every few seconds (the dashboard's Ray Data view shows progress), plans
-    r"logging_progress\.py", r"streaming_executor\.py", r"hash_shuffle\.py:\d+ -- Estimated memory",
-    r"Progress will be logged because", r"Data sink Parquet finished",
-    r"use_push_based_shuffle", r"use_polars", r"use_arrow_tensor_v2",
-    # a job driver connecting to the cluster
-    r"network_util\.cc:\d+: Failed to determine local IP", r"worker\.py:\d+ -- Connecting to existing Ray cluster",
-    r"worker\.py:\d+ -- Connected to Ray cluster", r"job_manager\.py:\d+ -- Runtime env is setting up",
-    r"PYTHON worker processes have been started on node",
-    r"DeprecationWarning", r"warnings\.warn\(",
-    r"^\s*$",
-]))
-
-
-def is_noise(line: str) -> bool:
-    return bool(_NOISE.search(line))
 
 
 @dataclass
@@ -130,10 +103,12 @@ class JobRunner:
         return list(running)
 
     async def _print_logs(self, job_id: str, stage: str) -> None:
+        shown = JobLogFilter()
         async for chunk in self.client.tail_job_logs(job_id):
-            for line in chunk.splitlines():
-                if not is_noise(line):
-                    print(f"[{stage}] {line}", flush=True)
+            for line in shown.feed(chunk):
+                print(f"[{stage}] {line}", flush=True)
+        for line in shown.flush():
+            print(f"[{stage}] {line}", flush=True)
 
     def _wait_terminal(self, job_id: str) -> str:
         while True:

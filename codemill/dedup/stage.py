@@ -25,6 +25,7 @@ from codemill.dedup.lsh import optimal_bands_rows
 from codemill.dedup.minhash import permutations
 from codemill.dedup.resolve import DUPLICATES_SCHEMA
 from codemill.dedup.stats import dedup_stats
+from codemill.progress import PROGRESS_EVERY_S, Progress
 from codemill.runner import StageRun
 from codemill.stages import DEDUP_DUPLICATES, DEDUP_KEPT, FILTER_KEPT
 
@@ -71,13 +72,20 @@ def _released(step, *args):
         release_arrow_memory()
 
 
-def ray_map(step, arguments: list[tuple]) -> list:
+def ray_map(step, arguments: list[tuple], every_s: float = PROGRESS_EVERY_S) -> list:
     """Run `step(*args)` for every argument tuple as Ray tasks of one CPU (named after the step); their
-    results, in order."""
+    results, in order. While they run, tasks done of total, rate and ETA are logged every few seconds."""
     import ray
 
     task = ray.remote(num_cpus=1)(_released).options(name=step.__name__)
-    return ray.get([task.remote(step, *args) for args in arguments])
+    refs = [task.remote(step, *args) for args in arguments]
+    progress = Progress(f"dedup {step.__name__}", len(refs), every_s=every_s)
+    pending = refs
+    while pending:
+        _, pending = ray.wait(pending, num_returns=len(pending), timeout=progress.every_s)
+        if line := progress.update(len(refs) - len(pending)):
+            log.info(line)
+    return ray.get(refs)
 
 
 def body(run: StageRun) -> dict:

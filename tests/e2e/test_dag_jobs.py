@@ -1,9 +1,10 @@
-"""The DAG runner on a real local head: stages submitted as Ray jobs and resumed, `ray job submit` running a
-stage, token authentication kept on."""
+"""The DAG runner on a real local head: stages submitted as Ray jobs and resumed, their logs printed (Ray Data's
+progress condensed), token authentication kept on. (`ray job submit` itself: tests/stages/test_ray_job_submit_cli.py.)"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -36,12 +37,16 @@ def write_dag(path: Path, corpus: Path, extra: str = "") -> Path:
     return path
 
 
-def test_dag_runs_stages_as_jobs_and_resumes(tmp_path, ray_head):
+def test_dag_runs_stages_as_jobs_and_resumes(tmp_path, ray_head, capsys):
     corpus = make_corpus(tmp_path / "corpus")
     dag = write_dag(tmp_path / "d.yaml", corpus)
     out = str(tmp_path / "run")
     ran = run_dag(str(dag), out, address=ray_head.dashboard_url)
     assert ran == ["crawl", "filter"]
+    # The filter's Ray Data progress, condensed: one line per operator per interval, not Ray's blocks.
+    printed = capsys.readouterr().out
+    assert re.search(r"^\[filter\] Ray Data \S+: MapBatches\(filter_and_write\) \d+/\d+", printed, re.M), printed[-3000:]
+    assert "logging_progress.py" not in printed and "Total Progress" not in printed
     for stage in ("crawl", "filter"):
         assert mf.read_manifest(storage.join(out, stage)).status == "complete"
     kept = storage.read_table(storage.join(out, "filter", "kept"))
@@ -55,25 +60,6 @@ def test_dag_runs_stages_as_jobs_and_resumes(tmp_path, ray_head):
     stages = [j.metadata.get("codemill_stage") for j in jobs
               if j.metadata.get("codemill_dag") == "t" and out in (j.entrypoint or "")]
     assert sorted(stages) == ["crawl", "filter", "filter"]
-
-
-def test_ray_job_submit_cli_runs_a_stage(tmp_path, ray_head):
-    """What users type: `ray job submit -- python -m codemill.crawl ...` against a real head."""
-    corpus = make_corpus(tmp_path / "corpus")
-    cfg = tmp_path / "crawl.yaml"
-    cfg.write_text(f"source: {{type: local, paths: ['{corpus}'], expand_children: true}}\n")
-    out = tmp_path / "crawl-out"
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, **ray_head.env()}
-    proc = subprocess.run([ray_bin, "job", "submit", "--address", ray_head.dashboard_url, "--",
-                           "python", "-m", "codemill.crawl", "--config", str(cfg), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    files = storage.read_table(str(out / "files"))
-    assert sorted(files.column("path").to_pylist()) == ["tiny.py", "tiny.py", "walk.py", "walk.py"]
-    skipped = storage.read_table(str(out / "skipped"))
-    assert set(skipped.column("reason").to_pylist()) >= {"binary"}
-    assert mf.read_manifest(str(out)).counts["repos_selected"] == 2
 
 
 def test_token_auth_stays_on(tmp_path, ray_head):

@@ -76,3 +76,18 @@ def test_dedup_stage_on_s3(ray_session, s3_bucket):
     assert kept.num_rows == table.num_rows - len(removed)
     assert storage.read_json(storage.join(out, "stats.json"))["kept"] == kept.num_rows
     assert mf.read_manifest(out).status == mf.STATUS_COMPLETE
+
+
+
+def test_dedup_tasks_report_done_of_total_rate_and_eta_while_they_run(ray_session, caplog):
+    import logging
+    import time
+
+    from codemill.dedup.stage import ray_map
+
+    # time.sleep as the step: importable on the workers, and slow enough for a few progress intervals.
+    with caplog.at_level(logging.INFO, logger="codemill.dedup"):
+        assert ray_map(time.sleep, [(0.4,)] * 6, every_s=0.2) == [None] * 6
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dedup sleep: ")]
+    assert any(" of 6 tasks (" in line and ", ETA " in line for line in lines[:-1]), lines
+    assert lines[-1].startswith("dedup sleep: 6 of 6 tasks (100%), ") and ", done in " in lines[-1]
