@@ -95,7 +95,8 @@ def check(run: StageRun, bench: Benchmark, env: Environment, units: list[str], r
         raise bc.ToolchainTooOld("the benchmark check cannot pass with these toolchains: " + "; ".join(old))
     items = bench.check_items(env, config, units)
     started = time.time()
-    rows = execute(run, bench, env, items, [{"task_id": it["unit"], "kind": it["kind"]} for it in items], "check")
+    rows, programs = execute(run, bench, env, items, [{"task_id": it["unit"], "kind": it["kind"]} for it in items],
+                             "check")
     seconds = time.time() - started
     for it, row in zip(items, rows):
         if it["kind"] != bc.CANONICAL:
@@ -122,7 +123,7 @@ def check(run: StageRun, bench: Benchmark, env: Environment, units: list[str], r
                        else run.path(EVAL_PARTIAL), "").remove()
     return {"units": len(units), "executions": len(rows), "canonical_passed": result["canonical_passed"],
             "unexpected_failures": len(result["unexpected_failures"]), "ok": int(result["ok"]),
-            "weak_tests": len(weak), "infrastructure_errors": infra}
+            "weak_tests": len(weak), "infrastructure_errors": infra, **programs}
 
 
 def _environment_facts(env: Environment) -> dict:
@@ -147,7 +148,7 @@ def score(run: StageRun, bench: Benchmark, env: Environment) -> dict:
         samples = generated_samples(run, bench, env, units)
     items_rows = bench.score_items(samples, env, config, stored)
     started = time.time()
-    rows = execute(run, bench, env, [it for it, _ in items_rows], [row for _, row in items_rows], "score")
+    rows, programs = execute(run, bench, env, [it for it, _ in items_rows], [row for _, row in items_rows], "score")
     seconds = time.time() - started
     scored = [r for r in rows if r["outcome"] != L.INFRASTRUCTURE_ERROR]
     infra = len(rows) - len(scored)
@@ -156,7 +157,7 @@ def score(run: StageRun, bench: Benchmark, env: Environment) -> dict:
     summary = {"benchmark": bench.name, "metrics": metrics, "config": config.model_dump(mode="json"),
                "source": {k: v for k, v in flags.items() if k in ("endpoint", "samples", "api_key_env")}
                | ({"model": run.inputs["model"]} if run.inputs.get("model") else {}),
-               "samples": len(samples), "executions_seconds": round(seconds, 1),
+               "samples": len(samples), "executions_seconds": round(seconds, 1), **programs,
                "infrastructure_errors": infra,
                "benchmark_check": {"passed": ok, "why_not": why or None, "overridden": bool(not ok)},
                "weak_tests": weak, **_environment_facts(env), **_scored_extra(env, units)}
@@ -178,7 +179,7 @@ def score(run: StageRun, bench: Benchmark, env: Environment) -> dict:
         PartialResults(run.path(EVAL_PARTIAL), "").remove()
     outcomes = Counter(r["outcome"] for r in rows)
     return {**bench.counts(metrics), "samples": len(samples), "passed": outcomes.get(L.PASSED, 0),
-            "infrastructure_errors": infra, **{f"outcome_{k}": v for k, v in sorted(outcomes.items())}}
+            "infrastructure_errors": infra, **programs, **{f"outcome_{k}": v for k, v in sorted(outcomes.items())}}
 
 
 def _scored_extra(env: Environment, units: list[str]) -> dict:
@@ -240,9 +241,10 @@ def generated_samples(run: StageRun, bench: Benchmark, env: Environment, units: 
 
 
 def execute(run: StageRun, bench: Benchmark, env: Environment, items: list[dict], rows_of: list[dict],
-            phase: str) -> list[dict]:
-    """One result row per item (its `rows_of` fields and its execution's), in order: identical programs run
-    once, and what an earlier run of this identity and phase already executed is not executed again."""
+            phase: str) -> tuple[list[dict], dict[str, int]]:
+    """One result row per item (its `rows_of` fields and its execution's), in order, and how many distinct
+    programs were executed and reused: identical programs run once, and what an earlier run of this identity
+    and phase already executed is not executed again."""
     config: EvalConfig = run.config
     store = PartialResults(run.path(EVAL_PARTIAL, phase), f"{run.identity}:{phase}")
     done = store.load()
@@ -251,9 +253,10 @@ def execute(run: StageRun, bench: Benchmark, env: Environment, items: list[dict]
         if it["key"] not in done:
             unique.setdefault(it["key"], it)
     todo = sorted(unique.values(), key=lambda it: (it["cost"], it["key"]))
+    reused = len({it["key"] for it in items} & set(done))
     if done:
         log.info("eval: resuming: %d of %d distinct programs already executed by an earlier run; executing %d",
-                 len({it["key"] for it in items} & set(done)), len({it["key"] for it in items}), len(todo))
+                 reused, len({it["key"] for it in items}), len(todo))
     new = execute_on_ray(todo, bench.worker, bench.context(env, todo), batch_size=config.execution.batch_size,
                          cpus_per_task=config.execution.cpus_per_task,
                          batch_bound_s=lambda batch: bench.batch_bound_s(batch, config),
@@ -265,7 +268,7 @@ def execute(run: StageRun, bench: Benchmark, env: Environment, items: list[dict]
     for it, extra in zip(items, rows_of):
         row = {k: v for k, v in results[it["key"]].items() if k != "key"}
         out.append({**extra, **row})
-    return out
+    return out, {"programs_executed": len(todo), "programs_reused": reused}
 
 
 def _jsonl(rows: list[dict]) -> bytes:
