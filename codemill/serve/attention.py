@@ -61,8 +61,12 @@ def prefill_attention(q: torch.Tensor, cache: torch.Tensor, blocks: torch.Tensor
 
 def decode_sdpa(q: torch.Tensor, cache: torch.Tensor, block_tables: torch.Tensor,
                 context_lens: torch.Tensor) -> torch.Tensor:
-    """q [B, heads, dim], one position per row -> [B, heads, dim]: SDPA over each row's gathered pages (every
-    row gathers the table's full width; masked past its context length)."""
+    """q [B, heads, dim], one position per row -> [B, heads, dim]: SDPA over each row's gathered pages, masked
+    past its context length. On a GPU every row gathers the table's full width (a fixed shape, so the step can
+    be captured in a CUDA graph); on a CPU only the pages up to the batch's longest context."""
+    if not block_tables.is_cuda:  # reading the lengths costs no device sync here
+        pages = -(-int(context_lens.max()) // cache.shape[3])
+        block_tables = block_tables[:, :max(pages, 1)]
     b, width = block_tables.shape
     kv = cache[block_tables]  # [B, width, 2, heads, bs, dim]
     _, _, _, heads, bs, dim = kv.shape

@@ -249,5 +249,5 @@ class Decoder:
     def copy_blocks(self, src: list[int], dst: list[int]) -> None:
         """Copy whole cache blocks (copy-on-write of a block shared by samples or beams)."""
         if src:
-            s = torch.tensor(src, device=self.device)
-            self.kv_cache[:, torch.tensor(dst, device=self.device)] = self.kv_cache[:, s]
+            s = torch.tensor(src, dtype=torch.long, device=self.device)
+            self.kv_cache[:, torch.tensor(dst, dtype=torch.long, device=self.device)] = self.kv_cache[:, s]

@@ -257,8 +257,10 @@ class Engine:
                 continue
             row = host[i]
             token = int(row[0])
-            lp = TokenLogprob(token, row[1], [(int(t), v) for t, v in zip(row[2:2 + k], row[2 + k:2 + 2 * k])][
-                :g.params.logprobs or 0]) if len(row) > 1 else None
+            lp = None  # the batch's rows carry logprobs when any request wants them; only those get them
+            if g.params.logprobs is not None and len(row) > 1:
+                lp = TokenLogprob(token, row[1], [(int(t), v) for t, v in zip(row[2:2 + k], row[2 + k:2 + 2 * k])][
+                    :g.params.logprobs])
             try:
                 self._append(s, token, lp)
             except Exception as exc:
@@ -289,7 +291,9 @@ class Engine:
     def _read_prompt_logprobs(self, launched: Launched) -> None:
         rows = launched.prompt_packed.tolist()
         for g, start, _, n in launched.prompt_rows:
-            if g.prompt_logprobs_sent or g.finished:
+            # A request whose sampled token ended it in this very step (max_tokens 1, lm-eval's loglikelihood
+            # request) still gets its prompt's logprobs: only an aborted or already answered one is skipped.
+            if g.prompt_logprobs_sent or g.aborted:
                 continue
             if g.prompt_logprobs is None:
                 g.prompt_logprobs = [TokenLogprob(g.prompt[0], None, [])]

@@ -116,7 +116,10 @@ class EngineProcess:
             if kind == "out":
                 self._deliver(msg[1])
                 if self.on_step is not None and msg[2] is not None:
-                    self.on_step(msg[2])
+                    try:
+                        self.on_step(msg[2])
+                    except Exception:  # a metric must never stop the thread that delivers every output
+                        log.exception("recording an engine step failed")
             elif kind == "refused":
                 _, rid, reason, message = msg
                 exc = QueueFull(message) if reason == "queue_full" else ValueError(message)

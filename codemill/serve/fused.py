@@ -98,7 +98,7 @@ def _linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, res_ptr, ln_w_ptr
 
 # Triton's interpreter (tests on a CPU) has no benchmarker to autotune with: one fixed shape there.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-_INTERPRETER_CONFIG = {"BLOCK_N": 4, "BLOCK_K": 64}
+_INTERPRETER_CONFIG = {"BLOCK_N": 32, "BLOCK_K": 64}
 _linear = _linear_kernel if _INTERPRETED else triton.autotune(configs=_LINEAR_CONFIGS, key=["N", "K"])(_linear_kernel)
 
 

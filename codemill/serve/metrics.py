@@ -44,8 +44,15 @@ class ReplicaMetrics:
                 self.tpot.observe((m.finished - m.first_token) / (m.completion_tokens - 1), self.tags)
         if m.finished is not None:
             self.engine.observe(m.finished - m.arrival, self.tags)
-        self.tokens.inc(m.completion_tokens, self.tags)
-        self.prompt_tokens.inc(m.prompt_tokens, self.tags)
+        add(self.tokens, m.completion_tokens, self.tags)  # 0 for a prompt scored with max_tokens 0
+        add(self.prompt_tokens, m.prompt_tokens, self.tags)
+
+
+def add(counter, amount: float, tags: dict) -> None:
+    """counter += amount. Ray's Counter.inc raises on 0 (and on negatives): a request that generated nothing
+    (echo + logprobs with max_tokens 0) adds nothing instead of failing."""
+    if amount > 0:
+        counter.inc(amount, tags)
 
 
 class RouterMetrics:
@@ -63,7 +70,7 @@ class RouterMetrics:
                                    _LATENCY_BOUNDS, ("model",))
 
     def record(self, model: str, status: int, seconds: float, engine_seconds: float | None) -> None:
-        self.requests.inc(1, {"model": model, "status": str(status)})
+        add(self.requests, 1, {"model": model, "status": str(status)})
         self.latency.observe(seconds, {"model": model})
         if engine_seconds is not None:
             self.framework.observe(max(seconds - engine_seconds, 0.0), {"model": model})

@@ -46,6 +46,12 @@ class Launched:
             self.host = self.packed.tolist() if self.packed is not None else []
 
 
+def _index(values: list[int], device: torch.device) -> torch.Tensor:
+    """Row indices as a long tensor: `torch.tensor([])` would be float, which no tensor can be indexed with (a
+    step of partial prefill chunks alone wants no logits)."""
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
 def _pinned(t: torch.Tensor, use: bool) -> torch.Tensor:
     if not use:
         return t.cpu()
@@ -155,13 +161,12 @@ class ModelRunner:
         else:
             input_ids = torch.tensor(ids, dtype=torch.long).to(dev, non_blocking=True)
             if from_prev_rows:
-                input_ids[torch.tensor(from_prev_rows, device=dev)] = prev.tokens[torch.tensor(from_prev_src,
-                                                                                               device=dev)]
+                input_ids[_index(from_prev_rows, dev)] = prev.tokens[_index(from_prev_src, dev)]
             tables, lens = self._tables(sched)
             batch = ForwardBatch(input_ids, torch.tensor(positions, dtype=torch.long).to(dev, non_blocking=True),
                                  torch.tensor(slots, dtype=torch.long).to(dev, non_blocking=True), d,
                                  tables.to(dev, non_blocking=True), lens.to(dev, non_blocking=True), chunks,
-                                 None if len(logit_rows) == len(ids) else torch.tensor(logit_rows, device=dev))
+                                 None if len(logit_rows) == len(ids) else _index(logit_rows, dev))
             logits = self.decoder.forward(batch)
         return self._sample(sched, logits, sample_rows, sampled, prompt_rows)
 
@@ -185,8 +190,7 @@ class ModelRunner:
         for name, value in host.items():
             s[name][:b].copy_(_pinned(value, True), non_blocking=True)
         if from_prev_rows:
-            rows = torch.tensor(from_prev_rows, device=self.device)
-            s["input_ids"][rows] = prev.tokens[torch.tensor(from_prev_src, device=self.device)]
+            s["input_ids"][_index(from_prev_rows, self.device)] = prev.tokens[_index(from_prev_src, self.device)]
         graph, out = self.graphs[b]
         graph.replay()
         return out
@@ -199,7 +203,7 @@ class ModelRunner:
         packed, tokens = None, torch.zeros(0, dtype=torch.long, device=dev)
         if sampled:
             rows = logits if sample_rows == list(range(len(sample_rows))) and len(sample_rows) == logits.shape[0] \
-                else logits[torch.tensor(sample_rows, device=dev)]
+                else logits[_index(sample_rows, dev)]
             steps = [x.num_generated - 1 for x in sampled]
             outputs = [x.outputs() for x in sampled] if any(p.adjusts_logits for p in params) else None
             choice = sample(rows, params, steps, self.valid_vocab, outputs)
@@ -215,7 +219,7 @@ class ModelRunner:
             for g, start, row0, n in prompt_rows:
                 lp = torch.log_softmax(logits[row0:row0 + n].float(), dim=-1)
                 nxt = g.prompt[start + 1:start + n + 1]  # the prompt token each row predicts (the last may not)
-                ids = torch.tensor(nxt + [0] * (n - len(nxt)), device=dev)
+                ids = _index(nxt + [0] * (n - len(nxt)), dev)
                 chosen = lp.gather(1, ids[:, None])
                 top = torch.topk(lp[:, :self.valid_vocab], want, dim=-1)
                 parts.append(torch.cat([chosen, top.indices.float(), top.values], dim=1))
@@ -223,7 +227,7 @@ class ModelRunner:
         beam_rows = [i for i, x in enumerate(sampled) if x.group.beam is not None]
         beam_logprobs, beam_index = None, {}
         if beam_rows:
-            picked = logits[torch.tensor([sample_rows[i] for i in beam_rows], device=dev)]
+            picked = logits[_index([sample_rows[i] for i in beam_rows], dev)]
             beam_logprobs = torch.log_softmax(picked.float(), dim=-1)
             beam_index = {r: j for j, r in enumerate(beam_rows)}
         done = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import uuid
@@ -24,6 +25,8 @@ from codemill.serve.engine import (
     TokenLogprob,
 )
 from codemill.serve.sampling import MAX_LOGPROBS, MIN_TEMPERATURE
+
+log = logging.getLogger("codemill.serve")
 
 LANGUAGES_BY_LOWER = {name.lower(): lang for name, lang in BY_NAME.items()}
 MAX_TEMPERATURE = 2.0          # OpenAI's range
@@ -380,13 +383,20 @@ class CompletionService:
                         raise APIError(500, item.error, "server_error", None, "sequence_failed")
                     else:
                         if item.finished and item.metrics and self.on_finished:
-                            self.on_finished(item.metrics)
+                            self._record_finished(item.metrics)
                         ready.setdefault(i, []).append(item)
                 for i, outs in ready.items():
                     yield i, merge_outputs(outs)
         finally:
             for t in tasks:
                 t.cancel()
+
+    def _record_finished(self, metrics: RequestMetrics) -> None:
+        """A metric never fails the request it measures: a failure to record is logged and dropped."""
+        try:
+            self.on_finished(metrics)
+        except Exception:
+            log.exception("recording a finished request's metrics failed")
 
     def _logprobs(self, entries: list[TokenLogprob], offset: int) -> dict:
         """OpenAI's logprobs object. `top_logprobs` holds the k most likely tokens plus the chosen one (as

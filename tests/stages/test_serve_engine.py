@@ -107,14 +107,20 @@ def test_greedy_with_cache_equals_recompute_and_logprobs_match_training(tiny_exp
         assert got[-1].finished and got[-1].metrics.completion_tokens == 12
 
 
-def test_echo_prompt_logprobs_match_training(tiny_export):
+@pytest.mark.parametrize("max_tokens", [0, 1, 2])
+def test_echo_prompt_logprobs_match_training(tiny_export, max_tokens):
+    """Every request that asks for them gets its prompt's logprobs, whether it ends in the prompt's own step
+    (max_tokens 0: scoring; 1: lm-eval's loglikelihood request, its sampled token ending it there) or later."""
     uri, model = tiny_export
     loaded = load_engine(uri, "fp32", "cpu", max_batch_size=4)
     prompt = loaded.tokenizer.encode("for i in range(10):\n    print(i)").ids
-    outs = collect(loaded.engine, {"e": (prompt, GenerationParams(max_tokens=2, temperature=0, logprobs=2,
+    outs = collect(loaded.engine, {"e": (prompt, GenerationParams(max_tokens=max_tokens, temperature=0, logprobs=2,
                                                                    prompt_logprobs=True))})
-    plp = outs["e"][0].prompt_logprobs
+    with_prompt = [o.prompt_logprobs for o in outs["e"] if o.prompt_logprobs is not None]
+    assert len(with_prompt) == 1, "the prompt's logprobs come once"
+    plp = with_prompt[0]
     assert [e.token for e in plp] == prompt and plp[0].logprob is None
+    assert len(tokens_of(outs["e"])) == max_tokens and outs["e"][-1].finished
     with torch.no_grad():
         ref = torch.log_softmax(model(torch.tensor([prompt]))[0].float(), dim=-1)
     for i in range(1, len(prompt)):
@@ -309,9 +315,11 @@ def test_preemption_and_chunked_prefill_change_no_output(tiny_export):
     roomy = load_engine(uri, "fp32", "cpu", max_batch_size=16)
     want = collect(roomy.engine, requests)
     steps = []
+    # Room for the largest request alone (r5: 12 blocks of 8 positions for each of its 2 samples, which a
+    # preempted request recomputes each on its own blocks), far from all six at once (83 blocks).
     tight = load_engine(uri, "fp32", "cpu", max_batch_size=16, max_batched_tokens=24, block_size=8,
-                        kv_cache_bytes_explicit=14 * 8 * 1024, on_step=steps.append)
-    assert tight.engine.blocks.num_blocks == 14
+                        kv_cache_bytes_explicit=26 * 8 * 1024, on_step=steps.append)
+    assert tight.engine.blocks.num_blocks == 26
     got = collect(tight.engine, requests)
     for rid in requests:
         n = requests[rid][1].n
@@ -321,7 +329,7 @@ def test_preemption_and_chunked_prefill_change_no_output(tiny_export):
     assert tight.engine.scheduler.preemptions > 0
     assert all(s.batch_size + s.prefill_tokens <= 24 for s in steps)
     assert any(s.batch_size and s.prefill_tokens for s in steps)  # prompt chunks rode along with decodes
-    assert tight.engine.blocks.num_free == 13  # every block back but the reserved one
+    assert tight.engine.blocks.num_free == 25  # every block back but the reserved one
 
 
 def test_n_samples_share_the_prompt_blocks(tiny_export):
