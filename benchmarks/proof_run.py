@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 
@@ -92,12 +93,12 @@ SIZES = {
     "gpu": {"presets": "125m,350m", "train_minutes": 8.0, "seq_length": 2048, "batch": 128, "micro_batch": 0,
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 384,
             "python_n": 100, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
-            "mtpb_max_tokens": 0},
+            "mtpb_max_tokens": 0, "generate_minutes": 5.0},
     # Two CPU cores: two small stdlib packages, the tiny preset, two problems of each benchmark.
     "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
               "lr": 2e-3, "probe_steps": 2, "problems": 2, "mtpb_problems": 2, "max_tokens": 24,
               "python_n": 4, "python_n_low": 2, "other_n": 2, "mtpb_n": 1,
-              "mtpb_max_tokens": 24},
+              "mtpb_max_tokens": 24, "generate_minutes": 0.0},
 }
 
 
@@ -269,23 +270,41 @@ def micro_batch(a: argparse.Namespace, preset: str) -> int:
     return a.micro_batch or GPU_MICRO_BATCH.get(preset, 4)
 
 
+PROBE_TIMEOUT_S = 300  # one preset's compile, warm-up and steps; a probe past it is killed and left out
+_probes: list[subprocess.Popen] = []  # live probe processes, killed if the driver stops first
+
+
 def run_probe(a, out: Path) -> dict:
     """Each preset measured in its own process (the GPU's memory is freed between them); a preset whose probe
-    fails (out of memory, say) is recorded with its error and left out of the choice."""
+    fails (out of memory, say) or runs past PROBE_TIMEOUT_S is recorded with its error and left out."""
     results = {}
     for preset in a.presets.split(","):
         argv = [sys.executable, __file__, "--probe-one", preset, "--out", str(out), "--seq-length", str(a.seq_length),
                 "--micro-batch", str(micro_batch(a, preset)), "--probe-steps", str(a.probe_steps)]
+        proc = subprocess.Popen(argv + (["--smoke"] if a.smoke else []), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        _probes.append(proc)
         try:
-            r = subprocess.run(argv + (["--smoke"] if a.smoke else []), capture_output=True, text=True, timeout=900)
-            results[preset] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {
-                "error": r.stderr[-2000:]}
-        except (subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as exc:
+            stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT_S)
+            results[preset] = json.loads(stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {
+                "error": f"exit {proc.returncode}: {stderr[-2000:]}"}
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            results[preset] = {"error": f"no result within {PROBE_TIMEOUT_S} s (killed)"}
+        except (IndexError, json.JSONDecodeError) as exc:
             results[preset] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            _probes.remove(proc)
         log(f"probe {preset}: {results[preset]}")
     if not any("error" not in r for r in results.values()):
         raise SystemExit(f"every probe failed: {results}")
     return results
+
+
+def stop_probes() -> None:
+    for proc in list(_probes):
+        proc.kill()
 
 
 def run_train(a, work: Path, summary: dict, out: Path) -> None:
@@ -294,7 +313,13 @@ def run_train(a, work: Path, summary: dict, out: Path) -> None:
     dataset = json.loads((work / "dag" / "tokenize" / "manifest.json").read_text())
     unique = float(dataset["splits"]["train"]["tokens"])
     summary["unique_train_tokens"] = unique
-    choice = choose(summary["probe"], unique, a.train_minutes * 60, a.batch * a.seq_length)
+    train_seconds = a.train_minutes * 60
+    if a.deadline_minutes:
+        # What is left of the machine's time after the data stages, less generation and a minute of margin.
+        left = a.deadline_minutes * 60 - (time.time() - a.started) - a.generate_minutes * 60 - 60
+        train_seconds = max(TRAIN_FIXED_S + 60, min(train_seconds, left))
+    summary["train_seconds_budget"] = round(train_seconds)
+    choice = choose(summary["probe"], unique, train_seconds, a.batch * a.seq_length)
     summary["choice"] = choice
     log(f"choice: {choice['why']}")
     save_summary(out, summary)
@@ -398,11 +423,20 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
     problems = load_problems(list(LANGUAGES))
     numbers = list(range(a.problems))
+    started = time.time()
     for spec in HUMANEVAL_SETS[:2]:
         generate_humaneval(a, gen, spec, problems, numbers, out, record, summary)
-    generate_mtpb(a, gen, out, record, summary)
-    for spec in HUMANEVAL_SETS[2:]:
-        generate_humaneval(a, gen, spec, problems, numbers, out, record, summary)
+    # The sets after Python's start only while the generation budget lasts (a lent machine's time is fixed).
+    optional = [("mtpb", lambda: generate_mtpb(a, gen, out, record, summary))] + [
+        (spec["name"], lambda spec=spec: generate_humaneval(a, gen, spec, problems, numbers, out, record, summary))
+        for spec in HUMANEVAL_SETS[2:]]
+    for name, run in optional:
+        if a.generate_minutes and time.time() - started > a.generate_minutes * 60:
+            record.setdefault("skipped_for_time", []).append(name)
+            log(f"{name}: not generated, the generation budget of {a.generate_minutes} min is spent")
+            continue
+        run()
+    save_summary(out, summary)
     record["truncated_prompts"] = gen.truncated_prompts
 
 
@@ -466,8 +500,13 @@ def main() -> None:
     p.add_argument("--other-n", type=int, help="samples per problem at each temperature for C++, Java, JavaScript, Go")
     p.add_argument("--mtpb-n", type=int, help="MTPB samples per test case and mode")
     p.add_argument("--mtpb-max-tokens", type=int, help="cap on MTPB's per-problem budgets (0: none)")
+    p.add_argument("--generate-minutes", type=float,
+                   help="sets after Python's two start only within this budget (0: no limit)")
+    p.add_argument("--deadline-minutes", type=float, default=0.0,
+                   help="the whole run's wall time: training gets what the data stages leave (0: --train-minutes)")
     p.add_argument("--probe-one", help=argparse.SUPPRESS)
     a = p.parse_args()
+    a.started = time.time()
     for key, value in SIZES["smoke" if a.smoke else "gpu"].items():
         if getattr(a, key) is None:
             setattr(a, key, value)
@@ -493,9 +532,20 @@ def main() -> None:
     if "data" in phases or "probe" in phases:
         prober = None
         if "probe" in phases and "probe" not in summary:
-            # The GPU is idle while the data stages run on the CPUs: measure the presets meanwhile.
+            # The GPU is idle while the data stages run on the CPUs: measure the presets meanwhile (in a daemon
+            # thread whose probe processes die with the driver: a failed data phase ends the run at once).
+            import atexit
             import concurrent.futures
-            prober = concurrent.futures.ThreadPoolExecutor(1).submit(run_probe, a, out)
+            atexit.register(stop_probes)
+            prober = concurrent.futures.Future()
+
+            def probe_all() -> None:
+                try:
+                    prober.set_result(run_probe(a, out))
+                except BaseException as exc:  # handed to the main thread
+                    prober.set_exception(exc)
+
+            threading.Thread(target=probe_all, name="probe", daemon=True).start()
         if "data" in phases:
             run_data(a, work, summary, out)
         if prober is not None:
