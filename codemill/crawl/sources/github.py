@@ -28,8 +28,8 @@ from codemill.config import StrictModel
 from codemill.crawl.sources.base import FetchedRepo, FetchError, RepoRef
 from codemill.crawl.sources.github_client import ApiError, GithubClient, Tokens
 from codemill.crawl.sources.ratelimit import CORE, SEARCH, Limiter, RateLimiter
-from codemill.retry import Backoff
 from codemill.languages import normalize_language
+from codemill.retry import Backoff
 
 log = logging.getLogger(__name__)
 
