@@ -1,5 +1,9 @@
 """The serve stage end to end: real Ray Serve on loopback (the shared local head), the official `openai`
-client against it, every error of the API, 32 concurrent requests, a killed replica, and `codemill serve`."""
+client against it, every error of the API, 32 concurrent requests, a killed replica, a hung engine,
+lm-evaluation-harness, and `codemill serve`.
+
+One Serve instance for the module: two applications deployed together (the main one, two models; a "busy" one
+with a one-request queue and fast health checks), and `codemill serve` deployed once beside them."""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def exports(trained):
 
 
 def _config(models: list[dict], **extra) -> ServeConfig:
-    return build_config(ServeConfig, {"models": models, "max_batch_size": 8, "max_n": 4, "max_num_beams": 4,
+    return build_config(ServeConfig, {"models": models, "max_batch_size": 32, "max_n": 4, "max_num_beams": 4,
                                       **extra})
 
 
@@ -72,16 +76,16 @@ def server(ray_head, exports):
                    max_batch_size=1, max_n=1, max_num_beams=1, max_queue=1, health_check_period_s=1.0,
                    health_check_timeout_s=6.0, engine_ping_timeout_s=3.0)
     try:
-        serve.run(application(cfg), name="codemill-test", route_prefix=PREFIX, blocking=False)
-        serve.run(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX, blocking=False)
+        # Deployed together: their replicas load their engines at the same time.
+        serve.run_many([serve.RunTarget(application(cfg), name="codemill-test", route_prefix=PREFIX),
+                        serve.RunTarget(application(busy), name="codemill-busy", route_prefix=BUSY_PREFIX)])
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base + PREFIX, 300)
         wait_healthy(base + BUSY_PREFIX, 300)
-        yield {"base": base, "port": port, "ray": ray}
+        yield {"base": base, "port": port, "ray": ray, "config": cfg}
     finally:
-        # Replicas hold CPUs of the shared head, which later tests (training) need whole.
-        for name in ("codemill-test", "codemill-busy"):
-            serve.delete(name)
+        # Every application goes with Serve: replicas hold CPUs of the shared head, which later tests (training)
+        # need whole.
         serve.shutdown()
         os.environ.pop(KEY_ENV, None)
 
@@ -89,7 +93,7 @@ def server(ray_head, exports):
 @pytest.fixture(scope="module")
 def local(exports):
     """The same exports in an engine in this process: what the server must answer."""
-    return {name: load_engine(uri, "fp32", "cpu", max_batch_size=8) for name, uri in exports.items()}
+    return {name: load_engine(uri, "fp32", "cpu", max_batch_size=32) for name, uri in exports.items()}
 
 
 def client(server, key: str = KEY, prefix: str = PREFIX):
@@ -97,12 +101,18 @@ def client(server, key: str = KEY, prefix: str = PREFIX):
 
 
 def local_greedy(loaded, prompt: str, max_tokens: int, **params) -> str:
-    outs = []
-    ids = loaded.tokenizer.encode(prompt).ids
-    loaded.engine.add_request("ref", ids, GenerationParams(max_tokens=max_tokens, temperature=0, **params),
-                              outs.append)
+    return local_greedy_batch(loaded, [prompt], max_tokens, **params)[0]
+
+
+def local_greedy_batch(loaded, prompts: list[str], max_tokens: int, **params) -> list[str]:
+    """Greedy completions from the in-process engine, decoded together (a request's output does not depend on
+    its batch: tests/stages/test_serve_engine.py)."""
+    outs: dict[int, list] = {i: [] for i in range(len(prompts))}
+    for i, prompt in enumerate(prompts):
+        loaded.engine.add_request(f"ref-{i}", loaded.tokenizer.encode(prompt).ids,
+                                  GenerationParams(max_tokens=max_tokens, temperature=0, **params), outs[i].append)
     loaded.engine.run_until_done()
-    return "".join(d.text for o in outs for d in o.deltas)
+    return ["".join(d.text for o in outs[i] for d in o.deltas) for i in range(len(prompts))]
 
 
 def test_health_models_and_a_completion(server, local):
@@ -230,7 +240,7 @@ def test_other_errors_and_the_server_keeps_serving(server):
 
 def test_32_concurrent_requests_all_answered_correctly(server, local):
     prompts = [f"def function_{i}(x):\n    return x + {i}" for i in range(32)]
-    expected = [local_greedy(local["b"], p, 12) for p in prompts]
+    expected = local_greedy_batch(local["b"], prompts, 12)
 
     async def run():
         c = openai.AsyncOpenAI(base_url=server["base"] + PREFIX + "/v1", api_key=KEY, max_retries=0, timeout=300)
@@ -242,10 +252,14 @@ def test_32_concurrent_requests_all_answered_correctly(server, local):
 
 
 def test_codemill_serve_command(server, exports):
-    """`python -m codemill.serve`: deploys, prints the URL once healthy, answers, stops on SIGTERM."""
+    """`python -m codemill.serve`: deploys, prints the URL once healthy, answers, stops on SIGTERM. Asked for
+    another port than the running Serve's, it serves on the running proxy's port (one per cluster) and says so.
+    (`--smoke`, the demo DAG's last step, runs in tests/e2e/test_demo_dag.py.)"""
+    from codemill.raycluster import free_port
+
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "codemill.serve", "--input", exports["a"], "--port",
-                             str(server["port"]), "--host", "127.0.0.1", "--set", "models.0.name=cli",
+                             str(free_port()), "--host", "127.0.0.1", "--set", "models.0.name=cli",
                              "--set", "models.0.dtype=fp32", "--set", "models.0.cpus_per_replica=0.25"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
@@ -259,7 +273,9 @@ def test_codemill_serve_command(server, exports):
             if "codemill serve:" in line and "/v1" in line:
                 break
         assert " at " in lines[-1], "".join(lines)
+        assert any(f"HTTP proxy on port {server['port']}" in line for line in lines), "".join(lines)
         url = lines[-1].split(" at ")[1].split()[0]
+        assert url.startswith(f"http://127.0.0.1:{server['port']}/"), url
         c = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=60)
         assert c.completions.create(model="cli", prompt="x", max_tokens=3).usage.completion_tokens >= 1
     finally:
@@ -269,17 +285,17 @@ def test_codemill_serve_command(server, exports):
     assert httpx.get(url.removesuffix("/v1") + "/healthz").status_code == 404  # the app is gone
 
 
-def test_codemill_serve_smoke_check(server, exports):
-    """`--smoke` (the demo DAG's last step): deploy, one completion, shut down, exit 0. Asked for another port
-    than the running Serve's, it serves on the running proxy's port (one per cluster) and says so."""
-    from codemill.raycluster import free_port
+def test_the_smoke_check_asks_every_model(server, capsys):
+    """The smoke check `codemill serve --smoke` runs once deployed: one greedy completion from every model,
+    with the API key; a model that does not answer fails it."""
+    from codemill.serve.stage import smoke_check
 
-    proc = subprocess.run([sys.executable, "-m", "codemill.serve", "--input", exports["b"], "--port", str(free_port()),
-                           "--smoke", "--set", "models.0.dtype=fp32", "--set", "models.0.cpus_per_replica=0.25"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "smoke codemill:" in proc.stdout and "'completion_tokens': 16" in proc.stdout
-    assert f"HTTP proxy on port {server['port']}" in proc.stderr
+    cfg = server["config"]
+    assert smoke_check(server["base"] + PREFIX, cfg)
+    printed = capsys.readouterr().out
+    assert "smoke a:" in printed and "smoke b:" in printed and "'completion_tokens': 16" in printed
+    missing = cfg.model_copy(update={"models": [*cfg.models, cfg.models[0].model_copy(update={"name": "gone"})]})
+    assert not smoke_check(server["base"] + PREFIX, missing)
 
 
 def test_bad_config_is_refused_before_anything_starts(tmp_path):
@@ -306,20 +322,27 @@ def test_killed_replica_is_restarted(server):
 
     async def during():
         ac = openai.AsyncOpenAI(base_url=server["base"] + PREFIX + "/v1", api_key=KEY, max_retries=0, timeout=120)
-        tasks = [asyncio.create_task(ac.completions.create(model="b", prompt="x", max_tokens=200, temperature=0))
-                 for _ in range(4)]
-        await asyncio.sleep(1.0)
+        streaming = [asyncio.Event() for _ in range(4)]
+
+        async def stream(started: asyncio.Event) -> None:
+            async for _ in await ac.completions.create(model="b", prompt="x", max_tokens=200, temperature=0,
+                                                       stream=True):
+                started.set()
+
+        tasks = [asyncio.create_task(stream(e)) for e in streaming]
+        # the replica dies with requests mid-stream: each has had its first chunk
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in streaming)), 120)
         ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace), no_restart=True)
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(during())
     deadline, answered = time.time() + 240, False
-    while time.time() < deadline and not answered:
+    while time.time() < deadline and not answered:  # until Serve's new replica of model b answers
         try:
             answered = bool(c.completions.create(model="b", prompt="x", max_tokens=3).choices)
         except (openai.APIStatusError, openai.APIConnectionError):
-            time.sleep(2)
-    assert answered
+            time.sleep(0.5)
+    assert answered, "no replica of model b answered within 240 s of the kill"
     new = replica()
     assert new is not None and new.actor_id != victim.actor_id
 
@@ -388,6 +411,8 @@ def test_bad_requests_fail_alone_beside_a_long_stream(server, local):
     long_body = {"model": "a", "prompt": "def long_running(x):", "max_tokens": 150, "temperature": 0,
                  "stream": True, "ignore_eos": True}
 
+    streaming = asyncio.Event()
+
     async def stream_text(h) -> str:
         text = ""
         async with h.stream("POST", base + "/v1/completions", json=long_body, headers=headers) as r:
@@ -397,12 +422,13 @@ def test_bad_requests_fail_alone_beside_a_long_stream(server, local):
                     chunk = json.loads(line[6:])
                     assert "error" not in chunk, chunk
                     text += "".join(c["text"] for c in chunk["choices"])
+                    streaming.set()
         return text
 
     async def run():
         async with httpx.AsyncClient(timeout=300) as h:
             long_task = asyncio.create_task(stream_text(h))
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(streaming.wait(), 120)  # the bad requests arrive while it decodes
             answers = await asyncio.gather(*(h.request(m, base + path, content=raw, headers=headers)
                                              for m, path, raw in BAD_REQUESTS))
             tiny = await h.post(base + "/v1/completions", headers=headers, json={
@@ -547,15 +573,18 @@ def test_lm_evaluation_harness_runs_against_the_server(server, local, trained, t
     model = local["a"]
     tok = model.tokenizer
     ref_model = trained["a"][1]
+    scored = 0
     for sample in results["samples"]["cm_choice"]:
-        doc = sample["doc"]
-        for cont, resp in zip(doc["choices"], sample["filtered_resps"]):
-            ctx_ids = tok.encode(doc["context"]).ids  # as lm-eval splits a pair: the whole, less the context
-            cont_ids = tok.encode(doc["context"] + cont).ids[len(ctx_ids):]
+        # (context, continuation) as lm-eval asked: its target delimiter (a space) precedes each choice
+        for (context, continuation), resp in zip(sample["arguments"], sample["filtered_resps"]):
+            ctx_ids = tok.encode(context).ids  # as lm-eval splits a pair: the whole, less the context
+            cont_ids = tok.encode(context + continuation).ids[len(ctx_ids):]
             with torch.no_grad():
                 lps = torch.log_softmax(ref_model(torch.tensor([ctx_ids + cont_ids]))[0].float(), dim=-1)
             want = sum(float(lps[len(ctx_ids) - 1 + j, t]) for j, t in enumerate(cont_ids))
-            assert float(resp[0]) == pytest.approx(want, abs=1e-3), (doc["context"], cont)
+            assert float(resp[0]) == pytest.approx(want, abs=1e-3), (context, continuation)
+            scored += 1
+    assert scored == sum(len(d["choices"]) for d in docs)
     gens = {s["doc"]["prompt"]: s["filtered_resps"][0] for s in results["samples"]["cm_gen"]}
     until = ["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```", "<|endoftext|>", "\n\n\n"]
     for p in prompts:
