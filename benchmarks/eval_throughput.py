@@ -1,18 +1,16 @@
-"""Eval execution throughput: all 820 HumanEval-X canonical solutions, sandboxed (bubblewrap), on this machine.
+"""Eval execution throughput: HumanEval-X's canonical solutions (all 820 by default), sandboxed, executed as the
+eval stage executes samples (Ray tasks over this machine's CPUs), by the code of this checkout ("new") and,
+in alternation in the same window, by an earlier commit's ("old", a git worktree made for the run), each on a
+fresh local Ray of its own (Ray's start is not timed). What the new code adds per execution: a cgroup, the
+read-only root and size-limited /dev/shm, the proof of a pass (a key on fd 3, the harness around the test, the
+whole output read), Python's test and candidate in two processes, JavaScript's frozen objects, the node
+toolchain check, results written as batches finish.
 
-Two runners over the same programs and the same sandbox, side by side:
-- codemill: the eval stage's executor (`execute_on_ray`): Ray tasks over the cluster's CPUs, slow languages
-  first, the machine-level compile caches (C++ precompiled header, prebuilt Go build cache linked per sample,
-  javac class-data-sharing archive), `go test -c -vet=off` then the test binary;
-- baseline: how CodeGeeX's harness runs them: one sample after another, one process per step, its commands
-  (`g++ -std=c++11 … -lcrypto -lssl` without a precompiled header, `javac Main.java` + `java -ea -cp . Main`
-  with the JDK's defaults, `go test` with vet, `node`, `python3`). Its Go build cache is warm too (CodeGeeX
-  relies on the machine's ~/.cache/go-build; here the same prebuilt cache is linked in), so the baseline is
-  not charged for compiling the standard library and testify on every sample.
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/eval_throughput.py --old-rev 2a9c1b3 --rounds 2
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/eval_throughput.py --smoke   # seconds: 5 programs, new code
 
-Both results are checked for the same outcomes (every canonical solution passes but the documented ones).
-
-    bash scripts/in-netns.sh .venv/bin/python benchmarks/eval_throughput.py --out benchmarks/results/eval_throughput.json
+Both sides must get the same outcomes (every canonical solution passes but the documented ones); the machine's
+load average is recorded before and after every run.
 """
 
 from __future__ import annotations
@@ -21,102 +19,125 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model
+from machine import cpu_model  # noqa: E402
 
-from codemill.eval import languages as L
+REPO = Path(__file__).resolve().parents[1]
+
+# Run inside a fresh interpreter whose sys.path starts with the tree under test (its Ray workers inherit it).
+RUNNER = r'''
+import json, os, sys, time
+from collections import Counter
+per_language, cpus = int(sys.argv[1]), int(sys.argv[2])
+import ray
+ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 from codemill.eval.config import EvalConfig
-from codemill.eval.execute import ExecLimits, exec_limits, run_program
-from codemill.eval.languages import Program, Step
-from codemill.eval.toolchain import default_toolchain, toolchain_versions
+from codemill.eval.execute import ExecLimits, ensure_go_cache
+from codemill.eval.toolchain import default_toolchain
 from codemill.humaneval import load_problems
-
-
-def baseline_program(problem, tc) -> Program:
-    """The program codemill builds, run with CodeGeeX's harness commands instead of codemill's."""
-    a = L.adapter(problem.language)
-    prog = a.program(problem, problem.canonical_solution, "generation", tc)
-    if problem.language == "C++":
-        argv = ["g++", "-std=c++11", "main.cpp", "-o", "main"]
-        if "openssl" in prog.files["main.cpp"]:
-            argv += ["-lcrypto", "-lssl"]
-        prog.steps, prog.ro_binds = [Step("compile", argv), Step("run", ["./main"])], []
-    elif problem.language == "Java":
-        prog.steps = [Step("compile", ["javac", "Main.java"]), Step("run", ["java", "-ea", "-cp", ".", "Main"])]
-        prog.ro_binds = []
-    elif problem.language == "Go":
-        env = prog.steps[0].env
-        prog.steps = [Step("run", ["go", "test"], env)]  # compiles (with vet) and runs in one step
-    return prog
-
-
-def run_baseline(problems: dict, limits: ExecLimits, wall_for_go: float) -> tuple[float, list[dict]]:
-    tc = default_toolchain()  # the Go build cache and node_modules are the machine's (see the docstring)
-    plain = default_toolchain()
-    plain.cpp_pch_dir = plain.javac_cds = None
-    rows = []
-    started = time.time()
-    for tid, p in problems.items():
-        lim = limits
-        if p.language == "Go":  # compile and run are one step: give it the compile limit
-            from dataclasses import replace
-            lim = replace(limits, run=replace(limits.run, wall_s=wall_for_go))
-        res = run_program(baseline_program(p, plain), p.language, lim, tc=tc)
-        rows.append({"task_id": tid, "outcome": res.outcome, "passed": res.passed})
-    return time.time() - started, rows
-
-
-def run_stage(problems: dict) -> tuple[float, list[dict]]:
+problems = {t: p for t, p in load_problems().items() if p.number < per_language}
+config = EvalConfig()
+tc = default_toolchain()
+ensure_go_cache(tc, ExecLimits(), unsafe=False)  # the machine-level caches, built once, are not timed
+try:
+    from codemill.eval.fanout import execute_on_ray
+    from codemill.eval.humaneval_x import HumanEvalX
+    new = True
+except ImportError:
     from codemill.eval.stage import execute_on_ray
-    from codemill.raysupport import ensure_ray
-
-    ensure_ray()
-    config = EvalConfig()
-    items = [{"task_id": tid, "completion": p.canonical_solution, "mode": "generation", "postprocess": False,
-              "wall_s": config.execution.default_time_s} for tid, p in problems.items()]
+    new = False
+if new:
+    bench = HumanEvalX()
+    env = bench.environment(config, unsafe=False)
+    items = [bench._item(t, None, "generation", False, p.canonical_solution, config.execution.default_time_s, env)
+             for t, p in problems.items()]
+    items.sort(key=lambda it: (it["cost"], it["key"]))
+    started = time.time()
+    rows = execute_on_ray(items, bench.worker, bench.context(env, items), batch_size=config.execution.batch_size,
+                          cpus_per_task=config.execution.cpus_per_task,
+                          batch_bound_s=lambda b: bench.batch_bound_s(b, config), what="canonical solutions",
+                          on_rows=lambda rows: None)
+    seconds = time.time() - started
+    by_task = {it["task_id"]: rows[it["key"]] for it in items}
+else:
+    items = [{"task_id": t, "completion": p.canonical_solution, "mode": "generation", "postprocess": False,
+              "wall_s": config.execution.default_time_s} for t, p in problems.items()]
     started = time.time()
     rows = execute_on_ray(items, problems, config, unsafe=False)
-    return time.time() - started, rows
+    seconds = time.time() - started
+    by_task = {r["task_id"]: r for r in rows}
+failed = sorted(t for t, r in by_task.items() if not r["passed"])
+print(json.dumps({"seconds": seconds, "executions": len(by_task), "failed": failed,
+                  "outcomes": dict(Counter(r["outcome"] for r in by_task.values()))}))
+'''
 
 
-def main() -> int:
+def measure(tree: Path, per_language: int, cpus: int) -> dict:
+    """One timed run of a tree's executor, in an interpreter of its own."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    load_before = os.getloadavg()
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(per_language), str(cpus)], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the run of {tree} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**result, "seconds": round(result["seconds"], 1), "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def old_worktree(rev: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="cm-eval-old-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=REPO, check=True,
+                   capture_output=True)
+    cache = REPO / ".cache"
+    if cache.is_dir():
+        (path / ".cache").symlink_to(cache)  # js-md5 where both trees look for it
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/eval_throughput.json")
     ap.add_argument("--per-language", type=int, default=164, help="problems per language (164 = all 820)")
-    ap.add_argument("--skip-baseline", action="store_true")
-    args = ap.parse_args()
-    problems = {t: p for t, p in load_problems().items() if p.number < args.per_language}
-    tc = default_toolchain()
-    # Warm the machine-level caches once (both runners use the Go cache) so neither run pays for them.
-    from codemill.eval.execute import ensure_go_cache
-    ensure_go_cache(tc, ExecLimits(), unsafe=False)
-    result = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
-                          "load_average_before": os.getloadavg()},
-              "toolchains": toolchain_versions(tc), "samples": len(problems), "started_at": time.time()}
-    stage_s, stage_rows = run_stage(problems)
-    result["stage"] = {"seconds": round(stage_s, 1), "executions_per_s": round(len(problems) / stage_s, 3),
-                       "outcomes": dict(Counter(r["outcome"] for r in stage_rows))}
-    print(json.dumps(result["stage"]), flush=True)
-    if not args.skip_baseline:
-        limits = exec_limits(EvalConfig().execution, EvalConfig().execution.default_time_s)
-        base_s, base_rows = run_baseline(problems, limits, EvalConfig().execution.compile_time_s)
-        result["baseline_sequential"] = {"seconds": round(base_s, 1),
-                                         "executions_per_s": round(len(problems) / base_s, 3),
-                                         "outcomes": dict(Counter(r["outcome"] for r in base_rows))}
-        result["speedup"] = round(base_s / stage_s, 2)
-        differ = sorted(r["task_id"] for r, b in zip(sorted(stage_rows, key=lambda r: r["task_id"]),
-                                                       sorted(base_rows, key=lambda r: r["task_id"]))
-                        if r["passed"] != b["passed"])
-        result["outcome_differences"] = differ
-        print(json.dumps(result["baseline_sequential"]), "speedup", result["speedup"], "differ", differ, flush=True)
-    result["load_average_after"] = os.getloadavg()
+    ap.add_argument("--old-rev", help="the commit to compare with (a worktree is made and removed)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each side, alternating old, new, old, new")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs each Ray gets")
+    ap.add_argument("--smoke", action="store_true", help="one problem per language, one run of this checkout")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.per_language, args.rounds, args.old_rev = 1, 1, None
+    old = old_worktree(args.old_rev) if args.old_rev else None
+    runs: dict[str, list[dict]] = {"new": []} | ({"old": []} if old else {})
+    try:
+        for round_no in range(args.rounds):
+            for side in (["old", "new"] if old else ["new"]):
+                result = measure(old if side == "old" else REPO, args.per_language, args.cpus)
+                runs[side].append(result)
+                print(json.dumps({"round": round_no + 1, "side": side, **result}), flush=True)
+    finally:
+        if old:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
+            shutil.rmtree(old, ignore_errors=True)
+    summary = {side: {"median_s": statistics.median(r["seconds"] for r in rs), "runs_s": [r["seconds"] for r in rs],
+                      "failed": sorted({t for r in rs for t in r["failed"]})} for side, rs in runs.items()}
+    report = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+              "executions": runs["new"][0]["executions"], "cpus": args.cpus, "old_rev": args.old_rev,
+              "summary": summary, "runs": runs, "finished_at": time.time()}
+    if old:
+        report["new_over_old"] = round(summary["new"]["median_s"] / summary["old"]["median_s"], 3)
+        report["same_failures"] = summary["new"]["failed"] == summary["old"]["failed"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"summary": summary, "new_over_old": report.get("new_over_old")}), flush=True)
     return 0
 
 

@@ -31,6 +31,7 @@ PARENT_NAME = "codemill-eval"
 PARENT_ENV = "CODEMILL_EVAL_CGROUP"    # a cgroup v2 folder delegated to codemill (its controllers enabled)
 MOUNTINFO = "/proc/self/mountinfo"
 REMOVE_WAIT_S = 5.0                    # how long a finished execution's cgroup may take to empty
+KILL_WAIT_S = 5.0                      # how long killing what is left of an execution may take
 
 
 class CgroupError(RuntimeError):
@@ -191,9 +192,11 @@ class ExecutionCgroup:
         return [int(p) for p in _read(self.memory / "cgroup.procs").split() if p.isdigit()]
 
     def kill_all(self) -> int:
-        """SIGKILL every process still in the cgroup; returns how many were signalled."""
+        """SIGKILL every process still in the cgroup until none is left (bounded by KILL_WAIT_S); returns how
+        many were signalled."""
         killed = 0
-        for _ in range(100):
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:
             pids = self.pids_now()
             if not pids:
                 break
@@ -203,7 +206,7 @@ class ExecutionCgroup:
                     killed += 1
                 except ProcessLookupError:
                     pass
-            time.sleep(0.01)
+            time.sleep(0.002)  # for the kernel to take the killed out of cgroup.procs
         return killed
 
     def remove(self) -> None:
@@ -217,7 +220,7 @@ class ExecutionCgroup:
                     if time.monotonic() > deadline:
                         raise CgroupError(f"{folder} still has processes {REMOVE_WAIT_S:g} s after the execution "
                                           "ended") from None
-                    time.sleep(0.01)
+                    time.sleep(0.002)
 
 
 _probe: dict[str, tuple[Backend | None, str]] = {}

@@ -42,6 +42,7 @@ OUTCOMES = (PASSED, WRONG_ANSWER, RUNTIME_ERROR, COMPILE_ERROR, TIMEOUT, MEMORY_
             INFRASTRUCTURE_ERROR)
 LANGUAGES = ("Python", "C++", "Java", "JavaScript", "Go")
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
+PYTHON_HARNESS = ("codec.py", "python_test.py", "python_candidate.py", "mtpb_runner.py")
 
 PYTHON_IMPORTS = ("import math", "import re", "import sys", "import copy", "import datetime", "import itertools",
                   "import collections", "import heapq", "import statistics", "import functools", "import hashlib",
@@ -57,6 +58,20 @@ GO_HELPER_PACKAGES = ("math", "strings", "fmt", "strconv", "time", "bytes", "reg
 def harness_file(name: str) -> str:
     """The text of one of codemill/eval/harness/'s files."""
     return (HARNESS_DIR / name).read_text(encoding="utf-8")
+
+
+def python_harness_files(tc: Toolchain) -> tuple[dict[str, str], list[str], str]:
+    """(files to write into the work directory, folders to bind, where the harness modules are) for a program
+    run by one of the Python harness modules: the machine's compiled copy when there is one."""
+    if tc.python_harness_dir:
+        return {}, [tc.python_harness_dir], tc.python_harness_dir
+    return {name: harness_file(name) for name in PYTHON_HARNESS}, [], "."
+
+
+def python_module_argv(tc: Toolchain, folder: str, module: str, call: str, *args: str) -> list[str]:
+    """`python3 -I -S -B -c` importing a harness module from `folder` (so its bytecode is used) and calling it."""
+    return [tc.python, "-I", "-S", "-B", "-c", f"import sys; sys.path.insert(0, {folder!r}); import {module}; "
+            f"sys.exit({module}.{call})", *args]
 
 
 @dataclass
@@ -92,6 +107,8 @@ class Toolchain:
     cpp_harness_obj: str | None = None  # harness/cm_harness.cpp compiled once per machine (else with each sample)
     javac: str = "javac"
     javac_cds: str | None = None       # a class-data-sharing archive of javac (faster start), made once
+    java_harness_dir: str | None = None  # harness/CmHarness.class compiled once (else with each sample)
+    python_harness_dir: str | None = None  # harness/*.py with bytecode, compiled once (else copied, compiled)
     java: str = "java"
     node: str = "node"
     node_modules: str | None = None    # folder holding js-md5
@@ -226,10 +243,10 @@ class PythonAdapter(Adapter):
         prefix = self.target_prefix(problem, mode)
         job = {"prelude": imports + prefix, "test": problem.test, "entry_point": python_entry_point(problem),
                "candidate": "main.py"}
-        files = {"main.py": imports + prefix + completion + "\n", "codec.py": harness_file("codec.py"),
-                 "python_test.py": harness_file("python_test.py"),
-                 "python_candidate.py": harness_file("python_candidate.py")}
-        return Program(files, [Step("run", [tc.python, "-I", "-S", "-B", "python_test.py"], stdin=json.dumps(job))])
+        harness, binds, folder = python_harness_files(tc)
+        argv = python_module_argv(tc, folder, "python_test", "main()")
+        return Program({"main.py": imports + prefix + completion + "\n", **harness},
+                       [Step("run", argv, stdin=json.dumps(job))], binds)
 
     def classify(self, step: Step, returncode: int, stdout: str, stderr: str, found: list[str]) -> str:
         last = _last_exception_line(stderr)
@@ -374,11 +391,15 @@ class JavaAdapter(BraceAdapter):
         text = self.target_prefix(problem, mode) + completion + "\n" + test
         jvm = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto"]
         cds = [f"-J-XX:SharedArchiveFile={tc.javac_cds}"] if tc.javac_cds else []
+        files = {"Main.java": text}
+        if not tc.java_harness_dir:
+            files["CmHarness.java"] = harness_file("CmHarness.java")
         javac = [tc.javac, "-encoding", "UTF-8", "-nowarn", "-proc:none", *("-J" + o for o in jvm), *cds,
-                 "-J-Xmx512m", "Main.java", "CmHarness.java"]
-        java = [tc.java, "-ea", *jvm, f"-Xmx{tc.java_heap_mb}m", "-cp", ".", "CmHarness"]
+                 "-J-Xmx512m", *sorted(files)]
+        classpath = "." + (f":{tc.java_harness_dir}" if tc.java_harness_dir else "")
+        java = [tc.java, "-ea", *jvm, f"-Xmx{tc.java_heap_mb}m", "-cp", classpath, "CmHarness"]
         binds = [str(Path(tc.javac_cds).parent)] if tc.javac_cds else []
-        files = {"Main.java": text, "CmHarness.java": harness_file("CmHarness.java")}
+        binds += [tc.java_harness_dir] if tc.java_harness_dir else []
         return Program(files, [Step("compile", javac), Step("run", java)], binds, remove_before_run=sorted(files))
 
     def classify(self, step: Step, returncode: int, stdout: str, stderr: str, found: list[str]) -> str:

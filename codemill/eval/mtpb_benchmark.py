@@ -31,10 +31,11 @@ from codemill.eval.mtpb_generate import generate_samples
 from codemill.eval.mtpb_metrics import compute_mtpb_metrics
 from codemill.eval.mtpb_samples import MtpbSample, parse_samples, samples_jsonl
 from codemill.eval.mtpb_scoring import CODEGEN, RECORD_LINE, cannot_pass_in_codegen, read_record, score
+from codemill.eval.toolchain import python_harness
 
 log = logging.getLogger("codemill.eval")
 
-RUNNER_FILE, PROGRAM_FILE = "mtpb_runner.py", "program.py"
+PROGRAM_FILE = "program.py"
 # What the fingerprint of a check covers: the code that builds, runs and scores the programs.
 CODE_FILES = ("mtpb.py", "mtpb_scoring.py", "mtpb_benchmark.py", "harness/mtpb_runner.py", "harness/codec.py",
               "execute.py", "sandbox.py", "cgroups.py", "proof.py", "languages.py")
@@ -230,10 +231,11 @@ def run_mtpb_program(program: str, expected, scoring: str, cfg: ExecutionConfig,
     """One program against one expected output: run in the sandbox by the runner, scored here."""
     grace = CODEGEN_GRACE_S if scoring == CODEGEN else 0.0
     limits = exec_limits(cfg, cfg.mtpb_time_s + grace)
-    python = L.Toolchain().python
-    files = {PROGRAM_FILE: program, RUNNER_FILE: L.harness_file(RUNNER_FILE), "codec.py": L.harness_file("codec.py")}
-    step = L.Step("run", [python, "-I", "-S", "-B", RUNNER_FILE, scoring, str(cfg.mtpb_time_s), PROGRAM_FILE],
-                  dict(THREAD_ENV))
+    tc = _worker_toolchain()
+    harness, binds, folder = L.python_harness_files(tc)
+    argv = L.python_module_argv(tc, folder, "mtpb_runner", "main(sys.argv[1:])", scoring, str(cfg.mtpb_time_s),
+                                PROGRAM_FILE)
+    step = L.Step("run", argv, dict(THREAD_ENV))
 
     def verdict(step: L.Step, res: sandbox.SandboxResult, key: bytes) -> tuple[str, str, int | None]:
         record = read_record(key, res.captured)
@@ -252,7 +254,16 @@ def run_mtpb_program(program: str, expected, scoring: str, cfg: ExecutionConfig,
             return L.RUNTIME_ERROR, f"{record.get('error')}; {why}\n", None
         return L.WRONG_ANSWER, f"AssertionError: {why}\n", None
 
-    return run_program(L.Program(files, [step]), "Python", limits, unsafe, judge=Judge(verdict, (), RECORD_LINE))
+    return run_program(L.Program({PROGRAM_FILE: program, **harness}, [step], binds), "Python", limits, unsafe,
+                       judge=Judge(verdict, (), RECORD_LINE))
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_toolchain() -> L.Toolchain:
+    """The sandbox's interpreter with the harness compiled for it once per machine."""
+    tc = L.Toolchain()
+    tc.python_harness_dir = python_harness(tc.python)
+    return tc
 
 
 def execute_batch(items: list[dict], context: dict) -> list[dict]:

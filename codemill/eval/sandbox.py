@@ -199,17 +199,19 @@ def fresh_uid() -> int | None:
 
 
 def _pids_of_uid(uid: int) -> list[int]:
+    """Live (not zombie) processes whose effective uid is `uid`: a stat of each /proc entry, the status file read
+    only for the few that match."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
             with open(f"/proc/{name}/status", "rb") as f:
                 for line in f:
-                    if line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
-                        break  # dead already (a zombie waiting for its parent to reap it)
-                    if line.startswith(b"Uid:"):
-                        if int(line.split()[1]) == uid:
+                    if line.startswith(b"State:"):
+                        if line.split()[1] not in (b"Z", b"X"):  # a zombie only waits for its parent to reap it
                             pids.append(int(name))
                         break
         except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
@@ -388,19 +390,25 @@ def run_sandboxed(argv: list[str], workdir: str, limits: Limits, env: dict[str, 
                 _join(cgroup, proc, go_w)
             if stdin_data is not None:
                 threading.Thread(target=_feed, args=(proc, stdin_data), daemon=True).start()
+            # A blocking wait ends when the process does (Popen.wait with a timeout polls, sleeping up to 50 ms
+            # at a time); a timer kills the process group at the wall-clock limit.
+            expired = threading.Event()
+            timer = threading.Timer(limits.wall_s, lambda: (expired.set(), _kill_group(proc.pid)))
+            timer.start()
             try:
-                proc.wait(timeout=limits.wall_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc.pid)
                 proc.wait()
+            finally:
+                timer.cancel()
+            timed_out = expired.is_set()
             _kill_group(proc.pid)  # anything left in its process group (unsafe mode: background children)
         seconds = time.monotonic() - started
-        leftover = kill_uid(uid) if uid is not None else 0
         peak = oom = None
-        if cgroup is not None:
-            leftover += cgroup.kill_all()
+        leftover = 0
+        if cgroup is not None:  # every process of the execution is in it, whatever its uid or session
+            leftover = cgroup.kill_all()
             peak, oom = cgroup.peak_bytes(), cgroup.oom_kills()
+        if uid is not None:  # and every process of its uid (a fork bomb keeps forking while it is killed)
+            leftover += kill_uid(uid)
         stdout, n_out = _tail(out_path, limits.tail_bytes)
         stderr, n_err = _tail(err_path, limits.tail_bytes)
         found, captured = scan_output([out_path, err_path], scan, capture) if scan or capture else ([], [])

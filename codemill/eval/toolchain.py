@@ -3,12 +3,16 @@ work done once per machine so that each sample compiles faster:
 
 - C++: a precompiled header of exactly the includes every C++ program starts with (no change in meaning),
   and the test harness's main (harness/cm_harness.cpp) compiled into an object;
+- Java: the harness's entry point (harness/CmHarness.java) compiled once;
+- Python: the harness's modules (harness/*.py) compiled to bytecode by the sandbox's interpreter, so neither the
+  test's nor the candidate's process compiles them again;
 - Go: a build cache with the standard library and testify already compiled, hard-linked (not copied) into
   each sample's private cache, so `go test -c` only compiles the sample itself.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from codemill.eval.languages import CPP_INCLUDES, Toolchain, harness_file
+from codemill.eval.languages import CPP_INCLUDES, PYTHON_HARNESS, Toolchain, harness_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The oldest toolchains the benchmark check passes with, and what in the benchmark (or the sandbox) needs them.
@@ -57,6 +61,11 @@ def work_root() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=64)
+def _version(argv: tuple[str, ...]) -> str:
+    return _run(list(argv))
+
+
 def _run(argv: list[str]) -> str:
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -66,22 +75,22 @@ def _run(argv: list[str]) -> str:
 
 
 def _dpkg_version(package: str) -> str:
-    return _run(["dpkg-query", "-W", "-f=${Version}", package])
+    return _version(("dpkg-query", "-W", "-f=${Version}", package))
 
 
 def toolchain_versions(tc: Toolchain) -> dict[str, str]:
     """One line per tool: what results were computed with."""
     versions = {
-        "python": _run([tc.python, "--version"]),
-        "g++": _run([tc.gxx, "--version"]),
+        "python": _version((tc.python, "--version")),
+        "g++": _version((tc.gxx, "--version")),
         "boost": _dpkg_version("libboost-dev"),
-        "openssl": _run(["openssl", "version"]),
-        "javac": _run([tc.javac, "-version"]),
-        "java": _run([tc.java, "-version"]),
-        "node": _run([tc.node, "--version"]),
-        "go": _run([tc.go, "version"]),
+        "openssl": _version(("openssl", "version")),
+        "javac": _version((tc.javac, "-version")),
+        "java": _version((tc.java, "-version")),
+        "node": _version((tc.node, "--version")),
+        "go": _version((tc.go, "version")),
         "testify": _dpkg_version("golang-github-stretchr-testify-dev"),
-        "bwrap": _run(["bwrap", "--version"]),
+        "bwrap": _version(("bwrap", "--version")),
     }
     md5 = Path(tc.node_modules or "") / "js-md5" / "package.json"
     versions["js-md5"] = json.loads(md5.read_text()).get("version", "?") if md5.is_file() else "missing"
@@ -116,6 +125,8 @@ def default_toolchain(node_modules: str | None = None, cpp_std: str = "c++11", p
         tc.cpp_pch_dir = cpp_pch(tc)
         tc.cpp_harness_obj = cpp_harness(tc)
         tc.javac_cds = javac_cds(tc)
+        tc.java_harness_dir = java_harness(tc)
+        tc.python_harness_dir = python_harness(tc.python)
         if nm:
             tc.node_modules = visible_node_modules(Path(nm))
     return tc
@@ -147,7 +158,7 @@ def _make_readable(path: Path) -> None:
 
 def cpp_pch(tc: Toolchain) -> str | None:
     """A folder holding cm_pch.h and its precompiled .gch for these compiler flags; None if g++ fails."""
-    key = hashlib.sha256(json.dumps([_run([tc.gxx, "--version"]), tc.cpp_std, CPP_INCLUDES]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([_version((tc.gxx, "--version")), tc.cpp_std, CPP_INCLUDES]).encode()).hexdigest()
     folder = shared_root() / f"pch-{key[:16]}"
     if (folder / "cm_pch.h.gch").is_file():
         return str(folder)
@@ -171,7 +182,7 @@ def cpp_harness(tc: Toolchain) -> str | None:
     """harness/cm_harness.cpp compiled once for this compiler and standard; None if g++ fails (each sample then
     compiles it itself)."""
     source = harness_file("cm_harness.cpp")
-    key = hashlib.sha256(json.dumps([_run([tc.gxx, "--version"]), tc.cpp_std, source]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([_version((tc.gxx, "--version")), tc.cpp_std, source]).encode()).hexdigest()
     folder = shared_root() / f"cppharness-{key[:16]}"
     if (folder / "cm_harness.o").is_file():
         return str(folder / "cm_harness.o")
@@ -191,8 +202,59 @@ def cpp_harness(tc: Toolchain) -> str | None:
     return str(folder / "cm_harness.o")
 
 
+def _built_once(prefix: str, key: str, build) -> str | None:
+    """A folder under the shared root made once by `build(tmp_folder) -> bool` (None when it fails), readable by
+    the sandboxes; a second process finding it made uses it."""
+    folder = shared_root() / f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (folder / ".complete").is_file():
+        return str(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=shared_root()))
+    try:
+        ok = build(tmp)
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    if not ok:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    (tmp / ".complete").write_text("")
+    _make_readable(tmp)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
+def java_harness(tc: Toolchain) -> str | None:
+    """A folder holding harness/CmHarness.class for this JDK."""
+    source = harness_file("CmHarness.java")
+
+    def build(tmp: Path) -> bool:
+        (tmp / "CmHarness.java").write_text(source)
+        r = subprocess.run([tc.javac, "-encoding", "UTF-8", "-nowarn", "CmHarness.java"], cwd=tmp,
+                           capture_output=True, timeout=300)
+        (tmp / "CmHarness.java").unlink()
+        return r.returncode == 0 and (tmp / "CmHarness.class").is_file()
+
+    return _built_once("javaharness", json.dumps([_version((tc.javac, "-version")), source]), build)
+
+
+def python_harness(python: str) -> str | None:
+    """A folder holding the Python harness modules and their bytecode, compiled by the sandbox's interpreter."""
+    sources = {name: harness_file(name) for name in PYTHON_HARNESS}
+
+    def build(tmp: Path) -> bool:
+        for name, text in sources.items():
+            (tmp / name).write_text(text)
+        r = subprocess.run([python, "-I", "-S", "-m", "compileall", "-q", str(tmp)], capture_output=True,
+                           timeout=300)
+        return r.returncode == 0 and (tmp / "__pycache__").is_dir()
+
+    return _built_once("pyharness", json.dumps([_version((python, "--version")), python, sources]), build)
+
+
 def go_cache_key(tc: Toolchain) -> str:
-    return hashlib.sha256(json.dumps([_run([tc.go, "version"]), _dpkg_version(
+    return hashlib.sha256(json.dumps([_version((tc.go, "version")), _dpkg_version(
         "golang-github-stretchr-testify-dev")]).encode()).hexdigest()[:16]
 
 
@@ -220,7 +282,7 @@ JAVAC_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 def javac_cds(tc: Toolchain) -> str | None:
     """A dynamic class-data-sharing archive of javac compiling a small program (about a third less CPU per
     javac start); None when the JDK cannot make one."""
-    key = hashlib.sha256(json.dumps([_run([tc.javac, "-version"]), _run([tc.java, "-version"]),
+    key = hashlib.sha256(json.dumps([_version((tc.javac, "-version")), _version((tc.java, "-version")),
                                      JAVAC_JVM_FLAGS]).encode()).hexdigest()[:16]
     folder = shared_root() / f"javac-cds-{key}"
     archive = folder / "javac.jsa"

@@ -11,7 +11,6 @@ import json
 import os
 import site
 import sys
-import traceback
 
 try:  # imported by codemill (tests): the package's codec
     from codemill.eval.harness import codec
@@ -28,7 +27,7 @@ def describe(exc: BaseException) -> dict:
 
 
 def main() -> None:
-    program, name, reply_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    program, name, reply_fd = sys.argv[-3], sys.argv[-2], int(sys.argv[-1])
     replies = os.fdopen(reply_fd, "w")
     requests = sys.stdin
     sys.stdin = open(os.devnull)
@@ -44,6 +43,8 @@ def main() -> None:
         exec(compile(source, "main.py", "exec"), scope)
         function = scope[name]
     except BaseException as exc:
+        import traceback
+
         traceback.print_exc()
         reply({"error": describe(exc)})
         return
@@ -55,6 +56,8 @@ def main() -> None:
             value = function(*args, **kwargs)
             message = {"value": codec.encode(value)}
         except BaseException as exc:
+            import traceback
+
             traceback.print_exc()
             message = {"error": describe(exc)}
         reply(message)
