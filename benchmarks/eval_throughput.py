@@ -82,8 +82,9 @@ print(json.dumps({"seconds": seconds, "executions": len(by_task), "failed": fail
 
 def measure(tree: Path, per_language: int, cpus: int) -> dict:
     """One timed run of a tree's executor, in an interpreter of its own."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # A private local Ray: no cluster address, no token of another cluster.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    env["PYTHONPATH"] = str(tree)
     load_before = os.getloadavg()
     proc = subprocess.run([sys.executable, "-c", RUNNER, str(per_language), str(cpus)], cwd=tree, env=env,
                           capture_output=True, text=True, timeout=3600)
