@@ -1,15 +1,22 @@
 """Which formulation of the batch-1 decode step gets closest to the HBM floor on this GPU: the graphed step
 time of each variant at a preset's shape (random weights), torch only (no Ray). Prints one JSON line per
-variant. Used to choose the serve decoder's GPU path; see benchmarks/RESULTS.md.
+variant (and writes them all to --out). Used to choose the serve decoder's GPU path; see benchmarks/RESULTS.md.
 
     python benchmarks/decode_step_variants.py --preset 1.3b --batch 1 --length 512
+    python benchmarks/decode_step_variants.py --smoke --out /tmp/variants.json   # tiny, CPU: checks the script
+
+`--smoke` runs the serve decoder's own variants (the paged decoder with SDPA, with the Triton attention, with
+fused.py's kernels; the kernels in Triton's interpreter) and the bare matmuls on the tiny preset on the CPU,
+timed by the wall clock: it proves the script still drives the decoder, its figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,13 +29,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cuda_timing import capture, replay_ms
 
-from codemill.serve.decoder import Decoder, ForwardBatch
-from codemill.serve.quant import DenseLinear
 from codemill.train.model import FAST_GELU_SLOPE, PRESETS, CodeGeeX
+
+# The variants that are the serve decoder itself (codemill/serve/decoder.py), and those compiled here.
+DECODER_VARIANTS = ("current", "fused", "triton", "sdpa")
+SMOKE_VARIANTS = ["matmuls", "sdpa", "triton", "fused"]
 
 
 def graph_ms(fn, reps: int = 100) -> float:
     return replay_ms(capture(fn), reps)
+
+
+def wall_ms(fn, reps: int = 3) -> float:
+    """Milliseconds per call by the wall clock (a CPU has no graphs to replay)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return 1e3 * (time.perf_counter() - start) / reps
 
 
 def bandwidth() -> float:
@@ -50,8 +68,8 @@ def bandwidth() -> float:
 class Weights:
     """Plain tensors: per layer ln1 w/b, qkv w/b, dense w/b, ln2 w/b, up w/b, down w/b."""
 
-    def __init__(self, state, cfg, dtype):
-        d = "cuda"
+    def __init__(self, state, cfg, dtype, device: str = "cuda"):
+        d = device
 
         def t(k, dt=dtype):
             return state[k].to(d, dt).contiguous()
@@ -137,6 +155,7 @@ def gemv_table(cfg, dtype, bw: float) -> None:
     """Each projection shape alone, one row: 24 distinct weight copies in one graph (no L2 reuse), cuBLAS
     against fused.py's kernel."""
     from codemill.serve import fused
+    from codemill.serve.quant import DenseLinear
 
     h, f = cfg.hidden_size, cfg.ffn_hidden_size
     for n, k in ((3 * h, h), (h, h), (f, h), (h, f), (cfg.vocab_size, h)):
@@ -160,8 +179,9 @@ def gemv_table(cfg, dtype, bw: float) -> None:
 def make_step(name: str, cfg, state, W: Weights, kcs, vcs, tokens, positions, length: int, slots: int, dtype):
     """The decode step of one variant, as a function of nothing (its inputs bound)."""
     manual = "manual" in name
+    device = tokens.device
     if name == "matmuls":  # the projections alone, cuBLAS: what matrix products cost without anything else
-        x = torch.randn(tokens.shape[0], cfg.hidden_size, dtype=dtype, device="cuda")
+        x = torch.randn(tokens.shape[0], cfg.hidden_size, dtype=dtype, device=device)
 
         def matmuls():
             for w in W.layers:
@@ -170,15 +190,18 @@ def make_step(name: str, cfg, state, W: Weights, kcs, vcs, tokens, positions, le
                 F.linear(F.linear(x, w[8], w[9]), w[10], w[11])
             return F.linear(x, W.wte)
         return matmuls
-    if name in ("current", "fused", "sdpa"):  # codemill's paged decoder: compiled regions + Triton attention,
-        # fused.py's single-row kernels, or the plain SDPA-over-pages path
-        dec = Decoder(cfg, state, "cuda", dtype, compile=name == "current", fused=name == "fused",
+    if name in DECODER_VARIANTS:  # codemill's paged decoder: compiled regions + Triton attention, fused.py's
+        # single-row kernels (a batch of one; larger ones decode as `triton`), Triton attention alone, or the
+        # plain SDPA-over-pages path
+        from codemill.serve.decoder import Decoder, ForwardBatch
+
+        dec = Decoder(cfg, state, device, dtype, compile=name == "current", fused=name == "fused",
                       attention="sdpa" if name == "sdpa" else "triton")
         bs, b = 16, tokens.shape[0]
         width = -(-cfg.max_seq_length // bs)
         dec.allocate_cache(b * width + 1, bs)
-        tables = (torch.arange(b * width, device="cuda").view(b, width) + 1).to(torch.int32)
-        slots_ = tables[torch.arange(b, device="cuda"), positions // bs].long() * bs + positions % bs
+        tables = (torch.arange(b * width, device=device).view(b, width) + 1).to(torch.int32)
+        slots_ = tables[torch.arange(b, device=device), positions // bs].long() * bs + positions % bs
         batch = ForwardBatch(tokens, positions, slots_, b, tables, (positions + 1).to(torch.int32), [])
         return lambda: dec.forward(batch)
     if name.startswith("layer"):  # one compiled graph per layer, shared by all layers
@@ -207,58 +230,88 @@ def main() -> int:
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--variants", nargs="+", default=["matmuls", "current", "fused", "sdpa", "layer", "full",
                                                        "full_cdt"],
-                    help="also: layer_manual, full_manual, full_manual_cdt (attention by hand), full_mat "
-                         "(max-autotune)")
+                    help="also: triton (the decoder's Triton attention without fused kernels), layer_manual, "
+                         "full_manual, full_manual_cdt (attention by hand), full_mat (max-autotune)")
     ap.add_argument("--gemv", action="store_true", help="first time each projection shape alone")
     ap.add_argument("--profile", action="store_true", help="also print each variant's kernels (eager launches)")
+    ap.add_argument("--out", help="also write every result as one JSON file (rows, and whether it was a smoke run)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny preset, CPU, the decoder's own variants timed by the wall clock: checks the script")
     args = ap.parse_args()
+    if args.smoke:
+        args.preset, args.batch, args.length, args.variants = "tiny", [1, 2], 40, SMOKE_VARIANTS
+        args.gemv = args.profile = False
+        # The Triton kernels run on a CPU in Triton's interpreter, chosen before codemill.serve imports Triton.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = "cpu" if args.smoke else "cuda"
+    rows: list[dict] = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
     torch.manual_seed(0)
-    dtype = torch.bfloat16
+    dtype = torch.float32 if args.smoke else torch.bfloat16
     cfg = PRESETS[args.preset]
-    with torch.device("cuda"):
-        model = CodeGeeX(cfg).to(dtype)
+    if args.smoke:  # 128 positions: block tables of 8 pages, so the interpreted attention has few programs
+        cfg = dataclasses.replace(cfg, max_seq_length=128)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the random model made in its serving dtype (no FP32 copy beside it)
+    try:
+        with torch.device(device):
+            model = CodeGeeX(cfg)
+    finally:
+        torch.set_default_dtype(default)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     del model
-    bw = bandwidth()
-    W = Weights(state, cfg, dtype)
+    W = Weights(state, cfg, dtype, device)
     weight_bytes = sum(t.numel() * t.element_size() for lw in W.layers + [W.top] for t in lw) + \
         sum(t.numel() * t.element_size() for t in (W.wte, W.wpe, W.wqe))
-    floor_ms = 1e3 * weight_bytes / bw
-    print(json.dumps({"bandwidth_TBps": bw / 1e12, "weight_MB": weight_bytes / 1e6, "floor_ms": floor_ms}), flush=True)
+    bw = bandwidth() if device == "cuda" else None
+    floor_ms = 1e3 * weight_bytes / bw if bw else None
+    emit({"bandwidth_TBps": bw / 1e12 if bw else None, "weight_MB": weight_bytes / 1e6, "floor_ms": floor_ms,
+          "device": device})
     if args.gemv:
         gemv_table(cfg, dtype, bw)
     slots = max(args.batch)
     L = cfg.max_seq_length
     H, D = cfg.num_heads, cfg.head_dim
-    kcs = [torch.zeros(slots, H, L, D, dtype=dtype, device="cuda") for _ in range(cfg.num_layers)]
-    vcs = [torch.zeros(slots, H, L, D, dtype=dtype, device="cuda") for _ in range(cfg.num_layers)]
+    kcs = [torch.zeros(slots, H, L, D, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
+    vcs = [torch.zeros(slots, H, L, D, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
     for b in args.batch:
-        tokens = torch.randint(0, 50000, (b,), device="cuda")
-        positions = torch.full((b,), args.length - 100, device="cuda")
+        tokens = torch.randint(0, 50000, (b,), device=device)
+        positions = torch.full((b,), args.length - 100 if args.length > 100 else args.length - 1, device=device)
         ref = None
         for name in args.variants:
-            torch._dynamo.reset()
-            torch._inductor.config.coordinate_descent_tuning = name.endswith("_cdt")
+            compiled = name not in DECODER_VARIANTS and name != "matmuls" or name == "current"
+            if compiled:
+                torch._dynamo.reset()
+                torch._inductor.config.coordinate_descent_tuning = name.endswith("_cdt")
             t0 = time.time()
             try:
                 fn = make_step(name, cfg, state, W, kcs, vcs, tokens, positions, args.length, slots, dtype)
                 with torch.inference_mode():
                     out = fn()
-                    torch.cuda.synchronize()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
                     warm = time.time() - t0
-                    ms = graph_ms(fn)
+                    ms = graph_ms(fn) if device == "cuda" else wall_ms(fn, reps=1)
                 if name != "matmuls":
                     ref = out.float() if ref is None else ref
                 if args.profile and name != "matmuls":
                     print_profile(fn)
-                print(json.dumps({"variant": name, "batch": b, "length": args.length, "ms": round(ms, 4),
-                                  "bw_fraction": round(floor_ms / ms, 3) if b == 1 else None,
-                                  "compile_s": round(warm, 1),
-                                  "cos_vs_first": None if name == "matmuls" else
-                                  float(F.cosine_similarity(out.float(), ref, dim=-1).min())}), flush=True)
+                emit({"variant": name, "batch": b, "length": args.length, "ms": round(ms, 4),
+                      "bw_fraction": round(floor_ms / ms, 3) if b == 1 and floor_ms else None,
+                      "compile_s": round(warm, 1),
+                      "cos_vs_first": None if name == "matmuls" else
+                      float(F.cosine_similarity(out.float(), ref, dim=-1).min())})
             except Exception as exc:  # report and go on to the next variant
-                print(json.dumps({"variant": name, "batch": b, "error": repr(exc)[:500]}), flush=True)
-    return 0
+                emit({"variant": name, "batch": b, "error": repr(exc)[:500]})
+    failed = [r for r in rows if "error" in r]
+    if args.out:
+        Path(args.out).write_text(json.dumps({"smoke": args.smoke, "preset": args.preset, "device": device,
+                                              "rows": rows}, indent=2) + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

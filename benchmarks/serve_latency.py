@@ -1,36 +1,43 @@
 """Serve on one GPU, issue 23's whole benchmark in one run (each part guarded: a failure is recorded with its
-traceback and the next part runs):
+traceback and the next part runs; the run ends within --max-seconds whatever happens, what it measured so far
+written):
 
 1. `engine`: batch-1 decode at 1.3b bf16 (random weights, HumanEval-X prompts): the engine's ms/token and its
    captured decode step alone, against Hugging Face `generate` with a static cache + torch.compile on a
    GPT-2 of the same shape (the baseline), in the same run;
 2. `int8`: INT8 weight-only against bf16, batch 1: ms/token, weight bytes, the logits' cosine on code prompts;
-3. `http`: Ray Serve over HTTP, 1.3b bf16, streamed requests of 256 output tokens, prompts of mixed length,
+3. `memory_13b`: the 13b preset's weights on the GPU, its KV cache sized from what is left: bytes per
+   sequence and the number of concurrent 2,048-token sequences; a few sequences decoded to prove it runs;
+4. `http`: Ray Serve over HTTP, 1.3b bf16, streamed requests of 256 output tokens, prompts of mixed length,
    Poisson arrivals (each stream waits an exponential gap between its requests) at 1/8/32/64/128/256
    concurrent streams: output tokens/s, TTFT and time per output token p50/p99; and TTFT at concurrency 1
-   of the same engine process without Serve (Serve's added TTFT);
-4. `memory_13b`: the 13b preset's weights on the GPU, its KV cache sized from what is left: bytes per
-   sequence and the number of concurrent 2,048-token sequences; a few sequences decoded to prove it runs.
+   of the same engine process without Serve (Serve's added TTFT). Last: it is the longest, and its engine
+   processes hold most of the GPU until they exit.
 
 Results go to OUT_DIR as serve_engine.json, serve_http.json, serve_13b.json and serve_summary.json (targets
-checked), each written after its part.
+checked), each written after its part (the HTTP part after each level). Exit status 1 when a part failed.
 
     python benchmarks/serve_latency.py --out-dir benchmarks/results/serve          # the GPU run (RESULTS.md)
     bash scripts/in-netns.sh .venv/bin/python benchmarks/serve_latency.py --smoke --out-dir /tmp/x   # CPU check
+
+Ray: RAY_ADDRESS's cluster when set (the tests' shared head), else a local one started here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import platform
 import random
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -62,6 +69,38 @@ def sync(device: torch.device) -> None:
 
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
+
+
+class Budget:
+    """The run's time: a deadline for the whole run, and the share of what is left that a part may use."""
+
+    # Seconds each part needs at least, kept for the parts after the one running (GPU run; --smoke scales them).
+    NEEDS = {"engine": 60.0, "int8": 45.0, "memory_13b": 45.0, "http": 150.0}
+
+    def __init__(self, seconds: float, scale: float = 1.0):
+        self.deadline = time.monotonic() + seconds
+        self.needs = {k: v * scale for k, v in self.NEEDS.items()}
+        self.part_deadline = self.deadline
+
+    def left(self) -> float:
+        """Seconds left to the part running."""
+        return max(self.part_deadline - time.monotonic(), 0.0)
+
+    def start(self, part: str, later: list[str]) -> float:
+        """Begin `part`: it may use what is left less what the parts after it need. -> its seconds."""
+        reserve = sum(self.needs[p] for p in later)
+        self.part_deadline = max(self.deadline - reserve, min(time.monotonic() + self.needs[part], self.deadline))
+        return self.left()
+
+
+class OutOfTime(RuntimeError):
+    """A part's share of --max-seconds ran out: what it measured so far is kept."""
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def free_gpu() -> None:
@@ -99,9 +138,16 @@ def humaneval_prompts(tokenizer, count: int, max_tokens: int) -> list[list[int]]
 
 
 def random_state(preset: str, device: torch.device, dtype: torch.dtype) -> dict:
+    """Random weights made in `dtype` on `device`: an FP32 model first would need 52 GB at 13b, then the
+    bf16 copy beside it (78 GB: more than an H100 has)."""
     torch.manual_seed(0)
-    with torch.device(device):
-        model = CodeGeeX(PRESETS[preset]).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = CodeGeeX(PRESETS[preset])
+    finally:
+        torch.set_default_dtype(default)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     del model
     return state
@@ -193,7 +239,11 @@ def hf_static_compile_ms(preset: str, device, dtype, prompt: list[int], new_toke
 
 
 # ----------------------------------------------------------------------------- parts
-def engine_part(args, device, dtype, tokenizer, out: dict) -> None:
+# What Hugging Face's baseline takes on an H100 (static cache + torch.compile of a 1.3b GPT-2): mostly compiling.
+HF_BASELINE_NEEDS_S = 100.0
+
+
+def engine_part(args, device, dtype, tokenizer, out: dict, budget: Budget) -> None:
     prompts = humaneval_prompts(tokenizer, args.prompts, 512)
     state = random_state(args.preset, device, dtype)
     engine = make_engine(args.preset, state, device, dtype)
@@ -206,12 +256,14 @@ def engine_part(args, device, dtype, tokenizer, out: dict) -> None:
     free_gpu()
     if args.smoke:
         return
+    if budget.left() < HF_BASELINE_NEEDS_S:
+        raise OutOfTime(f"{budget.left():.0f} s left of this part: too little for Hugging Face's baseline")
     row["hf_static_compile"] = hf_static_compile_ms(args.preset, device, dtype, prompts[0], args.new_tokens,
                                                     args.repeats)
     row["codemill_over_hf"] = row["codemill"]["ms_per_token"] / row["hf_static_compile"]["ms_per_token"]
 
 
-def int8_part(args, device, dtype, tokenizer, out: dict) -> None:
+def int8_part(args, device, dtype, tokenizer, out: dict, budget: Budget) -> None:
     prompts = humaneval_prompts(tokenizer, args.prompts, 512)
     state = random_state(args.preset, device, dtype)
     q = out.setdefault("int8", {"preset": args.preset})
@@ -229,7 +281,7 @@ def int8_part(args, device, dtype, tokenizer, out: dict) -> None:
     q["cosine_prompts"] = len(cos)
 
 
-def memory_13b_part(args, device, dtype, tokenizer, out: dict) -> None:
+def memory_13b_part(args, device, dtype, tokenizer, out: dict, budget: Budget) -> None:
     from codemill.serve.loader import kv_cache_bytes
 
     preset = "tiny" if args.smoke else "13b"
@@ -239,9 +291,9 @@ def memory_13b_part(args, device, dtype, tokenizer, out: dict) -> None:
     decoder = Decoder(cfg, state, device, dtype)
     del state
     free_gpu()
-    budget = kv_cache_bytes(decoder, device, args.gpu_memory_utilization, 256, 16, 2**26 if args.smoke else None)
+    kv_bytes = kv_cache_bytes(decoder, device, args.gpu_memory_utilization, 256, 16, 2**26 if args.smoke else None)
     per_block = decoder.bytes_per_block(16)
-    engine = Engine(decoder, None, eos_id=EOT_ID, valid_vocab=VOCAB_SIZE, num_blocks=budget // per_block,
+    engine = Engine(decoder, None, eos_id=EOT_ID, valid_vocab=VOCAB_SIZE, num_blocks=kv_bytes // per_block,
                     block_size=16, max_num_seqs=64, max_batched_tokens=4096, graph_sizes=[1, 8, 32, 64],
                     cuda_graphs=not args.smoke)
     per_token = per_block // 16
@@ -268,88 +320,112 @@ def memory_13b_part(args, device, dtype, tokenizer, out: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- HTTP
+# How long requests already sent may run on once a level's time is up, before they are cancelled.
+IN_FLIGHT_GRACE_S = 30.0
+
+
 async def sse_request(host: str, port: int, path: str, body: dict) -> dict:
     """One streamed completion over a raw asyncio connection (no client library on the GPU image)."""
     data = json.dumps(body).encode()
     t0 = now()
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
-    await writer.drain()
-    status = int((await reader.readline()).split()[1])
-    first, tokens = None, 0
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        if line.startswith(b"data: {"):
-            chunk = json.loads(line[6:])
-            if chunk.get("choices") and first is None:
-                first = now()
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    writer.close()
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        first, tokens = None, 0
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            if line.startswith(b"data: {"):
+                chunk = json.loads(line[6:])
+                if chunk.get("choices") and first is None:
+                    first = now()
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+    finally:
+        writer.close()
     end = now()
     return {"status": status, "ttft": (first or end) - t0, "tokens": tokens,
             "tpot": (end - first) / (tokens - 1) if first and tokens > 1 else None}
 
 
 async def load_level(port: int, prompts: list[str], streams: int, requests: int, new_tokens: int,
-                     mean_gap_s: float, seed: int) -> dict:
-    """`streams` concurrent clients; each waits an exponential gap (Poisson arrivals) before each request."""
+                     mean_gap_s: float, seed: int, seconds: float) -> dict:
+    """`streams` concurrent clients; each waits an exponential gap (Poisson arrivals) before each request. No
+    request starts after `seconds`; those running then get IN_FLIGHT_GRACE_S more, then are cancelled (the
+    level is marked `cut_short`)."""
     rng = random.Random(seed)
     queue = list(range(requests))
     results = []
+    t = now()
+    stop_at = t + seconds
 
     async def client(c: int) -> None:
-        while queue:
+        while queue and now() < stop_at:
             i = queue.pop()
             await asyncio.sleep(rng.expovariate(1 / mean_gap_s) if mean_gap_s else 0)
             body = {"model": "bench", "prompt": prompts[(i * 7 + c) % len(prompts)], "max_tokens": new_tokens,
                     "temperature": 0, "stream": True, "ignore_eos": True, "stream_options": {"include_usage": True}}
-            results.append(await sse_request("127.0.0.1", port, "/v1/completions", body))
+            try:
+                results.append(await sse_request("127.0.0.1", port, "/v1/completions", body))
+            except (OSError, ValueError, IndexError) as exc:  # refused, reset, or a malformed answer
+                results.append({"status": -1, "error": repr(exc)[:200]})
 
-    t = now()
-    await asyncio.gather(*(client(c) for c in range(streams)))
+    tasks = [asyncio.ensure_future(client(c)) for c in range(streams)]
+    _, pending = await asyncio.wait(tasks, timeout=seconds + IN_FLIGHT_GRACE_S)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     wall = now() - t
     ok = [r for r in results if r["status"] == 200]
     ttft = [r["ttft"] * 1e3 for r in ok]
     tpot = [r["tpot"] * 1e3 for r in ok if r["tpot"] is not None]
-    return {"concurrency": streams, "requests": requests, "errors": len(results) - len(ok),
+    return {"concurrency": streams, "requests": len(results), "planned_requests": requests,
+            "errors": len(results) - len(ok), "cut_short": bool(pending or queue),
             "output_tokens": sum(r["tokens"] for r in ok), "wall_s": wall,
             "tokens_per_s": sum(r["tokens"] for r in ok) / wall, "ttft_ms_p50": pct(ttft, 50),
             "ttft_ms_p99": pct(ttft, 99), "tpot_ms_p50": pct(tpot, 50), "tpot_ms_p99": pct(tpot, 99)}
 
 
-async def engine_alone_ttft(export: str, options: dict, prompt_ids: list[int], new_tokens: int, repeats: int) -> dict:
+async def engine_alone_ttft(export: str, options: dict, prompt_ids: list[int], repeats: int,
+                            budget: Budget) -> dict:
     """TTFT at concurrency 1 of the same engine process a replica runs, driven from here (no HTTP, no Serve)."""
     from codemill.serve.engine_process import EngineProcess, EngineSpec
 
-    engine = EngineProcess(EngineSpec(export, options))
+    engine = EngineProcess(EngineSpec(export, options), startup_timeout_s=max(budget.left(), 1.0))
     out = []
     try:
-        for i in range(repeats + 1):
+        for i in range(repeats + 1):  # the first is a warm-up
             t = now()
             first = None
-            async for o in engine.generate(f"alone-{i}", prompt_ids, GenerationParams(
-                    max_tokens=new_tokens, temperature=0, ignore_eos=True)):
+            stream = engine.generate(f"alone-{i}", prompt_ids, GenerationParams(max_tokens=TTFT_TOKENS,
+                                                                                temperature=0, ignore_eos=True))
+            async for o in stream:
                 if first is None and o.deltas:
                     first = now() - t
             if i:
                 out.append(first * 1e3)
+            if budget.left() <= 0:
+                raise OutOfTime(f"the engine alone answered {len(out)} of {repeats} TTFT requests in time")
     finally:
         engine.stop()
     return {"ttft_ms_p50": statistics.median(out), "repeats": repeats}
 
 
-def http_part(args, device, dtype, tokenizer, out: dict, save) -> None:
+# Output tokens of the requests that only measure time to first token.
+TTFT_TOKENS = 8
+
+
+def http_part(args, device, dtype, tokenizer, out: dict, save, budget: Budget) -> None:
     import ray
     from ray import serve
 
     from codemill.config import build_config
-    from codemill.serve.app import application
     from codemill.serve.config import ServeConfig
-    from codemill.serve.stage import wait_healthy
+    from codemill.serve.stage import APP_NAME, deploy
     from codemill.serve.testing import write_random_export
 
     preset = "tiny" if args.smoke else args.preset
@@ -364,38 +440,54 @@ def http_part(args, device, dtype, tokenizer, out: dict, save) -> None:
     texts = [tokenizer.decode(p) for p in ids]
     out["prompt_tokens"] = {"min": min(map(len, ids)), "median": statistics.median(map(len, ids)),
                             "max": max(map(len, ids))}
-    model = {"name": "bench", "input": export, "dtype": args.dtype, "device": device.type, "replicas": 1,
-             "gpus_per_replica": 1 if device.type == "cuda" else 0, "cpus_per_replica": 1,
-             "max_ongoing_requests": 4096, "gpu_memory_utilization": args.gpu_memory_utilization}
-    cfg = build_config(ServeConfig, {"models": [model], "max_batch_size": max(args.concurrency), "max_queue": 8192,
-                                     "max_n": 1, "max_num_beams": 1,
-                                     "max_batched_tokens": max(2048, 2 * max(args.concurrency))})
     # Serve's added TTFT: the same engine process alone first (the GPU is free), then through Serve.
     options = {"dtype": args.dtype, "device": device.type, "max_batch_size": 8,
                "gpu_memory_utilization": args.gpu_memory_utilization}
-    alone = asyncio.run(engine_alone_ttft(export, options, ids[0], args.http_new_tokens, args.ttft_repeats))
+    alone = asyncio.run(engine_alone_ttft(export, options, ids[0], args.ttft_repeats, budget))
     save()
-    ray.init(num_cpus=os.cpu_count(), num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False)
+    port = args.port or free_port()
+    model = {"name": "bench", "input": export, "dtype": args.dtype, "device": device.type, "replicas": 1,
+             "gpus_per_replica": 1 if device.type == "cuda" else 0, "cpus_per_replica": 0.25 if args.smoke else 1,
+             "max_ongoing_requests": 4096, "gpu_memory_utilization": args.gpu_memory_utilization}
+    cfg = build_config(ServeConfig, {"models": [model], "max_batch_size": max(args.concurrency), "max_queue": 8192,
+                                     "max_n": 1, "max_num_beams": 1, "port": port,
+                                     "max_batched_tokens": max(2048, 2 * max(args.concurrency)),
+                                     "engine_start_timeout_s": max(budget.left(), 1.0),
+                                     "health_timeout_s": max(budget.left(), 1.0)})
+    started_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    if started_ray:
+        ray.init(num_cpus=os.cpu_count(), num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False)
+    started = {"serve": False}
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         t = now()
-        serve.run(application(cfg), name="bench", route_prefix="/", blocking=False)
-        wait_healthy(f"http://127.0.0.1:{args.port}", 900)
+        url = deploy(cfg, started=started)  # `codemill serve`'s own path: Serve's proxy, the app, /healthz
+        port = int(url.split(":")[2].split("/")[0])  # a Serve already running keeps its port
         out["deploy_s"] = now() - t
-        asyncio.run(load_level(args.port, texts, 4, 8, 16, 0, 0))  # warm-up
-        c1 = asyncio.run(load_level(args.port, [texts[0]], 1, args.ttft_repeats, args.http_new_tokens, 0, 1))
+        asyncio.run(load_level(port, texts, 4, 8, 16, 0, 0, budget.left()))  # warm-up
+        c1 = asyncio.run(load_level(port, [texts[0]], 1, args.ttft_repeats, TTFT_TOKENS, 0, 1, budget.left()))
         out["ttft_concurrency1"] = {"http_ms_p50": c1["ttft_ms_p50"], "engine_alone_ms_p50": alone["ttft_ms_p50"],
                                     "added_ms": c1["ttft_ms_p50"] - alone["ttft_ms_p50"], "prompt_tokens": len(ids[0])}
         save()
-        for c in args.concurrency:
-            level = asyncio.run(load_level(args.port, texts, c, max(2 * c, 8), args.http_new_tokens,
-                                           args.mean_gap_ms / 1e3, c))
+        levels = list(args.concurrency)
+        for i, c in enumerate(levels):
+            # The time left, shared equally by the levels still to run (each sends about two requests per stream;
+            # what one leaves unused goes to the next).
+            seconds = budget.left() / (len(levels) - i)
+            level = asyncio.run(load_level(port, texts, c, max(2 * c, 8), args.http_new_tokens,
+                                           args.mean_gap_ms / 1e3, c, seconds))
             out["levels"].append(level)
             print(json.dumps(level), flush=True)
             save()
+            if budget.left() <= 0:
+                raise OutOfTime(f"levels {levels[i + 1:]} did not run")
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        with contextlib.suppress(Exception):
+            serve.delete(APP_NAME)
+        if started["serve"]:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+        if started_ray:
+            ray.shutdown()
 
 
 def summary(results: dict) -> dict:
@@ -432,11 +524,31 @@ def summary(results: dict) -> dict:
     return s
 
 
+PARTS = ["engine", "int8", "memory_13b", "http"]  # the order they run in
+
+
+def start_watchdog(seconds: float, on_expiry) -> None:
+    """At `seconds`, whatever runs: `on_expiry()` (write what was measured), then exit with status 3. Ray's
+    processes started here die with this one (fate sharing), and engine processes with their parents."""
+    def expire() -> None:
+        try:
+            on_expiry()
+        finally:
+            os._exit(3)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out-dir", required=True, help="folder for the JSON results (created)")
-    p.add_argument("--parts", nargs="+", default=["engine", "int8", "http", "memory_13b"],
-                   choices=["engine", "int8", "http", "memory_13b"])
+    p.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS)
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="the whole run ends within this (default 420 on a GPU, 240 with --smoke): each part gets "
+                        "what is left less what the parts after it need; past it, what was measured is written and "
+                        "the process exits (status 3)")
     p.add_argument("--preset", default="1.3b")
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     p.add_argument("--new-tokens", type=int, default=256)
@@ -448,45 +560,72 @@ def main() -> int:
     p.add_argument("--mean-gap-ms", type=float, default=20.0, help="mean gap before each request of a stream")
     p.add_argument("--ttft-repeats", type=int, default=10)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=None, help="Serve's HTTP port (default: a free one)")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
     args = p.parse_args()
     if args.smoke:
         args.preset, args.dtype, args.new_tokens, args.http_new_tokens = "tiny", "fp32", 8, 8
         args.concurrency, args.prompts, args.repeats, args.ttft_repeats, args.cosine_prompts = [1, 4], 3, 1, 2, 2
+    max_seconds = args.max_seconds or (240.0 if args.smoke else 420.0)
+    budget = Budget(max_seconds, scale=0.25 if args.smoke else 1.0)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = DTYPES[args.dtype]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python " + " ".join(sys.argv), "machine": machine(device), "smoke": args.smoke,
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "max_seconds": max_seconds, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results = {"engine": dict(meta), "http": dict(meta), "13b": dict(meta)}
     files = {"engine": "serve_engine.json", "http": "serve_http.json", "13b": "serve_13b.json"}
+    running = {"part": None}
 
     def save() -> None:
         for key, name in files.items():
             (out_dir / name).write_text(json.dumps(results[key], indent=2, default=str) + "\n")
         (out_dir / "serve_summary.json").write_text(json.dumps({**meta, "targets": summary(results)}, indent=2) + "\n")
 
+    def on_expiry() -> None:
+        print(f"serve_latency: --max-seconds {max_seconds:g} ran out during {running['part']}; writing what was "
+              f"measured and exiting", file=sys.stderr, flush=True)
+        for key in results:
+            results[key].setdefault("errors", {})["watchdog"] = f"--max-seconds {max_seconds:g} ran out during " \
+                                                                f"{running['part']}"
+        for _ in range(3):  # the main thread may be changing a result while this writes: try again
+            try:
+                save()
+                return
+            except RuntimeError:
+                time.sleep(0.1)
+
+    start_watchdog(max_seconds, on_expiry)
     tokenizer = codegeex_tokenizer()
-    parts = [("engine", "engine", lambda: engine_part(args, device, dtype, tokenizer, results["engine"])),
-             ("int8", "engine", lambda: int8_part(args, device, dtype, tokenizer, results["engine"])),
-             ("http", "http", lambda: http_part(args, device, dtype, tokenizer, results["http"], save)),
-             ("memory_13b", "13b", lambda: memory_13b_part(args, device, dtype, tokenizer, results["13b"]))]
-    for name, key, fn in parts:
-        if name not in args.parts:
-            continue
+    parts = {"engine": ("engine", lambda: engine_part(args, device, dtype, tokenizer, results["engine"], budget)),
+             "int8": ("engine", lambda: int8_part(args, device, dtype, tokenizer, results["engine"], budget)),
+             "memory_13b": ("13b", lambda: memory_13b_part(args, device, dtype, tokenizer, results["13b"], budget)),
+             "http": ("http", lambda: http_part(args, device, dtype, tokenizer, results["http"], save, budget))}
+    chosen = [name for name in PARTS if name in args.parts]
+    failed = []
+    for i, name in enumerate(chosen):
+        key, fn = parts[name]
+        running["part"] = name
         t = now()
+        print(f"serve_latency: {name} ({budget.start(name, chosen[i + 1:]):.0f} s)", file=sys.stderr, flush=True)
         try:
             fn()
+        except OutOfTime as exc:
+            failed.append(name)
+            results[key].setdefault("errors", {})[name] = f"out of time: {exc}"
+            print(f"{name} ran out of time: {exc}", file=sys.stderr, flush=True)
         except Exception as exc:
+            failed.append(name)
             results[key].setdefault("errors", {})[name] = traceback.format_exc()[-3000:]
             print(f"{name} failed: {exc}", file=sys.stderr, flush=True)
         results[key].setdefault("part_seconds", {})[name] = round(now() - t, 1)
         free_gpu()
         save()
     print(json.dumps(summary(results), indent=2))
-    return 0
+    if failed:
+        print(f"serve_latency: failed: {', '.join(failed)} (see the errors in {out_dir})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
