@@ -1,6 +1,6 @@
 """The demo DAG (`dags/local.yaml`) end to end on a real Ray head, then the reruns a user makes: a changed
-crawl config reruns every stage below it, a changed tokenize config reruns tokenize and train only. Every
-stage's counts must add up on its real output."""
+crawl config reruns every stage below it, a changed tokenize config reruns tokenize and the stages below it
+only. Every stage's counts must add up on its real output."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from codemill import manifest as mf
 from codemill import storage
-from codemill.dag import load_dag, run_dag, topological_order
+from codemill.dag import decide, load_dag, plan, run_dag, topological_order
 
 REPO = Path(__file__).resolve().parents[2]
 DAG = str(REPO / "dags" / "local.yaml")
@@ -78,6 +78,12 @@ def finished_at(out: str) -> dict[str, float]:
     return {s: mf.read_manifest(storage.join(out, s)).timings["finished_at"] for s in ALL}
 
 
+def stale_below_train(out: str, overrides: dict) -> dict[str, str]:
+    """What the runner would decide, now, for the stages after train (eval, the serve check)."""
+    planned = {ps.name: ps for ps in plan(load_dag(DAG), Path(DAG), out, overrides)}
+    return {name: decide(planned[name])[1] for name in ALL if name not in DATA_STAGES}
+
+
 def test_demo_dag_runs_then_reruns_exactly_what_changed(tmp_path, ray_head):
     out = str(tmp_path / "demo")
     assert same_run(run_dag(DAG, out, address=ray_head.dashboard_url, overrides=SMALL), ALL)
@@ -88,11 +94,13 @@ def test_demo_dag_runs_then_reruns_exactly_what_changed(tmp_path, ray_head):
     # Nothing changed: nothing runs.
     assert run_dag(DAG, out, address=ray_head.dashboard_url, overrides=SMALL) == []
 
-    # The issue's reproduction: fewer repositories. Everything below the crawl must run again.
+    # The issue's reproduction: fewer repositories. Every stage below the crawl must run again: the data stages
+    # are run (to train) and checked; eval and the serve check, which read train's new output, are decided as
+    # stale by the same rule without running them again (their own full runs are the first run above).
     before = finished_at(out)
     fewer = {**SMALL, "crawl": ["max_repos=5"]}
-    assert same_run(run_dag(DAG, out, address=ray_head.dashboard_url, overrides=fewer), ALL)
-    assert sorted(ran_and_skipped(out, before)) == sorted(ALL)
+    assert run_dag(DAG, out, address=ray_head.dashboard_url, overrides=fewer, until="train") == DATA_STAGES
+    assert sorted(ran_and_skipped(out, before)) == sorted(DATA_STAGES)
     for folder in ("repos", "files"):
         names = storage.read_table(storage.join(out, "crawl", folder), columns=["repo" if folder == "files"
                                                                                  else "full_name"])
@@ -100,11 +108,15 @@ def test_demo_dag_runs_then_reruns_exactly_what_changed(tmp_path, ray_head):
     assert storage.read_table(storage.join(out, "crawl", "repos")).num_rows == 5
     assert mf.read_manifest(storage.join(out, "crawl")).config["max_repos"] == 5
     check_counts(out)
+    assert all("input" in why and "changed" in why for why in stale_below_train(out, fewer).values()), \
+        stale_below_train(out, fewer)
 
-    # A tokenize change: the stages above it are skipped, tokenize and train run.
+    # A tokenize change: the stages above it are skipped, tokenize and train run (and, below them, eval and the
+    # serve check would: decided stale as above).
     before = finished_at(out)
     reseeded = {**fewer, "tokenize": ["seed=7"]}
-    ran = run_dag(DAG, out, address=ray_head.dashboard_url, overrides=reseeded)
-    assert same_run(ran, ALL[ALL.index("tokenize"):])
+    ran = run_dag(DAG, out, address=ray_head.dashboard_url, overrides=reseeded, until="train")
+    assert ran == ["tokenize", "train"]
     assert sorted(ran_and_skipped(out, before)) == sorted(ran)
     check_counts(out)
+    assert all("input" in why and "changed" in why for why in stale_below_train(out, reseeded).values())
