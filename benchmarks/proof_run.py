@@ -27,7 +27,7 @@ Every phase writes OUT/summary.json; a rerun resumes (the DAG's stages and finis
         --work /tmp/proof/work --phases data,probe,train,generate
     # here, on what came back:
     bash scripts/in-netns.sh .venv/bin/python benchmarks/proof_run.py --out COPY_OF_OUT --phases score
-    # CPU smoke (tiny preset, two stdlib packages, two problems):
+    # CPU smoke (tiny preset, one stdlib package, one problem of each benchmark):
     bash scripts/in-netns.sh .venv/bin/python benchmarks/proof_run.py --smoke --out /tmp/proof-smoke
 """
 
@@ -94,10 +94,10 @@ SIZES = {
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 384,
             "python_n": 100, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
             "mtpb_max_tokens": 0, "generate_minutes": 5.0},
-    # Two CPU cores: two small stdlib packages, the tiny preset, two problems of each benchmark.
+    # Two CPU cores: one small stdlib package, the tiny preset, one problem of each benchmark.
     "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
-              "lr": 2e-3, "probe_steps": 2, "problems": 2, "mtpb_problems": 2, "max_tokens": 24,
-              "python_n": 4, "python_n_low": 2, "other_n": 2, "mtpb_n": 1,
+              "lr": 2e-3, "probe_steps": 2, "problems": 1, "mtpb_problems": 1, "max_tokens": 24,
+              "python_n": 2, "python_n_low": 1, "other_n": 1, "mtpb_n": 1,
               "mtpb_max_tokens": 24, "generate_minutes": 0.0},
 }
 
@@ -186,7 +186,7 @@ def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int |
                                   "tokenize": [f"seq_len={a.seq_length + 1}"]}
     if a.smoke:
         stdlib = sysconfig.get_paths()["stdlib"]
-        sets["crawl"] = [f"source.paths=[{stdlib}/json, {stdlib}/email]"]
+        sets["crawl"] = [f"source.paths=[{stdlib}/json]"]
         sets["tokenize"].append("validation_fraction=0.2")
     train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}"]
     if a.smoke:
@@ -213,10 +213,12 @@ def stage_record(work: Path, name: str) -> dict:
 
 
 def run_data(a, work: Path, summary: dict, out: Path) -> None:
+    from bench_env import shared_dashboard_url
+
     from codemill.dag import run_dag
 
     started = time.time()
-    run_dag(str(DAG), str(work / "dag"), until="tokenize", overrides=dag_overrides(a))
+    run_dag(str(DAG), str(work / "dag"), until="tokenize", overrides=dag_overrides(a), address=shared_dashboard_url())
     summary["stages"] = {name: stage_record(work / "dag", name) for name in DATA_STAGES}
     summary["phases"]["data"] = {"seconds": round(time.time() - started, 1)}
     save_summary(out, summary)
@@ -308,6 +310,8 @@ def stop_probes() -> None:
 
 
 def run_train(a, work: Path, summary: dict, out: Path) -> None:
+    from bench_env import shared_dashboard_url
+
     from codemill.dag import run_dag
 
     dataset = json.loads((work / "dag" / "tokenize" / "manifest.json").read_text())
@@ -324,7 +328,8 @@ def run_train(a, work: Path, summary: dict, out: Path) -> None:
     log(f"choice: {choice['why']}")
     save_summary(out, summary)
     started = time.time()
-    run_dag(str(DAG), str(work / "dag"), until="train", overrides=dag_overrides(a, choice["preset"], choice["steps"]))
+    run_dag(str(DAG), str(work / "dag"), until="train", overrides=dag_overrides(a, choice["preset"], choice["steps"]),
+            address=shared_dashboard_url())
     train = work / "dag" / "train"
     summary["train"] = stage_record(work / "dag", "train")
     for name, target in (("metrics.jsonl", "train_metrics.jsonl"), ("loss_curve.png", "loss_curve.png")):
@@ -484,7 +489,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="flat folder: summary.json, samples_*.jsonl.gz, the loss curve")
     p.add_argument("--work", default="/tmp/proof_run", help="the DAG's outputs and the scoring runs (kept: resume)")
     p.add_argument("--phases", default="data,probe,train,generate", help=f"comma-separated, of {', '.join(PHASES)}")
-    p.add_argument("--smoke", action="store_true", help="two CPU cores: two stdlib packages, the tiny preset")
+    p.add_argument("--smoke", action="store_true", help="two CPU cores: one stdlib package, the tiny preset")
     p.add_argument("--presets", help="presets the probe measures (comma-separated)")
     p.add_argument("--train-minutes", type=float, help="wall time the train stage may take")
     p.add_argument("--seq-length", type=int)
