@@ -31,10 +31,12 @@ import random
 import shutil
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import shared_dashboard_url
 from machine import cpu_model
 
 from codemill import manifest as mf
@@ -179,14 +181,14 @@ def generate(export: str, out: Path, model: str, a: argparse.Namespace, device: 
 
 def score(samples: Path, out: Path, benchmark: str) -> dict:
     """The eval stage on a samples file (sandboxed; the benchmark check of its tasks first); its counts."""
-    from codemill.eval.stage import main as eval_main
+    from codemill.runner import stage_main
 
     sets = ["benchmark_check=run_if_missing", "charts=false", "metrics.k=[1]"]
     if benchmark == "humaneval":
         sets += ["languages=[Python]", "metrics.budget_k=[1]"]
     argv = ["--samples", str(samples), "--out", str(out), "--benchmark", "mtpb" if benchmark == "mtpb" else
             "humaneval-x"] + [x for s in sets for x in ("--set", s)]
-    if eval_main(argv) != 0:
+    if stage_main("eval", argv) != 0:
         raise SystemExit(f"codemill eval {' '.join(argv)} failed")
     return mf.read_manifest(str(out)).counts
 
@@ -232,7 +234,8 @@ def run(a: argparse.Namespace, out: Path) -> dict:
     started = time.time()
     os.environ["CODEGEN_STAGED_CORPUS"] = str(work / "corpus")
     summary["pep8"] = bool(shutil.which("ruff", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
-    run_dag(str(DAG), str(work / "dag"), overrides=overrides(a, gpu, summary["pep8"]))
+    # A head of its own (the DAG runner starts one), or the test suite's shared one for a smoke run.
+    run_dag(str(DAG), str(work / "dag"), address=shared_dashboard_url(), overrides=overrides(a, gpu, summary["pep8"]))
     summary["seconds"]["dag"] = round(time.time() - started, 1)
     tokenize = json.loads((work / "dag" / "tokenize" / "stats.json").read_text())
     summary["tokens"] = {name: v["tokens"] for name, v in tokenize["languages"].items()}
@@ -262,7 +265,8 @@ def score_all(summary: dict, out: Path, work: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder: summary.json and the samples files")
-    p.add_argument("--work", default="/tmp/codegen_staged", help="corpus, DAG outputs and eval outputs (emptied)")
+    p.add_argument("--work", help="corpus, DAG outputs and eval outputs (emptied); default /tmp/codegen_staged, "
+                   "a fresh temporary folder for --smoke")
     p.add_argument("--smoke", action="store_true", help="the tiny preset on CPUs, a few steps, 2 problems")
     p.add_argument("--generate-only", action="store_true", help="stop after generating (no eval sandbox here)")
     p.add_argument("--score-only", action="store_true", help="score the samples of an earlier --generate-only")
@@ -286,6 +290,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     setup_logging()
+    args.work = args.work or (tempfile.mkdtemp(prefix="cm-codegen-smoke-") if args.smoke else "/tmp/codegen_staged")
     for key, value in SIZES["smoke" if args.smoke else "gpu"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -11,6 +11,7 @@ local Ray cluster, and report:
 - exact copies removed (target 100%).
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_quality.py --originals 600
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_quality.py --smoke   # 30 originals, one stage run
 
 `--code DIR` runs the stage from another checkout (e.g. a worktree of an older commit) on the same corpus:
 the corpus comes from the venv's site-packages, so figures are comparable only within one machine state.
@@ -37,6 +38,8 @@ from scipy.sparse import csr_matrix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from bench_env import ray_head, results_path
 
 from codemill import manifest as mf
 from codemill import storage
@@ -220,23 +223,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--originals", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "dedup_quality.json"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/dedup_quality.json")
     p.add_argument("--code", type=Path, default=REPO_ROOT, help="checkout whose codemill runs the stage")
+    p.add_argument("--smoke", action="store_true", help="30 originals, the estimated verification only")
     args = p.parse_args()
+    if args.smoke:
+        args.originals = 30
+    args.out = results_path(args.out, "dedup_quality.json", args.smoke)
     code = args.code.resolve()
     # The Ray head's processes (its workers included) and the stage import codemill from `code`.
     os.environ["PYTHONPATH"] = str(code)
 
-    from codemill.raycluster import LocalRayHead
-
     rows, family, made = make_corpus(args.originals, args.seed)
     print(f"corpus: {len(rows)} documents from {args.originals} originals", flush=True)
     results = {"command": " ".join(sys.argv), "code": str(code), "threshold": JACCARD_THRESHOLD,
-               "shingle_size": SHINGLE_SIZE}
-    with tempfile.TemporaryDirectory(prefix="cm-dedup-quality-") as tmp, LocalRayHead(num_cpus=2) as head:
+               "shingle_size": SHINGLE_SIZE, "smoke": args.smoke}
+    with tempfile.TemporaryDirectory(prefix="cm-dedup-quality-") as tmp, ray_head(num_cpus=2) as head:
         inp = Path(tmp) / "filter"
         write_filter_output(inp, [pa.Table.from_pylist(rows, schema=KEPT_SCHEMA)])
-        for verify in ("estimated", "none"):
+        for verify in ("estimated",) if args.smoke else ("estimated", "none"):
             out = Path(tmp) / f"dedup-{verify}"
             seconds = run_stage(head, inp, out, [f"near.verify={verify}"], code)
             duplicates = pq.read_table(str(out / "duplicates"))

@@ -21,6 +21,7 @@ with CRLF line ends) and near copies (10%, 0.2-2% of tokens edited) under other 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --part stage --docs 100000 1000000
     bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --part stage --docs 100000 \
         --code /tmp/old-dedup --out benchmarks/results/dedup_throughput_stage_baseline.json
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/dedup_throughput.py --smoke  # both parts, tiny
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_env import results_path
 from dedup_quality import EXTENSION_LANGUAGE, doc_row, edit_tokens, exact_variant, real_code_files, write_filter_output
 
 from codemill.dedup.config import MINHASH_SEED, NUM_PERM, SHINGLE_SIZE
@@ -123,12 +126,12 @@ def _window(text: str, rng: random.Random) -> str:
 _POOL: list[tuple[str, str]] = []
 
 
-def _make_chunk(args: tuple[int, str]) -> int:
-    chunk, out_file = args
+def _make_chunk(args: tuple[int, str, int]) -> int:
+    chunk, out_file, docs_per_file = args
     rng = random.Random(chunk)
     rows: list[dict] = []
     uniques: list[int] = []
-    for k in range(DOCS_PER_FILE):
+    for k in range(docs_per_file):
         draw = rng.random()
         stars = int(rng.lognormvariate(2.0, 2.0))
         if uniques and draw < EXACT_SHARE:
@@ -148,14 +151,14 @@ def _make_chunk(args: tuple[int, str]) -> int:
     return len(rows)
 
 
-def make_large_corpus(root: Path, n_docs: int) -> Path:
+def make_large_corpus(root: Path, n_docs: int, docs_per_file: int = DOCS_PER_FILE) -> Path:
     """root/docs-N: a finished 'filter' output of n_docs documents (chunks are shared between sizes)."""
     global _POOL
-    if n_docs % DOCS_PER_FILE:
-        raise ValueError(f"--docs must be a multiple of {DOCS_PER_FILE}")
-    chunks_dir = root / "chunks"
-    n_chunks = math.ceil(n_docs / DOCS_PER_FILE)
-    todo = [(c, str(chunks_dir / f"part-{c:05d}.parquet")) for c in range(n_chunks)
+    if n_docs % docs_per_file:
+        raise ValueError(f"--docs must be a multiple of {docs_per_file}")
+    chunks_dir = root / ("chunks" if docs_per_file == DOCS_PER_FILE else f"chunks-{docs_per_file}")
+    n_chunks = math.ceil(n_docs / docs_per_file)
+    todo = [(c, str(chunks_dir / f"part-{c:05d}.parquet"), docs_per_file) for c in range(n_chunks)
             if not (chunks_dir / f"part-{c:05d}.parquet").exists()]
     if todo:
         _POOL = [(p, t) for p, t in real_code_files(200, 100_000, seed=2) if Path(p).suffix in EXTENSION_LANGUAGE]
@@ -163,7 +166,7 @@ def make_large_corpus(root: Path, n_docs: int) -> Path:
         with multiprocessing.get_context("fork").Pool(2) as pool:
             made = sum(pool.imap_unordered(_make_chunk, todo))
         print(f"generated {made} documents in {time.time() - started:.0f} s", flush=True)
-    inp = root / f"docs-{n_docs}"
+    inp = root / (f"docs-{n_docs}" if docs_per_file == DOCS_PER_FILE else f"docs-{n_docs}-of-{docs_per_file}")
     if not (inp / "_manifest.json").exists():
         (inp / "kept").mkdir(parents=True, exist_ok=True)
         for c in range(n_chunks):
@@ -240,16 +243,16 @@ class MemorySampler(threading.Thread):
         return sorted(rows, key=lambda r: -r["peak_anon_mib"])
 
 
-def stage_benchmark(sizes: list[int], root: Path, code: Path) -> list[dict]:
-    from codemill.raycluster import LocalRayHead
+def stage_benchmark(sizes: list[int], root: Path, code: Path, docs_per_file: int = DOCS_PER_FILE) -> list[dict]:
+    from bench_env import ray_head
 
     # The Ray head's processes (its workers included) and the driver import codemill from `code`.
     os.environ["PYTHONPATH"] = str(code)
     results = []
     for n_docs in sizes:
-        inp = make_large_corpus(root, n_docs)
+        inp = make_large_corpus(root, n_docs, docs_per_file)
         out = root / f"out-{n_docs}"
-        with LocalRayHead(num_cpus=2) as head:
+        with ray_head(num_cpus=2) as head:
             cmd = [sys.executable, "-m", "codemill.dedup", "--input", str(inp), "--out", str(out), "--force"]
             started = time.time()
             proc = subprocess.Popen(cmd, cwd=code, env={**os.environ, **head.env()})
@@ -281,8 +284,10 @@ def stage_benchmark(sizes: list[int], root: Path, code: Path) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["signatures", "corpus", "stage"], required=True,
+    p.add_argument("--part", choices=["signatures", "corpus", "stage"],
                    help="corpus: only generate the largest --docs corpus (the stage part reuses it)")
+    p.add_argument("--smoke", action="store_true",
+                   help="both parts, tiny: 50 signatures, a 400-document corpus; results to a temporary file")
     p.add_argument("--signature-docs", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--docs", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -290,9 +295,18 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--code", type=Path, default=REPO_ROOT, help="checkout whose codemill runs the stage")
     args = p.parse_args()
+    if not args.smoke and args.part is None:
+        p.error("--part is required (or --smoke)")
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     machine = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    if args.smoke:
+        work = Path(tempfile.mkdtemp(prefix="cm-dedup-bench-smoke-"))
+        result = {"machine": machine, "smoke": True, "signatures": signature_benchmark(50, 1),
+                  "runs": stage_benchmark([400], work, args.code.resolve(), docs_per_file=200)}
+        out = results_path(args.out, "dedup_throughput_smoke.json", smoke=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return
     if args.part == "corpus":
         print(make_large_corpus(Path(args.work), max(args.docs)))
         return

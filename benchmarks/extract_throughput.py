@@ -7,6 +7,7 @@ writes the figures.
 
     .venv/bin/python benchmarks/extract_throughput.py --limit-mb 100 \
         --out benchmarks/results/extract_throughput.json
+    .venv/bin/python benchmarks/extract_throughput.py --smoke    # 1 MB, one run of each: the script still works
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_env import results_path
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 from codemill.crawl.decode import NotText, decode_text
@@ -82,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="a folder whose child folders are packed as repositories")
     p.add_argument("--limit-mb", type=float, default=150.0, help="uncompressed megabytes of packages to pack")
     p.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract_throughput.json")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/extract_throughput.json")
+    p.add_argument("--smoke", action="store_true", help="1 MB, one run of each, results to a temporary file")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.limit_mb, args.repeat = 1.0, 1
+    args.out = results_path(args.out, "extract_throughput.json", args.smoke)
     limits = ExtractLimits()
     with tempfile.TemporaryDirectory(prefix="cm-bench-extract-") as tmp:
         work = Path(tmp)
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "files_per_s": round(n_files / baseline_s)},
         "speedup": round(baseline_s / ours_s, 2),
         "machine": {"cpu": cpu_model(), "cores_used": 1, "python": platform.python_version()},
+        "smoke": args.smoke,
     }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

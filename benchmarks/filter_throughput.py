@@ -4,6 +4,7 @@ against a straightforward per-file Python implementation of the same rules, in o
 (kept, or the same reason) on every file, then prints and writes the figures.
 
     .venv/bin/python benchmarks/filter_throughput.py --limit-mb 200 --out benchmarks/results/filter_throughput.json
+    .venv/bin/python benchmarks/filter_throughput.py --smoke    # 1 MB, one run: the script still works
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+from bench_env import results_path
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 from codemill.crawl.schema import FILES_SCHEMA, make_doc_id
@@ -176,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pep8-mb", type=float, default=2.0,
                    help="MB of kept Python to format with ruff, for its throughput (0: skip)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "filter_throughput.json")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/filter_throughput.json")
+    p.add_argument("--smoke", action="store_true", help="1 MB, one run, 0.1 MB formatted; a temporary result file")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.limit_mb, args.repeat, args.pep8_mb = 1.0, 1, 0.1
+    args.out = results_path(args.out, "filter_throughput.json", args.smoke)
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -213,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_wall": round(slow_wall / fast_wall, 2),
         "identical_decisions": True,
         "decisions": dict(sorted(reasons.items())),
+        "smoke": args.smoke,
     }
     if args.pep8_mb > 0:
         result["pep8_ruff"] = run_pep8(table, fast, config, int(args.pep8_mb * 1e6))

@@ -20,6 +20,7 @@ site-packages in the filter's size range (1-100 KB), written as a finished dedup
 
     bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --mb 40 --cpus 2 \\
         --out benchmarks/results/tokenize_throughput.json
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/tokenize_throughput.py --smoke   # 0.2 MB, one round
 
 --part memory: the stage's memory as the corpus grows. `python -m codemill.tokenize` runs as its own driver
 process against a fresh local Ray head of --cpus CPUs, on --docs documents (default 100k and 1M: windows of
@@ -55,6 +56,7 @@ import tempfile
 import threading
 import time
 
+from bench_env import ray_head, results_path
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -347,14 +349,12 @@ class MemorySampler(threading.Thread):
 
 def memory_run(input_uri: str, out: pathlib.Path, code_root: pathlib.Path, cpus: int, settings: list[str]) -> dict:
     """The stage of the checkout at `code_root` as its own driver process on a fresh Ray head, sampled."""
-    from codemill.raycluster import LocalRayHead
-
     # The head's workers import codemill from the same checkout as the driver.
     env = {**os.environ, "PYTHONPATH": str(code_root)}
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(code_root)
     try:
-        head = LocalRayHead(num_cpus=cpus).start()
+        head = ray_head(num_cpus=cpus).start()
     finally:
         os.environ.pop("PYTHONPATH") if saved is None else os.environ.update(PYTHONPATH=saved)
     try:
@@ -420,17 +420,20 @@ def main() -> int:
                         help="memory: NAME=PATH of a checkout to run (repeat to run several side by side)")
     parser.add_argument("--set", action="append", default=[], help="memory: a stage setting, key=value")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="the throughput part on 0.2 MB, one round; results to a temporary file")
     args = parser.parse_args()
+    if args.smoke:
+        args.part, args.mb, args.rounds = "throughput", 0.2, 1
     if args.part == "memory":
         report = {**memory_benchmark(args), "command": " ".join(sys.argv)}
         out = pathlib.Path(args.out or REPO_ROOT / "benchmarks" / "results" / "tokenize_memory.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         return 0
-    args.out = args.out or "benchmarks/results/tokenize_throughput.json"
+    args.out = results_path(args.out, "tokenize_throughput.json", args.smoke)
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the in-process baselines run on one core
-    from codemill.raycluster import LocalRayHead
     from codemill.tokenize.config import TOKENIZE_BATCH_DOCS
     from codemill.tokenize.reference import reference_tokenizer
     from codemill.tokenize.tokenizer import codegeex_tokenizer
@@ -446,7 +449,7 @@ def main() -> int:
     results: dict[str, list[Clock]] = {"stage": [], "raw": [], "reference": []}
     counts: dict[str, int] = {}
     detail = {}
-    head = LocalRayHead(num_cpus=args.cpus, token_file=work / "token").start()
+    head = ray_head(num_cpus=args.cpus, token_file=work / "token").start()
     os.environ.update(head.env())
     try:
         for r in range(args.rounds):
@@ -485,6 +488,7 @@ def main() -> int:
         "stage_tokenize_seconds": detail["stats"]["throughput"]["tokenize_seconds"],
         "whitespace": detail["stats"]["whitespace"],
         "stage_counts": detail["counts"],
+        "smoke": args.smoke,
     }
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

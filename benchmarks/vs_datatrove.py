@@ -35,9 +35,16 @@ true Jaccard on codemill's shingles, and whether each tool put the pair in one c
 The corpus is dedup_throughput.py's (windows of real code files with renamed identifiers, 10% exact and
 10% near copies), generated once under --work and reused; both stages of both tools read it.
 
-Tested with datatrove 0.10.1 (`.venv/bin/pip install datatrove==0.10.1`; not a codemill dependency).
+Both contenders of a stage run in the same window, alternating (codemill first in even rounds, datatrove
+first in odd ones) and repeated `--rounds` times; every run records the machine's load average (1, 5, 15
+min) just before and after it. The ratios are of the medians over the rounds; each round's own ratio is given
+beside (its two runs were neighbours in time). On a machine shared with other work, read the load averages
+before the ratios.
 
-    bash scripts/in-netns.sh .venv/bin/python benchmarks/vs_datatrove.py --docs 100000
+datatrove 0.10.1 is in codemill's [dev] extra (`pip install -e .[dev]`), for this script and its smoke run.
+
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/vs_datatrove.py --docs 100000 --rounds 3
+    bash scripts/in-netns.sh .venv/bin/python benchmarks/vs_datatrove.py --smoke   # 400 documents, one round
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -256,7 +265,7 @@ def measure(cmd: list[str], env: dict, log: pathlib.Path, ray_session: int | Non
 # ---------------------------------------------------------------- the contenders
 
 def run_codemill(stage: str, inp: pathlib.Path, out: pathlib.Path) -> dict:
-    from codemill.raycluster import LocalRayHead
+    from bench_env import ray_head
 
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +273,7 @@ def run_codemill(stage: str, inp: pathlib.Path, out: pathlib.Path) -> dict:
            "RAY_gcs_server_request_timeout_seconds": str(GCS_REQUEST_TIMEOUT_S)}
     cmd = [sys.executable, "-m", f"codemill.{stage}", "--input", str(inp), "--out", str(out), "--force"]
     for attempt in range(1, RAY_ATTEMPTS + 1):
-        with LocalRayHead(num_cpus=WORKERS) as head:
+        with ray_head(num_cpus=WORKERS) as head:
             try:
                 result = measure(cmd, {**env, **head.env()}, out.parent / f"{out.name}.log", head.process.pid)
                 break
@@ -384,28 +393,64 @@ def startup_corpus(work: pathlib.Path, source: pathlib.Path) -> pathlib.Path:
     return inp
 
 
-def compare(inp: pathlib.Path, out: pathlib.Path, documents: int, tokenizer_json: str, quality: bool) -> dict:
-    runs = {"codemill_dedup": run_codemill("dedup", inp, out / "codemill-dedup"),
-            "datatrove_dedup": run_datatrove("dedup", inp, out / "datatrove-dedup"),
-            "codemill_tokenize": run_codemill("tokenize", inp, out / "codemill-tokenize"),
-            "datatrove_tokenize": run_datatrove("tokenize", inp, out / "datatrove-tokenize", tokenizer_json)}
-    tokens = {"codemill": runs["codemill_tokenize"]["stats"]["throughput"]["document_tokens"],
-              "datatrove": datatrove_tokens(out / "datatrove-tokenize", documents)}
-    result = {"documents": documents, "load_average_after": os.getloadavg(), "document_tokens": tokens}
-    for name, run in runs.items():
-        run.pop("stats", None)
-        tool, stage = name.split("_")
-        work_units = documents if stage == "dedup" else tokens[tool]
-        run[f"{'documents' if stage == 'dedup' else 'tokens'}_per_cpu_second"] = round(work_units / run["cpu_seconds"])
-        result[name] = run
-    for stage, unit in (("dedup", "documents"), ("tokenize", "tokens")):
-        c, d = result[f"codemill_{stage}"], result[f"datatrove_{stage}"]
-        result[f"{stage}_codemill_vs_datatrove"] = {
-            "per_cpu_second": round(c[f"{unit}_per_cpu_second"] / d[f"{unit}_per_cpu_second"], 2),
-            "wall": round(d["wall_seconds"] / c["wall_seconds"], 2),
-            "largest_process_memory": round(c["largest_process_private_mib"] / d["largest_process_private_mib"], 2),
-            "tree_memory": round(c["tree_private_mib"] / d["tree_private_mib"], 2)}
-    if quality:
+def run_contender(tool: str, stage: str, inp: pathlib.Path, out: pathlib.Path, tokenizer_json: str,
+                   documents: int) -> dict:
+    """One measured run, with the machine's load average (1, 5, 15 min) just before and after it."""
+    load_before = os.getloadavg()
+    target = out / f"{tool}-{stage}"
+    if tool == "codemill":
+        run = run_codemill(stage, inp, target)
+        tokens = run.pop("stats")["throughput"]["document_tokens"] if stage == "tokenize" else None
+    else:
+        run = run_datatrove(stage, inp, target, *((tokenizer_json,) if stage == "tokenize" else ()))
+        tokens = datatrove_tokens(target, documents) if stage == "tokenize" else None
+    run.pop("stats", None)
+    if stage == "dedup":
+        run["documents_per_cpu_second"] = round(documents / run["cpu_seconds"])
+    else:
+        run["document_tokens"] = tokens
+        run["tokens_per_cpu_second"] = round(tokens / run["cpu_seconds"])
+    return {**run, "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+def summarize(stage: str, codemill: list[dict], datatrove: list[dict]) -> dict:
+    """Ratios of the medians over the rounds, and each round's own ratio (its two runs were neighbours)."""
+    unit = "documents_per_cpu_second" if stage == "dedup" else "tokens_per_cpu_second"
+
+    def median(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    per_round = [round(c[unit] / d[unit], 2) for c, d in zip(codemill, datatrove)]
+    return {"rounds": len(per_round), f"codemill_median_{unit}": median(codemill, unit),
+            f"datatrove_median_{unit}": median(datatrove, unit),
+            "per_cpu_second": round(median(codemill, unit) / median(datatrove, unit), 2),
+            "per_cpu_second_by_round": per_round, "per_cpu_second_range": [min(per_round), max(per_round)],
+            "wall": round(median(datatrove, "wall_seconds") / median(codemill, "wall_seconds"), 2),
+            "largest_process_memory": round(median(codemill, "largest_process_private_mib")
+                                            / median(datatrove, "largest_process_private_mib"), 2),
+            "tree_memory": round(median(codemill, "tree_private_mib") / median(datatrove, "tree_private_mib"), 2),
+            "load_average_1min_during": [min(r["load_average_before"][0] for r in codemill + datatrove),
+                                         max(r["load_average_after"][0] for r in codemill + datatrove)]}
+
+
+def compare(inp: pathlib.Path, out: pathlib.Path, documents: int, tokenizer_json: str, stages: list[str],
+            rounds: int, quality: bool) -> dict:
+    """Each stage's two contenders in the same window: alternating (codemill first in even rounds, datatrove
+    first in odd ones) and repeated `rounds` times, each run with the load average around it."""
+    runs: dict[str, list[dict]] = {f"{tool}_{stage}": [] for stage in stages for tool in ("codemill", "datatrove")}
+    for r in range(rounds):
+        for stage in stages:
+            order = ("codemill", "datatrove") if r % 2 == 0 else ("datatrove", "codemill")
+            for position, tool in enumerate(order):
+                run = run_contender(tool, stage, inp, out, tokenizer_json, documents)
+                runs[f"{tool}_{stage}"].append({"round": r, "position": position, **run})
+                print(f"round {r} {stage} {tool}: {run['cpu_seconds']} CPU s, {run['wall_seconds']} s wall, "
+                      f"load {run['load_average_before'][0]:.1f} -> {run['load_average_after'][0]:.1f}", flush=True)
+    result: dict = {"documents": documents, "runs": runs}
+    for stage in stages:
+        result[f"{stage}_codemill_vs_datatrove"] = summarize(stage, runs[f"codemill_{stage}"],
+                                                             runs[f"datatrove_{stage}"])
+    if quality and "dedup" in stages:  # the last round's outputs
         result["dedup_agreement_by_true_jaccard"] = agreement(
             known_pairs(inp), codemill_clusters(out / "codemill-dedup"),
             datatrove_clusters(inp, out / "datatrove-dedup"))
@@ -415,12 +460,18 @@ def compare(inp: pathlib.Path, out: pathlib.Path, documents: int, tokenizer_json
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=100_000, help="corpus size (a multiple of 50,000)")
+    p.add_argument("--stages", nargs="+", choices=["dedup", "tokenize"], default=["dedup", "tokenize"])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each stage's two contenders")
+    p.add_argument("--skip-startup", action="store_true", help="no 1k-document start-up comparison")
     p.add_argument("--work", default="/tmp/cm-vs-datatrove", help="corpora and outputs (the corpus is reused)")
-    p.add_argument("--out", default=str(BENCH_DIR / "results" / "vs_datatrove.json"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/vs_datatrove.json")
+    p.add_argument("--smoke", action="store_true",
+                   help="400 documents, one round, no start-up run; results to a temporary file")
     args = p.parse_args()
 
     from importlib.metadata import version
 
+    from bench_env import results_path
     from dedup_throughput import make_large_corpus
     from machine import cpu_model
 
@@ -428,22 +479,32 @@ def main() -> None:
 
     if version("datatrove") != DATATROVE_VERSION:
         print(f"note: datatrove {version('datatrove')}, this script was written against {DATATROVE_VERSION}")
-    work = pathlib.Path(args.work)
-    inp = make_large_corpus(work, args.docs)
+    out_path = results_path(args.out, "vs_datatrove.json", args.smoke)
+    if args.smoke:
+        work = pathlib.Path(tempfile.mkdtemp(prefix="cm-vs-datatrove-smoke-"))
+        args.docs, args.rounds, args.skip_startup = 400, 1, True
+        inp = make_large_corpus(work, args.docs, docs_per_file=200)
+    else:
+        work = pathlib.Path(args.work)
+        inp = make_large_corpus(work, args.docs)
     tokenizer_json = work / "tokenizer.json"
     codegeex_tokenizer().save(str(tokenizer_json))
-    report = {"command": " ".join(sys.argv),
+    report = {"command": " ".join(sys.argv), "smoke": args.smoke,
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_before": os.getloadavg()},
               "versions": {"datatrove": version("datatrove"),
                            "codemill": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
                                                              capture_output=True, text=True).stdout.strip()},
               "workers": WORKERS, "datatrove_minhash": {"buckets": BUCKETS, "hashes_per_bucket": HASHES_PER_BUCKET}}
-    report["startup"] = compare(startup_corpus(work, inp), work / "out-startup", STARTUP_DOCS, str(tokenizer_json),
-                                quality=False)
-    print(json.dumps(report["startup"], indent=2), flush=True)
-    report["full"] = compare(inp, work / f"out-{args.docs}", args.docs, str(tokenizer_json), quality=True)
-    print(json.dumps(report["full"], indent=2), flush=True)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if not args.skip_startup:
+        report["startup"] = compare(startup_corpus(work, inp), work / "out-startup", STARTUP_DOCS,
+                                    str(tokenizer_json), args.stages, 1, quality=False)
+        print(json.dumps({k: v for k, v in report["startup"].items() if k != "runs"}, indent=2), flush=True)
+    report["full"] = compare(inp, work / f"out-{args.docs}", args.docs, str(tokenizer_json), args.stages,
+                             args.rounds, quality=True)
+    report["machine"]["load_average_after"] = os.getloadavg()
+    print(json.dumps({k: v for k, v in report["full"].items() if k != "runs"}, indent=2), flush=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
