@@ -436,7 +436,7 @@ def http_part(args, device, dtype, tokenizer, out: dict, save, budget: Budget) -
 
     from codemill.config import build_config
     from codemill.serve.config import ServeConfig
-    from codemill.serve.stage import APP_NAME, deploy
+    from codemill.serve.cli import APP_NAME, deploy
     from codemill.serve.testing import write_random_export
 
     preset = "tiny" if args.smoke else args.preset

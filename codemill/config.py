@@ -75,15 +75,30 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict, parts: list[str], value: Any) -> None:
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
+    """data[a][b]... = value for `--set a.b...=value`. A number addresses a list item (`models.0.dtype`: the
+    first model's dtype); the index one past the end appends an item. A key that is missing is created: a list
+    when a number follows it, else a mapping."""
+    key = ".".join(parts)
+    node: dict | list = data
+    for i, part in enumerate(parts):
+        if isinstance(node, list):
+            if not part.isdigit() or len(part) > 9 or int(part) > len(node):
+                raise ConfigError(f"--set {key}: '{part}' is not an index of a list of {len(node)} items (0 to "
+                                  f"{len(node)}, which appends one)")
+            index: int | str = int(part)
+            if index == len(node):
+                node.append(None)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            raise ConfigError(f"--set {key}: '{parts[i - 1]}' holds {node!r}, not a mapping or a list")
+        if i == len(parts) - 1:
+            node[index] = value
+            return
+        child = node[index] if isinstance(node, list) else node.get(index)
         if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(parts)}: '{part}' holds {child!r}, not a mapping")
+            child = node[index] = [] if parts[i + 1].isdigit() else {}
         node = child
-    node[parts[-1]] = value
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -102,13 +102,7 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
     inputs = {k: v for k, v in (inputs or {}).items() if v}
     flags = dict(flags or {})
     check_paths(out, inputs)
-    spec = stages.STAGES.get(stage)
-    plain_paths = {name: uri for name, uri in inputs.items()
-                   if spec is not None and not spec.input(name).needs_manifest and not _has_manifest(uri)}
-    input_manifests = {name: mf.require_complete(uri, f"--{name}") for name, uri in inputs.items()
-                       if name not in plain_paths}
-    records = {name: mf.input_record(inputs[name], m) for name, m in input_manifests.items()}
-    chash = identity_hash(config, _flag_identity(spec, flags), plain_paths)
+    input_manifests, records, chash = resolve_inputs(stage, config, inputs, flags)
     existing = mf.read_manifest(out)
     must_run, why = (True, "forced") if force else mf.why_stale(existing, chash, records)
     if not must_run:
@@ -126,15 +120,36 @@ def run_stage(stage: str, config: BaseModel, out: str, body: Callable[[StageRun]
         finished = time.time()
     _check_outputs(stage, out)
     failures = sum(int(counts.get(key) or 0) for key in RETRYABLE_FAILURE_COUNTS)
-    manifest = mf.Manifest(
-        stage=stage, status=mf.STATUS_COMPLETE_WITH_FAILURES if failures else mf.STATUS_COMPLETE,
-        config_hash=chash, config=redact_config(config.model_dump(mode="json")),
-        inputs=records, counts=counts,
-        timings={"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3),
+    manifest = write_stage_manifest(
+        stage, out, mf.STATUS_COMPLETE_WITH_FAILURES if failures else mf.STATUS_COMPLETE, config, chash, records,
+        counts, {"started_at": started, "finished_at": finished, "seconds": round(finished - started, 3),
                  **run.timings})
-    mf.write_manifest(out, manifest)
     publish_stage(stage, counts, manifest.timings)
     log.info("%s: complete in %.1f s: %s", stage, finished - started, counts)
+    return manifest
+
+
+def resolve_inputs(stage: str, config: BaseModel, inputs: dict[str, str], flags: dict[str, Any]
+                   ) -> tuple[dict[str, mf.Manifest], dict[str, dict], str]:
+    """(the inputs' manifests, their records for this stage's manifest, the identity hash it records). An input
+    the registry lets go without a manifest, given as a plain path, is identified by its URI instead."""
+    spec = stages.STAGES.get(stage)
+    plain_paths = {name: uri for name, uri in inputs.items()
+                   if spec is not None and not spec.input(name).needs_manifest and not _has_manifest(uri)}
+    input_manifests = {name: mf.require_complete(uri, f"--{name}") for name, uri in inputs.items()
+                       if name not in plain_paths}
+    records = {name: mf.input_record(inputs[name], m) for name, m in input_manifests.items()}
+    return input_manifests, records, identity_hash(config, _flag_identity(spec, flags), plain_paths)
+
+
+def write_stage_manifest(stage: str, out: str, status: str, config: BaseModel, identity: str, records: dict,
+                         counts: dict, timings: dict) -> mf.Manifest:
+    """A stage's manifest, its config recorded with secrets redacted: written last by `run_stage`, and by a
+    service (serve) when it is up."""
+    manifest = mf.Manifest(stage=stage, status=status, config_hash=identity,
+                           config=redact_config(config.model_dump(mode="json")), inputs=records, counts=counts,
+                           timings=timings)
+    mf.write_manifest(out, manifest)
     return manifest
 
 
@@ -183,7 +198,10 @@ def stage_parser(spec: stages.StageSpec) -> argparse.ArgumentParser:
     p.add_argument("--config", help="stage config YAML (defaults are the paper's values)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set source.max_repos=10 (repeatable)")
-    p.add_argument("--out", required=True, help="output URI: a local folder or s3://bucket/prefix")
+    if spec.long_running:  # a service runs without one; with one, its manifest says where it serves
+        p.add_argument("--out", help="record the service here (its manifest: where it serves, or its smoke check)")
+    else:
+        p.add_argument("--out", required=True, help="output URI: a local folder or s3://bucket/prefix")
     groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
 
     def where(group: str):

@@ -197,9 +197,16 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
                        EVAL_CHARTS, EVAL_PARTIAL)),
     StageSpec("serve", "codemill.serve", "serve exports over an OpenAI-compatible HTTP API with Ray Serve",
               "codemill.serve.config:ServeConfig", "",
-              inputs=(InputSpec("input", "an export: a train stage's export/ (or its output folder)", ("train",),
-                                folder=TRAIN_EXPORT),),
-              outputs=(MANIFEST_FILE,), long_running=True, main="codemill.serve.stage:main"),
+              inputs=(InputSpec("input", "an export: a train stage's export/ (or its output folder); fills "
+                                "models[0].input", ("train",), folder=TRAIN_EXPORT, required=False,
+                                needs_manifest=False),),
+              flags=(FlagSpec("host", "HTTP host (config key `host`; default 127.0.0.1)", config_key="host"),
+                     FlagSpec("port", "HTTP port (config key `port`; default 8000)", config_key="port"),
+                     FlagSpec("address", "Ray address (default: RAY_ADDRESS, else a local Ray started here)",
+                              metavar="ADDRESS", identity="none"),
+                     FlagSpec("smoke", "deploy, ask every model one completion, shut down; exit 0 when all "
+                              "answered (config key `smoke_check`)", switch=True, config_key="smoke_check")),
+              outputs=(MANIFEST_FILE,), long_running=True, main="codemill.serve.cli:main"),
 )}
 
 

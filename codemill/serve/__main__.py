@@ -1,5 +1,5 @@
 import sys
 
-from codemill.serve.stage import main
+from codemill.serve.cli import main
 
 sys.exit(main())

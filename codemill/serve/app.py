@@ -25,7 +25,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codemill.config import ConfigError, build_config, read_yaml
-from codemill.serve.config import ModelSection, ServeConfig, apply_overrides
+from codemill.serve.config import ModelSection, ServeConfig
 from codemill.serve.openai_api import APIError, parse_json_body
 
 EOT = "<|endoftext|>"
@@ -325,7 +325,7 @@ def build(args: dict):
     overrides = [s for s in str(args.get("set", "")).split(",") if s] if isinstance(args.get("set"), str) \
         else list(args.get("set") or [])
     source = str(config) if isinstance(config, str) else "<serve args>"
-    cfg = build_config(ServeConfig, apply_overrides(data, overrides), source=source)
+    cfg = build_config(ServeConfig, data, overrides, source=source)
     if args.get("input"):
         first = cfg.models[0].model_copy(update={"input": str(args["input"])})
         cfg = cfg.model_copy(update={"models": [first, *cfg.models[1:]]})

@@ -2,7 +2,13 @@
 (RAY_ADDRESS / --address, or a local Ray started here), print the URL once /healthz answers 200, and stay in
 the foreground until Ctrl-C or SIGTERM, then delete the application (and stop Serve if this process started
 Ray). Long-running. With `--out` (a DAG gives it), its `_manifest.json` records the URL once the application
-answers (status `serving`), or the smoke check's result (status `complete`), so a DAG knows it is up."""
+answers (status `serving`), or the smoke check's result (status `complete`), so a DAG knows it is up.
+
+Under the stage contract as every stage: its command line is the registry's (`codemill/stages.py`: its input
+and flags, through `codemill.runner.stage_parser`), its config is read by the one `--set` parser
+(`codemill.config`), and its manifest is written by the runner's manifest code. What differs is the life of a
+service: it starts whatever a manifest says (a DAG decides whether to run it), and writes its manifest once up.
+"""
 
 from __future__ import annotations
 
@@ -16,75 +22,49 @@ import time
 import urllib.error
 import urllib.request
 
-from codemill.config import ConfigError, build_config, read_yaml
-from codemill.serve.config import DEFAULT_HOST, DEFAULT_PORT, ServeConfig, apply_overrides
+from codemill import manifest as mf
+from codemill import stages, storage
+from codemill.config import ConfigError, load_config
+from codemill.runner import InputError, check_paths, parsed_flags, resolve_inputs, stage_parser, write_stage_manifest
+from codemill.serve.config import ServeConfig
 
 log = logging.getLogger("codemill.serve")
 
 STAGE = "serve"
 APP_NAME = "codemill"
-DESCRIPTION = "Serve exports over an OpenAI-compatible HTTP API with Ray Serve."
 SMOKE_PROMPT = "# language: Python\ndef fibonacci(n):\n"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codemill serve", description=DESCRIPTION)
-    p.add_argument("--input", help="export URI (the train stage's export/): local folder or s3://; "
-                                   "fills models[0].input")
-    p.add_argument("--config", help="serve config YAML (models, limits, api_key_env, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set max_batch_size=32 (repeatable)")
-    p.add_argument("--host", help=f"HTTP host (default: the config's, {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, help=f"HTTP port (default: the config's, {DEFAULT_PORT})")
-    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--smoke", action="store_true",
-                   help="deploy, ask one completion of every model, print it, shut down; exit 0 when all answered")
-    p.add_argument("--out", help="record the service here (_manifest.json: URL, models, smoke result)")
-    p.add_argument("--force", action="store_true", help="accepted for the DAG runner; a service always starts")
-    return p
-
-
-def record(out: str, cfg: ServeConfig, input_uri: str | None, status: str, counts: dict) -> None:
-    """The service's manifest: what serves where (or the smoke check's result), and the input it serves.
-    Its config hash is the config's as given (before `--input` fills the first model), as a DAG computes it;
-    the input is identified by its fingerprint."""
-    from codemill import manifest as mf
-    from codemill import storage
-    from codemill.config import config_hash
-    from codemill.secrets import redact_config
-
-    inputs = {}
-    if input_uri:
-        try:
-            inputs["input"] = mf.input_record(input_uri, mf.require_complete(input_uri, "--input"))
-        except mf.MissingInputError:
-            pass  # an export made elsewhere: served, but with no stage output to fingerprint
-        first = cfg.models[0].model_copy(update={"input": None})
-        cfg = ServeConfig.model_validate({**cfg.model_dump(), "models": [first.model_dump(), *[
-            m.model_dump() for m in cfg.models[1:]]]})
-    storage.makedirs(out)
-    mf.write_manifest(out, mf.Manifest(stage=STAGE, status=status, config_hash=config_hash(cfg),
-                                       config=redact_config(cfg.model_dump(mode="json")), inputs=inputs,
-                                       counts=counts, timings={"finished_at": time.time()}))
-
-
-def resolve_config(args: argparse.Namespace) -> ServeConfig:
-    overrides = list(args.overrides)
-    if args.host:
-        overrides.append(f"host={args.host}")
-    if args.port is not None:
-        overrides.append(f"port={args.port}")
-    data = apply_overrides(read_yaml(args.config) if args.config else {}, overrides)
-    cfg = build_config(ServeConfig, data, source=args.config or "<defaults + --set>")
-    if args.input:
-        from codemill import storage
-
-        first = cfg.models[0].model_copy(update={"input": storage.absolute(args.input)})
-        cfg = ServeConfig.model_validate({**cfg.model_dump(), "models": [first.model_dump(), *[
-            m.model_dump() for m in cfg.models[1:]]]})
-    if not all(m.input for m in cfg.models):
+def resolve_config(args: argparse.Namespace) -> tuple[ServeConfig, ServeConfig]:
+    """(the config as given: its file, `--set` and the flags that stand for config keys, which the manifest
+    records and hashes as a DAG computes it; the config served: the same with `--input` as the first model's
+    input)."""
+    overrides, _ = parsed_flags(stages.get(STAGE), args)
+    given = load_config(ServeConfig, args.config, [*args.overrides, *overrides])
+    served = given
+    if args.input_input:
+        first = given.models[0].model_copy(update={"input": storage.absolute(args.input_input)})
+        served = ServeConfig.model_validate({**given.model_dump(), "models": [first.model_dump(), *[
+            m.model_dump() for m in given.models[1:]]]})
+    if not all(m.input for m in served.models):
         raise ConfigError("no export to serve: give --input EXPORT_URI (or models[].input in the config)")
-    return cfg
+    return given, served
+
+
+class Record:
+    """Where the service's manifest goes (`--out`), with what it records: the config as given, its identity
+    and the input's fingerprint, resolved before anything is deployed (an input that is not complete is refused
+    as by every stage; an export made elsewhere, without a manifest, is identified by its URI)."""
+
+    def __init__(self, out: str, given: ServeConfig, inputs: dict[str, str], flags: dict):
+        check_paths(out, inputs)
+        _, self.records, self.identity = resolve_inputs(STAGE, given, inputs, flags)
+        self.out, self.given = out, given
+
+    def write(self, status: str, counts: dict) -> None:
+        storage.makedirs(self.out)
+        write_stage_manifest(STAGE, self.out, status, self.given, self.identity, self.records, counts,
+                             {"finished_at": time.time()})
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:
@@ -165,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     from codemill.runner import setup_logging
 
     setup_logging()
-    args = parser().parse_args(argv)
+    args = stage_parser(stages.get(STAGE)).parse_args(argv)
     try:
-        cfg = resolve_config(args)
-    except ConfigError as exc:
+        given, cfg = resolve_config(args)
+        _, flags = parsed_flags(stages.get(STAGE), args)
+        inputs = {"input": cfg.models[0].input} if args.input_input else {}
+        record = Record(storage.absolute(args.out), given, inputs, flags) if args.out else None
+    except (ConfigError, mf.MissingInputError, InputError) as exc:
         print(f"codemill serve: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -180,27 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     # Serve is one per cluster: stop it at the end only if this process started it (or Ray itself).
+    address = flags.get("address")
     started = {"serve": False}
-    started_ray = not (args.address or os.environ.get("RAY_ADDRESS"))
+    started_ray = not (address or os.environ.get("RAY_ADDRESS"))
     try:
-        url = deploy(cfg, args.address, started)
+        url = deploy(cfg, address, started)
     except (ConfigError, TimeoutError) as exc:
         print(f"codemill serve: {exc}", file=sys.stderr)
         _shutdown(serve, ray, started_ray or started["serve"])
         return 2
-    from codemill import manifest as mf
-    from codemill import storage
-
-    out = storage.absolute(args.out) if args.out else None
-    input_uri = cfg.models[0].input if args.input else None
-    if args.smoke or cfg.smoke_check:
+    if cfg.smoke_check:
         ok = smoke_check(url, cfg)
         _shutdown(serve, ray, started_ray or started["serve"])
-        if ok and out:
-            record(out, cfg, input_uri, mf.STATUS_COMPLETE, {"smoke_check": "passed", "models": len(cfg.models)})
+        if ok and record:
+            record.write(mf.STATUS_COMPLETE, {"smoke_check": "passed", "models": len(cfg.models)})
         return 0 if ok else 1
-    if out:
-        record(out, cfg, input_uri, mf.STATUS_SERVING, {"url": f"{url}/v1", "models": len(cfg.models)})
+    if record:
+        record.write(mf.STATUS_SERVING, {"url": f"{url}/v1", "models": len(cfg.models)})
     # After ray.init, which installs its own SIGTERM handler: ours shuts the application down first.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)

@@ -3,7 +3,6 @@ every request is checked against. Defaults follow SPEC §5/§7 and what Ray Serv
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -133,36 +132,3 @@ class ServeConfig(StrictModel):
                 return m
         raise KeyError(name)
 
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """`--set` for this config, where a number addresses a list item: `models.0.dtype=int8` sets the first
-    model's dtype (`models.1...` past the end appends one). Other keys behave as everywhere else."""
-    from codemill.config import ConfigError, parse_override
-
-    data = json.loads(json.dumps(data))
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: dict | list = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            nxt_is_index = not last and parts[i + 1].isdigit()
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) > len(node):
-                    raise ConfigError(f"--set {text}: '{part}' is not an index of a list of {len(node)}")
-                idx = int(part)
-                if idx == len(node):
-                    node.append([] if nxt_is_index else {})
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                    continue
-                if node.get(part) is None:
-                    node[part] = [] if nxt_is_index else {}
-                node = node[part]
-            else:
-                raise ConfigError(f"--set {text}: '{parts[i - 1]}' holds {node!r}, not a mapping or list")
-    return data

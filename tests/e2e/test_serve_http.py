@@ -61,7 +61,7 @@ def server(ray_head, exports):
 
     from codemill.raycluster import free_port
     from codemill.serve.app import application
-    from codemill.serve.stage import wait_healthy
+    from codemill.serve.cli import wait_healthy
 
     if not ray.is_initialized():
         ray.init(address=ray_head.address, log_to_driver=False)
@@ -288,7 +288,7 @@ def test_codemill_serve_command(server, exports):
 def test_the_smoke_check_asks_every_model(server, capsys):
     """The smoke check `codemill serve --smoke` runs once deployed: one greedy completion from every model,
     with the API key; a model that does not answer fails it."""
-    from codemill.serve.stage import smoke_check
+    from codemill.serve.cli import smoke_check
 
     cfg = server["config"]
     assert smoke_check(server["base"] + PREFIX, cfg)
@@ -299,7 +299,7 @@ def test_the_smoke_check_asks_every_model(server, capsys):
 
 
 def test_bad_config_is_refused_before_anything_starts(tmp_path):
-    from codemill.serve.stage import main
+    from codemill.serve.cli import main
 
     assert main(["--set", "max_batch_size=0", "--input", str(tmp_path)]) == 2
     assert main(["--set", "models.0.dtype=int4", "--input", str(tmp_path)]) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codemill.config import ConfigError, build_config
-from codemill.serve.config import ServeConfig, apply_overrides
+from codemill.serve.config import ServeConfig
 from codemill.serve.openai_api import APIError, Limits, parse_json_body, parse_request
 
 LIMITS = Limits(max_n=4, max_num_beams=4, context_length=2048, default_max_tokens=16, vocab_size=50_400)
@@ -22,12 +22,51 @@ def test_defaults_and_bounds():
             build_config(ServeConfig, bad)
 
 
-def test_overrides_address_list_items():
-    data = apply_overrides({"models": [{"name": "x"}]}, ["models.0.dtype=int8", "models.1.name=y", "port=9000"])
-    cfg = build_config(ServeConfig, data)
+def test_the_one_set_parser_addresses_list_items():
+    """Every stage's --set (codemill.config): a number is a list index, one past the end appends."""
+    cfg = build_config(ServeConfig, {"models": [{"name": "x"}]}, ["models.0.dtype=int8", "models.1.name=y",
+                                                                 "port=9000"])
     assert [(m.name, m.dtype) for m in cfg.models] == [("x", "int8"), ("y", "bf16")] and cfg.port == 9000
-    with pytest.raises(ConfigError):
-        apply_overrides({"models": [{}]}, ["models.5.dtype=fp32"])
+    new = build_config(ServeConfig, {}, ["models.0.name=first", "batch_buckets.0=4"])  # lists created as needed
+    assert [m.name for m in new.models] == ["first"] and new.batch_buckets == [4]
+    for bad in (["models.5.dtype=fp32"], ["models.x.dtype=fp32"], ["port.x=1"], ["models." + "9" * 5000 + ".a=1"]):
+        with pytest.raises(ConfigError):
+            build_config(ServeConfig, {"models": [{}]}, bad)
+
+
+def test_the_command_line_is_the_registrys_and_the_manifest_the_runners(tmp_path):
+    """`codemill serve`'s flags come from codemill/stages.py (--host, --port, --smoke stand for config keys);
+    its manifest is written by the runner's code: the config as given (before --input fills the first model),
+    hashed as a DAG hashes it, the input's fingerprint when it is a finished stage's output, else its URI."""
+    from codemill import manifest as mf
+    from codemill import stages
+    from codemill.config import config_hash
+    from codemill.runner import identity_hash, stage_parser
+    from codemill.serve.cli import Record, resolve_config
+
+    train = tmp_path / "train"
+    (train / "export").mkdir(parents=True)
+    mf.write_manifest(str(train), mf.Manifest(stage="train", status=mf.STATUS_COMPLETE, config_hash="c", config={}))
+    argv = ["--input", str(train / "export"), "--port", "9001", "--host", "0.0.0.0", "--smoke", "--set",
+            "models.0.dtype=fp32", "--out", str(tmp_path / "serve")]
+    args = stage_parser(stages.get("serve")).parse_args(argv)
+    given, served = resolve_config(args)
+    assert (given.port, given.host, given.smoke_check, given.models[0].dtype) == (9001, "0.0.0.0", True, "fp32")
+    assert given.models[0].input is None and served.models[0].input == str(train / "export")
+    Record(str(tmp_path / "serve"), given, {"input": served.models[0].input}, {}).write(mf.STATUS_SERVING,
+                                                                                       {"url": "http://x/v1"})
+    written = mf.read_manifest(str(tmp_path / "serve"))
+    assert written.stage == "serve" and written.status == mf.STATUS_SERVING and written.counts["url"] == "http://x/v1"
+    assert written.config_hash == config_hash(given) and written.inputs["input"]["stage"] == "train"
+    elsewhere = tmp_path / "export-made-elsewhere"
+    elsewhere.mkdir()
+    Record(str(tmp_path / "s2"), given, {"input": str(elsewhere)}, {}).write(mf.STATUS_SERVING, {})
+    plain = mf.read_manifest(str(tmp_path / "s2"))
+    assert plain.inputs == {} and plain.config_hash == identity_hash(given, {}, {"input": str(elsewhere)})
+    mf.write_manifest(str(train), mf.Manifest(stage="train", status="running", config_hash="c", config={}))
+    with pytest.raises(mf.MissingInputError):  # an unfinished training's export is refused, as by every stage
+        Record(str(tmp_path / "s3"), given, {"input": str(train / "export")}, {})
+    assert stage_parser(stages.get("serve")).parse_args(["--input", "x"]).out is None  # a service needs no --out
 
 
 def test_request_validation():
