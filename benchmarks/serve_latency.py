@@ -435,8 +435,8 @@ def http_part(args, device, dtype, tokenizer, out: dict, save, budget: Budget) -
     from ray import serve
 
     from codemill.config import build_config
-    from codemill.serve.config import ServeConfig
     from codemill.serve.cli import APP_NAME, deploy
+    from codemill.serve.config import ServeConfig
     from codemill.serve.testing import write_random_export
 
     preset = "tiny" if args.smoke else args.preset

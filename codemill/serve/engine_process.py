@@ -57,6 +57,7 @@ class EngineProcess:
     def __init__(self, spec: EngineSpec, startup_timeout_s: float = 900.0,
                  on_step: Callable[[StepStats], None] | None = None):
         self.on_step = on_step
+        self._stopping = False  # set by stop/kill: the connection closing then is no failure
         parent_sock, child_sock = socket.socketpair()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "codemill.serve.engine_process", str(child_sock.fileno()),
@@ -155,7 +156,7 @@ class EngineProcess:
             self.dead = why
             streams, self._streams = list(self._streams.values()), {}
             pings, self._pings = list(self._pings.values()), {}
-        log.error("engine: %s", why)
+        (log.info if self._stopping else log.error)("engine: %s", why)
         for loop, q in streams:
             loop.call_soon_threadsafe(q.put_nowait, EngineDead(why))
         for loop, fut in pings:
@@ -215,6 +216,7 @@ class EngineProcess:
                 self._pings.pop(nonce, None)
 
     def stop(self) -> None:
+        self._stopping = True
         if self.proc.poll() is None and self.dead is None:
             self._outbox.put(("stop",))
             try:
@@ -224,6 +226,7 @@ class EngineProcess:
         self.kill()
 
     def kill(self) -> None:
+        self._stopping = True
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=STOP_WAIT_S)
