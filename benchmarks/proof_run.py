@@ -190,7 +190,7 @@ def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int |
         sets["tokenize"].append("validation_fraction=0.2")
     train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}"]
     if a.smoke:
-        train += ["deepspeed.precision=fp32", "model.compile=false",
+        train += [f"micro_batch_size={a.micro_batch}", "deepspeed.precision=fp32", "model.compile=false",
                   "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}"]
     if preset:
         warmup = max(1, steps // 20)
