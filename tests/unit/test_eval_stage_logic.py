@@ -230,3 +230,23 @@ def test_no_import_cycle_between_eval_modules():
 
     for m in graph:
         visit(m)
+
+
+def test_the_check_stops_before_executing_when_a_toolchain_is_too_old(tmp_path):
+    from codemill.eval import benchmark_check as bc
+    from codemill.eval.benchmark import Environment
+    from codemill.eval.config import EvalConfig
+    from codemill.eval.humaneval_x import HumanEvalX
+    from codemill.eval.stage import check
+    from codemill.runner import StageRun
+
+    versions = {"python": "Python 3.10.12", "g++": "g++ 11.4.0", "javac": "javac 11.0.20",
+                "java": 'openjdk version "11.0.20" 2023-07-18', "node": "v12.22.9", "go": "go version go1.18.1",
+                "bwrap": "bubblewrap 0.6.1"}
+    env = Environment(problems={}, fingerprint="fp", toolchains=versions, dataset_sha256="d", sandbox={})
+    run = StageRun("eval", EvalConfig(), str(tmp_path))
+    with pytest.raises(bc.ToolchainTooOld) as err:
+        check(run, HumanEvalX(), env, ["JavaScript/39"], "results.jsonl")
+    message = str(err.value)
+    assert "node 12.22.9 is older than 16.6" in message and "java 11.0.20 is older than 16" in message
+    assert not (tmp_path / "results.jsonl").exists()
