@@ -56,6 +56,13 @@ class RefusedToScore(RuntimeError):
     """The benchmark check has not passed on this machine's current fingerprint."""
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`codemill eval ...` for callers that run it in-process (the registry's stage command line)."""
+    from codemill.runner import stage_main
+
+    return stage_main("eval", argv)
+
+
 def benchmark_for(config: EvalConfig) -> Benchmark:
     if config.benchmark == "mtpb":
         from codemill.eval.mtpb_benchmark import Mtpb

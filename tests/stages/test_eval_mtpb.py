@@ -386,7 +386,6 @@ def test_endpoint_generation_turn_by_turn(checked, tmp_path):
 
 
 def test_generation_through_a_tiny_model(checked, tmp_path):
-    from codemill.eval.stage import main
     from codemill.serve.testing import write_random_export
     from codemill.train.model import PRESETS
 
