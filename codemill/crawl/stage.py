@@ -71,8 +71,10 @@ def _publish_metrics(result: RepoResult) -> None:
 
     RayCounter("codemill_crawl_repos", "repositories crawled", tag_keys=("status",)).inc(
         1, tags={"status": "failed" if result.failed else ("selected" if result.selected else "rejected")})
-    if result.n_files:  # Ray's counters refuse increments of zero
+    # Ray's counters refuse increments of zero (a repository of empty files keeps files but no bytes).
+    if result.n_files:
         RayCounter("codemill_crawl_files", "files kept by the crawl").inc(result.n_files)
+    if result.n_bytes:
         RayCounter("codemill_crawl_bytes", "bytes of files kept by the crawl").inc(result.n_bytes)
 
 

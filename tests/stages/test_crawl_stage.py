@@ -41,6 +41,14 @@ def crawl_config(corpus: Path, **extra) -> CrawlConfig:
     return build_config(CrawlConfig, {"source": source, **extra})
 
 
+def test_a_repository_of_empty_files_is_crawled_not_failed(tmp_path, ray_session):
+    """It keeps files but no bytes: the crawl's metrics must not fail it (Ray's counters refuse a zero)."""
+    (tmp_path / "corpus" / "emptypkg").mkdir(parents=True)
+    (tmp_path / "corpus" / "emptypkg" / "__init__.py").write_text("")
+    m = run_stage("crawl", crawl_config(tmp_path / "corpus"), str(tmp_path / "out"), crawl.body)
+    assert m.status == mf.STATUS_COMPLETE and m.counts["repos_failed"] == 0 and m.counts["files"] == 1
+
+
 def test_local_crawl_outputs(tmp_path, ray_session):
     corpus = make_repos(tmp_path / "corpus", 3)
     (corpus / "pkg001" / "big.py").write_text("x = 1\n" * 400_000)  # 2.4 MB: over the per-file cap
