@@ -138,6 +138,19 @@ def batch_workers(ray_head) -> list[int]:
     return found
 
 
+def worker_alone(ray_head, what: str, timeout_s: float) -> list[int]:
+    """The one batch worker that has run alone for three looks a second apart (the fast sample's batch ends
+    within a second or two; then the slow one's worker runs alone)."""
+    seen: list[list[int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen.append(batch_workers(ray_head))
+        if len(seen) >= 3 and len(seen[-1]) == 1 and seen[-1] == seen[-2] == seen[-3]:
+            return seen[-1]
+        time.sleep(1.0)
+    raise AssertionError(f"waited {timeout_s:.0f} s for {what}")
+
+
 def test_a_batch_lost_twice_is_an_infrastructure_error_and_a_rerun_retries_it(checked, problems, ray_head, tmp_path):
     p = problems["Python/0"]
     lines = [{"task_id": "Python/1", "completion": problems["Python/1"].canonical_solution},
@@ -149,10 +162,7 @@ def test_a_batch_lost_twice_is_an_infrastructure_error_and_a_rerun_retries_it(ch
     driver = start(args, ray_head)
     try:
         for attempt in (1, 2):  # the first execution, then Ray's retry of the lost task
-            wait_for(lambda: partial_rows(out) >= 1 and batch_workers(ray_head),
-                     f"the slow batch's worker (attempt {attempt})", 240)
-            time.sleep(1.0)
-            victims = batch_workers(ray_head)
+            victims = worker_alone(ray_head, f"the slow batch's worker, alone (attempt {attempt})", 240)
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda victims=victims: not any(Path(f"/proc/{v}/cmdline").exists() and
