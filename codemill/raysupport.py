@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -29,23 +28,6 @@ def ensure_ray(**kwargs):
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True, **kwargs)
         log.info("ray: connected, resources %s", ray.cluster_resources())
     return ray
-
-
-def gather_keyed_rows(ray, pending: list, what: str, of_samples: int, log_every_s: float = 10.0) -> dict[int, dict]:
-    """The rows of Ray tasks that each return a list of dicts with an int "key" (popped), by key, gathered as
-    the tasks finish; progress is logged every `log_every_s` and at the end."""
-    by_key: dict[int, dict] = {}
-    started, last_log = time.time(), 0.0
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1, timeout=60)
-        for ref in done:
-            for row in ray.get(ref):
-                by_key[row.pop("key")] = row
-        if time.time() - last_log > log_every_s or not pending:
-            last_log = time.time()
-            log.info("executed %d unique %s (%d samples), %.1f/s", len(by_key), what, of_samples,
-                     len(by_key) / max(time.time() - started, 1e-9))
-    return by_key
 
 
 def run_data_stage(run, work, **settings: Any) -> dict:

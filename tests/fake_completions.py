@@ -1,5 +1,6 @@
 """A stand-in OpenAI-style completions server on loopback for the eval tests: POST /v1/completions answers
-every prompt of a batch with `answer(prompt, sample_index)`, n times; records each request body."""
+every prompt of a batch with `answer(prompt, sample_index)`, n times; records each request body. `failures`:
+(status, Retry-After or None) answers given, in order, before any completion (a busy or restarting server)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from loopback_http import LoopbackHTTPServer
 
 
 class FakeCompletions(LoopbackHTTPServer):
-    def __init__(self, answer: Callable[[str, int], str], key: str | None = None):
+    def __init__(self, answer: Callable[[str, int], str], key: str | None = None,
+                 failures: list[tuple[int, str | None]] | None = None):
         self.requests: list[dict] = []
         self.prompts: list[str] = []
+        self.failures = list(failures or [])
+        self.attempts = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -24,6 +28,15 @@ class FakeCompletions(LoopbackHTTPServer):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path != "/v1/completions" or (key and self.headers.get("Authorization") != f"Bearer {key}"):
                     self.send_response(401)
+                    self.end_headers()
+                    return
+                outer.attempts += 1
+                if outer.failures:
+                    status, retry_after = outer.failures.pop(0)
+                    self.send_response(status)
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 outer.requests.append(body)

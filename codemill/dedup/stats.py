@@ -1,56 +1,42 @@
 """stats.json of the dedup stage: duplicate rates per language and per kind.
 
-A per-language table (documents, removed per kind) is a group-by and a pivot: polars, imported here only,
-where the driver writes the stats (the GPU machine, which never runs dedup, has no polars).
+The per-language document counts are one Arrow group-by (pyarrow, which the stage already uses: the lent GPU
+machine that runs the whole recipe has no polars); the removals arrive already counted per (language, kind).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from codemill.dedup.resolve import KINDS
 
 UNKNOWN_LANGUAGE = "unknown"
 
 
-def language_table(language_counts: pa.Table, removed_by_language: dict[tuple[str | None, str], int]):
-    """One row per language of the input: `docs`, then one column per removal kind (KINDS order), 0 where
-    none; sorted by language. Removed documents of a language absent from the counts are left out."""
-    import polars as pl
-
-    docs = (pl.from_arrow(language_counts.select(["language", "docs"]))
-            .with_columns(pl.col("language").fill_null(UNKNOWN_LANGUAGE), pl.col("docs").cast(pl.Int64))
-            .group_by("language").agg(pl.col("docs").sum()))
-    removed = removed_frame(removed_by_language)
-    per_kind = (removed.pivot(on="kind", index="language", values="n", aggregate_function="sum")
-                if removed.height else pl.DataFrame(schema={"language": pl.String}))
-    table = docs.join(per_kind, on="language", how="left")
-    return (table.with_columns([pl.col(k).fill_null(0).cast(pl.Int64) if k in table.columns else pl.lit(0, pl.Int64)
-                                .alias(k) for k in KINDS])
-            .select(["language", "docs", *KINDS]).sort("language"))
-
-
-def removed_frame(removed_by_language: dict[tuple[str | None, str], int]):
-    import polars as pl
-
-    rows = [(lang or UNKNOWN_LANGUAGE, kind, int(n)) for (lang, kind), n in removed_by_language.items()]
-    return pl.DataFrame(rows, schema={"language": pl.String, "kind": pl.String, "n": pl.Int64}, orient="row")
+def language_docs(language_counts: pa.Table) -> dict[str, int]:
+    """Documents per language (null languages counted as UNKNOWN_LANGUAGE), sorted by language."""
+    languages = pc.fill_null(language_counts["language"], UNKNOWN_LANGUAGE)
+    docs = pc.cast(language_counts["docs"], pa.int64())
+    sums = pa.table({"language": languages, "docs": docs}).group_by("language").aggregate([("docs", "sum")])
+    return dict(sorted(zip(sums["language"].to_pylist(), sums["docs_sum"].to_pylist())))
 
 
 def dedup_stats(language_counts: pa.Table, removed_by_language: dict[tuple[str | None, str], int], n_docs: int) -> dict:
     """`language_counts`: (language, docs) of every input document; `removed_by_language`: removed documents
-    per (language, kind)."""
-    import polars as pl
-
+    per (language, kind). Removals of a language absent from the counts count in the totals only."""
+    removed: dict[str, dict[str, int]] = {}
+    by_kind = dict.fromkeys(KINDS, 0)
+    for (language, kind), n in removed_by_language.items():
+        removed.setdefault(language or UNKNOWN_LANGUAGE, dict.fromkeys(KINDS, 0))[kind] += int(n)
+        by_kind[kind] += int(n)
     per_language = {}
-    for row in language_table(language_counts, removed_by_language).iter_rows(named=True):
-        docs, kinds = row["docs"], {k: row[k] for k in KINDS}
+    for language, docs in language_docs(language_counts).items():
+        kinds = removed.get(language, dict.fromkeys(KINDS, 0))
         total = sum(kinds.values())
-        per_language[row["language"]] = {"docs": docs, "kept": docs - total, "removed": kinds,
-                                         "duplicate_rate": total / docs if docs else 0.0,
-                                         "rate_by_kind": {k: v / docs if docs else 0.0 for k, v in kinds.items()}}
-    sums = removed_frame(removed_by_language).group_by("kind").agg(pl.col("n").sum())
-    by_kind = dict.fromkeys(KINDS, 0) | {kind: int(n) for kind, n in sums.iter_rows() if kind in KINDS}
+        per_language[language] = {"docs": docs, "kept": docs - total, "removed": kinds,
+                                  "duplicate_rate": total / docs if docs else 0.0,
+                                  "rate_by_kind": {k: v / docs if docs else 0.0 for k, v in kinds.items()}}
     total_removed = sum(by_kind.values())
     return {"docs": n_docs, "kept": n_docs - total_removed,
             "duplicate_rate": total_removed / n_docs if n_docs else 0.0,

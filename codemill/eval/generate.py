@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Protocol
+
+from codemill.retry import Backoff, retry, transient_http_error
 
 log = logging.getLogger("codemill.eval")
 
@@ -53,6 +54,18 @@ def _chunks(n: int, size: int) -> list[int]:
     return [min(size, n - i) for i in range(0, n, size)]
 
 
+# A server that is busy or restarting is asked again after 0.5, 1, 2, ... s (jittered, at most 30 s), or after
+# the Retry-After it sent.
+RETRY_BACKOFF = Backoff(base_s=0.5, max_s=30.0)
+
+
+def _transient(exc: BaseException) -> str | None:
+    """Retry 429, 5xx, dropped connections and timeouts (codemill.retry), and a reply cut short (not JSON)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"the reply is not JSON ({exc})"
+    return transient_http_error(exc)
+
+
 class HTTPGenerator:
     """POST {endpoint}/v1/completions, a few requests in flight, retried with backoff on errors."""
 
@@ -74,21 +87,20 @@ class HTTPGenerator:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:500].decode("utf-8", "replace")
-                if exc.code < 500 and exc.code != 429:
-                    raise GenerationError(f"{self.url}: HTTP {exc.code}: {detail}") from None
-                last = GenerationError(f"{self.url}: HTTP {exc.code}: {detail}")
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-                last = exc
-            time.sleep(min(30.0, 0.5 * 2 ** attempt))
-        raise GenerationError(f"{self.url}: failed after {self.max_retries + 1} attempts: {last}")
+
+        def once() -> dict:
+            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+
+        try:
+            return retry(once, what=f"POST {self.url}", retry_on=_transient, attempts=self.max_retries + 1,
+                         backoff=RETRY_BACKOFF)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode("utf-8", "replace")
+            raise GenerationError(f"{self.url}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+            raise GenerationError(f"{self.url}: failed after {self.max_retries + 1} attempts: {exc}") from None
 
     def _request(self, prompts: list[str], n: int, stop: list[str], params: dict, seed: int) -> list[list[str]]:
         body = {"model": self.model, "prompt": prompts, "n": n, "stop": stop[:MAX_STOP_STRINGS] or None,

@@ -143,6 +143,12 @@ def render_html(summary: dict, charts: dict[str, bytes]) -> str:
                   html_table(["language", "problems", "samples", *[f"pass@{k} [95% CI]" for k in ks]], rows)]
     if "pass_at_k" in charts:
         parts.append(html_image(charts["pass_at_k"], "pass@k per language"))
+    solved = [[lang, str(len(lm.get("solved", []))), ", ".join(f"{p['task_id']} ({p['c']}/{p['n']})"
+                                                             for p in lm.get("solved", [])) or "none"]
+              for lang, lm in (gen.get("languages") or {}).items()]
+    if solved:
+        parts += ["<h2>Problems solved by at least one sample (passing samples / samples)</h2>",
+                  html_table(["language", "problems", "which"], solved)]
     if m.get("allocation"):
         rows = [[a["strategy"], str(a["k"]), ", ".join(f"{k} {v}" for k, v in a["budget"].items()),
                  percent(a["value"]), str(a["problems"])] for a in m["allocation"]]

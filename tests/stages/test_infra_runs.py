@@ -208,10 +208,19 @@ def test_eval_workers_can_create_bubblewrap_sandboxes():
     that the container runtimes' default seccomp and AppArmor profiles forbid."""
     _, job = rayjobs()["eval"]
     for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
-        ctx = group["template"]["spec"]["containers"][0]["securityContext"]
-        assert ctx == {"seccompProfile": {"type": "Unconfined"}, "appArmorProfile": {"type": "Unconfined"}}
+        pod = group["template"]["spec"]
+        ctx = pod["containers"][0]["securityContext"]
+        # Unconfined profiles for the namespaces and mounts, an unmasked /proc for the sandbox's own (which needs
+        # the pod's own user namespace), root only inside that namespace, and no escalation.
+        assert ctx["seccompProfile"] == {"type": "Unconfined"} and ctx["appArmorProfile"] == {"type": "Unconfined"}
+        assert ctx["procMount"] == "Unmasked" and pod["hostUsers"] is False
+        assert ctx["allowPrivilegeEscalation"] is False
     options = load_yaml(INFRA / "cluster.yaml")["docker"]["run_options"]
-    assert {"--security-opt seccomp=unconfined", "--security-opt apparmor=unconfined"} <= set(options)
+    assert {"--security-opt seccomp=unconfined", "--security-opt apparmor=unconfined",
+            "--security-opt systempaths=unconfined"} <= set(options)
+    # dags/codegeex.yaml's eval runs its executions where the label says the sandbox works.
+    labels = load_yaml(INFRA / "cluster.yaml")["available_node_types"]["cpu_worker"]["labels"]
+    assert labels["codemill.io/sandbox"] == "true"
 
 
 # --- the cluster launcher -------------------------------------------------------------------------------

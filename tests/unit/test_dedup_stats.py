@@ -1,4 +1,4 @@
-"""dedup's stats.json: per-language documents and removals by kind (a polars group-by and pivot), totals, and
+"""dedup's stats.json: per-language documents and removals by kind (an Arrow group-by), totals, and
 rates; documents without a language count as "unknown"."""
 
 from __future__ import annotations
