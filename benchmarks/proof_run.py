@@ -424,8 +424,19 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     context = a.seq_length
     slots = engine_slots(export, context, a.smoke)
-    gen = EngineGenerator(export, device=device, max_batch_size=slots)
+    gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=a.attention)
     record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
+    try:  # one short prompt first: a kernel or CUDA-graph failure shows here, not an hour of samples later
+        gen.generate(["def add(a, b):\n"], 2, 0.8, TOP_P, 8, [[]], seeds=[0])
+    except Exception as exc:  # recorded, then the portable path
+        if device == "cpu":
+            raise
+        log(f"the engine failed its first generation ({exc!r}): again with SDPA attention, no CUDA graphs")
+        record["engine_fallback"] = f"{type(exc).__name__}: {exc}"[:2000]
+        del gen
+        torch.cuda.empty_cache()
+        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention="sdpa", cuda_graphs=False)
+    record["attention"] = gen.engine.decoder.attention
     problems = load_problems(list(LANGUAGES))
     numbers = list(range(a.problems))
     started = time.time()
@@ -509,6 +520,8 @@ def main() -> None:
                    help="sets after Python's two start only within this budget (0: no limit)")
     p.add_argument("--deadline-minutes", type=float, default=0.0,
                    help="the whole run's wall time: training gets what the data stages leave (0: --train-minutes)")
+    p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
+                   help="the engine's decode attention (auto: Triton on a GPU; SDPA if its first generation fails)")
     p.add_argument("--probe-one", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.started = time.time()

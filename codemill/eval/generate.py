@@ -148,14 +148,15 @@ class EngineGenerator:
     signature is at the end) and a generation budget of at least a quarter of the context."""
 
     def __init__(self, export_uri: str, device: str = "auto", dtype: str | None = None, max_batch_size: int = 64,
-                 seed: int = 0):
+                 seed: int = 0, attention: str = "auto", cuda_graphs: bool | None = None):
         from codemill.serve.loader import load_engine
 
         if dtype is None:
             import torch
             dtype = "bf16" if (device != "cpu" and torch.cuda.is_available()) else "fp32"
         self.loaded = load_engine(export_uri, dtype=dtype, device=device, max_batch_size=max_batch_size,
-                                  cuda_graphs=device != "cpu")
+                                  cuda_graphs=device != "cpu" if cuda_graphs is None else cuda_graphs,
+                                  attention=attention)
         self.engine, self.tokenizer = self.loaded.engine, self.loaded.tokenizer
         self.context = self.loaded.context_length
         self.max_slots = max_batch_size
