@@ -22,7 +22,9 @@ from codemill.retry import Backoff, retry
 
 log = logging.getLogger("codemill.dag")
 
-JOB_POLL_S = 1.0
+JOB_POLL_S = 0.5
+# How long an ended job's log stream may take to deliver its last lines before the log is read whole instead.
+LOG_STREAM_GRACE_S = 0.5
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 SUBMIT_TIMEOUT_S = 120.0  # a fresh head's job agent can take this long to accept jobs
 JOB_API_BACKOFF = Backoff(base_s=1.0, max_s=10.0)
@@ -79,8 +81,7 @@ class JobRunner:
         try:
             if ps.spec.spec.long_running:
                 return self._until_serving(ps, job_id)
-            asyncio.run(self._print_logs(job_id, ps.name))
-            return self._wait_terminal(job_id)
+            return asyncio.run(self._follow(job_id, ps.name))
         finally:
             with self._lock:
                 if self.running.get(ps.name) == job_id and not ps.spec.spec.long_running:
@@ -102,20 +103,43 @@ class JobRunner:
                 log.warning("stage %s: stopped Ray job %s", stage, job_id)
         return list(running)
 
-    async def _print_logs(self, job_id: str, stage: str) -> None:
+    async def _follow(self, job_id: str, stage: str) -> str:
+        """Stream the job's log while polling its status. Ray's log stream closes seconds after the job ends
+        (it re-reads the file until it has seen the end twice, a second apart), so the end is taken from the
+        status; the log's remainder is then read whole, so no line is lost."""
         shown = JobLogFilter()
-        async for chunk in self.client.tail_job_logs(job_id):
-            for line in shown.feed(chunk):
+        printed = 0  # characters of the log fed to the filter
+
+        def show(text: str) -> None:
+            nonlocal printed
+            printed += len(text)
+            for line in shown.feed(text):
                 print(f"[{stage}] {line}", flush=True)
+
+        async def stream() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                show(chunk)
+
+        streaming = asyncio.create_task(stream())
+        while (status := await asyncio.to_thread(self._status, job_id)) not in TERMINAL:
+            if streaming.done():  # the stream failed or closed early: keep polling at the same pace
+                await asyncio.sleep(JOB_POLL_S)
+            else:
+                await asyncio.wait([streaming], timeout=JOB_POLL_S)
+        if not streaming.done():
+            await asyncio.wait([streaming], timeout=LOG_STREAM_GRACE_S)
+        streaming.cancel()
+        with contextlib.suppress(BaseException):
+            await streaming  # a stream that failed or was cut: the rest comes from the whole log below
+        rest = (await asyncio.to_thread(_retry, lambda: self.client.get_job_logs(job_id), "read a job's log"))
+        if len(rest) > printed:
+            show(rest[printed:])
         for line in shown.flush():
             print(f"[{stage}] {line}", flush=True)
+        return status
 
-    def _wait_terminal(self, job_id: str) -> str:
-        while True:
-            status = _retry(lambda: self.client.get_job_status(job_id).value, "read a job's status")
-            if status in TERMINAL:
-                return status
-            time.sleep(JOB_POLL_S)
+    def _status(self, job_id: str) -> str:
+        return _retry(lambda: self.client.get_job_status(job_id).value, "read a job's status")
 
     def _until_serving(self, ps: PlannedStage, job_id: str) -> str:
         """A service's job runs on; it is up once it has written its manifest (serving, or complete for a
