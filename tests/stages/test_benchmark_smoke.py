@@ -23,7 +23,8 @@ LIBRARIES = {"bench_env.py", "machine.py", "cuda_timing.py"}
 # Owned by other engineers: run here once they have a --smoke mode; only their exit status is checked.
 OWNED_ELSEWHERE = {"eval_throughput.py", "serve_latency.py", "decode_step_variants.py", "proof_run.py"}
 # Smoke-run by a test of their own (not run twice): script -> that test, under tests/stages/.
-OWN_SMOKE_TEST = {"eval_throughput.py": "test_eval_throughput_smoke.py"}
+OWN_SMOKE_TEST = {"eval_throughput.py": "test_eval_throughput_smoke.py",
+                  "serve_latency.py": "test_serve_benchmark_smoke.py"}
 # Where each script writes its results (a file, or a folder for the ones that write several).
 OUT_FLAG = {"train_mfu.py": "--results", "serve_latency.py": "--out-dir", "codegen_staged.py": "--out",
             "proof_run.py": "--out"}
