@@ -121,19 +121,24 @@ class JobRunner:
                 show(chunk)
 
         streaming = asyncio.create_task(stream())
+        closed_early = False
         while (status := await asyncio.to_thread(self._status, job_id)) not in TERMINAL:
             if streaming.done():  # the stream failed or closed early: keep polling at the same pace
+                closed_early = True
                 await asyncio.sleep(JOB_POLL_S)
             else:
                 await asyncio.wait([streaming], timeout=JOB_POLL_S)
         if not streaming.done():
             await asyncio.wait([streaming], timeout=LOG_STREAM_GRACE_S)
-        streaming.cancel()
-        with contextlib.suppress(BaseException):
-            await streaming  # a stream that failed or was cut: the rest comes from the whole log below
-        rest = (await asyncio.to_thread(_retry, lambda: self.client.get_job_logs(job_id), "read a job's log"))
-        if len(rest) > printed:
-            show(rest[printed:])
+        whole = (not closed_early and streaming.done() and not streaming.cancelled()
+                 and streaming.exception() is None)
+        if not whole:  # still open, failed, or closed before the job ended: the rest comes from the log read whole
+            streaming.cancel()
+            with contextlib.suppress(BaseException):
+                await streaming
+            rest = await asyncio.to_thread(_retry, lambda: self.client.get_job_logs(job_id), "read a job's log")
+            if len(rest) > printed:
+                show(rest[printed:])
         for line in shown.flush():
             print(f"[{stage}] {line}", flush=True)
         return status

@@ -24,7 +24,7 @@ class FakeJobs:
     def __init__(self, log: str, streamed: int, *, stream_open_s: float = 30.0, fail_stream: bool = False,
                  terminal_after: int = 2, final: str = "SUCCEEDED"):
         self.log, self.streamed, self.stream_open_s, self.fail_stream = log, streamed, stream_open_s, fail_stream
-        self.terminal_after, self.final, self.status_reads = terminal_after, final, 0
+        self.terminal_after, self.final, self.status_reads, self.log_reads = terminal_after, final, 0, 0
 
     async def tail_job_logs(self, job_id):
         text = self.log[:self.streamed]
@@ -39,6 +39,7 @@ class FakeJobs:
         return Status(self.final if self.status_reads > self.terminal_after else "RUNNING")
 
     def get_job_logs(self, job_id):
+        self.log_reads += 1
         return self.log
 
 
@@ -76,4 +77,19 @@ def test_a_failed_stream_loses_no_line_and_the_status_is_still_awaited(capsys):
     client = FakeJobs(LOG, 50, fail_stream=True, terminal_after=5, final="FAILED")
     assert asyncio.run(runner(client)._follow("j", "s")) == "FAILED"
     assert client.status_reads == 6
+    assert printed(capsys) == LOG.splitlines()
+
+
+def test_a_stream_that_ends_with_the_job_is_not_read_again(capsys, monkeypatch):
+    monkeypatch.setattr(jobs, "LOG_STREAM_GRACE_S", 5.0)
+    client = FakeJobs(LOG, len(LOG), stream_open_s=0.2, terminal_after=0)
+    assert asyncio.run(runner(client)._follow("j", "s")) == "SUCCEEDED"
+    assert client.log_reads == 0
+    assert printed(capsys) == LOG.splitlines()
+
+
+def test_a_stream_closed_before_the_job_ended_is_completed_from_the_whole_log(capsys):
+    client = FakeJobs(LOG, 60, stream_open_s=0.0, terminal_after=20)
+    assert asyncio.run(runner(client)._follow("j", "s")) == "SUCCEEDED"
+    assert client.log_reads == 1
     assert printed(capsys) == LOG.splitlines()
