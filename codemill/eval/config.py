@@ -26,6 +26,7 @@ MTPB_TEMPERATURE = 0.2
 MTPB_TIME_S = 20.0
 HUMANEVAL_X_PROBLEMS = 164
 MTPB_PROBLEMS = 115
+HUMANEVAL_X_MAX_TOKENS = 1024  # generous for one function body; stop strings end most generations far earlier
 
 
 class GenerationConfig(StrictModel):
@@ -33,7 +34,10 @@ class GenerationConfig(StrictModel):
     temperature: float = Field(PAPER_TEMPERATURE_PASS100, ge=0.0, le=2.0,
                                description="0.8 for pass@10/100 (paper); 0.2 for pass@1; 0 = greedy")
     top_p: float = Field(PAPER_TOP_P, gt=0.0, le=1.0)
-    max_tokens: int = Field(1024, ge=1, le=8192, description="length limit of a generation, in tokens")
+    max_tokens: int | None = Field(
+        None, ge=1, le=8192, description=f"length limit of a generation, in tokens: HumanEval-X's default is "
+        f"{HUMANEVAL_X_MAX_TOKENS}; MTPB's is each problem's max_gen_length (a turn's; the sum of its turns' in "
+        "single-turn mode), which a value here caps")
     seed: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1, le=4096, description="prompts per request to an endpoint")
     n_per_request: int = Field(20, ge=1, le=10_000, description="samples asked for in one request (split above)")

@@ -12,7 +12,7 @@ from codemill.eval import benchmark_check as bc
 from codemill.eval import languages as L
 from codemill.eval import sandbox
 from codemill.eval.benchmark import Environment, item_key
-from codemill.eval.config import HUMANEVAL_X_PROBLEMS, EvalConfig, ExecutionConfig
+from codemill.eval.config import HUMANEVAL_X_MAX_TOKENS, HUMANEVAL_X_PROBLEMS, EvalConfig, ExecutionConfig
 from codemill.eval.execute import exec_limits, execute_sample
 from codemill.eval.metrics import compute_metrics
 from codemill.eval.samples import Sample, SamplesError, build_jobs, parse_samples, samples_jsonl
@@ -77,7 +77,8 @@ class HumanEvalX:
         jobs = [j for j in build_jobs(env.problems, languages, numbers, config.mode, config.pairs())
                 if j.task_id in wanted]
         g = config.generation
-        texts = generator.generate([j.prompt for j in jobs], [g.n] * len(jobs), [g.max_tokens] * len(jobs),
+        budget = g.max_tokens or HUMANEVAL_X_MAX_TOKENS
+        texts = generator.generate([j.prompt for j in jobs], [g.n] * len(jobs), [budget] * len(jobs),
                                    [j.stop for j in jobs], [g.seed + 7919 * i for i in range(len(jobs))])
         return [Sample(j.task_id, text, i, j.source_language) for j, outs in zip(jobs, texts)
                 for i, text in enumerate(outs)]

@@ -117,7 +117,7 @@ class Mtpb:
 
     def generate(self, env: Environment, config: EvalConfig, units: list[str], generator) -> list[MtpbSample]:
         return generate_samples(env.problems, cases_of(units), modes_of(config), config.generation.n,
-                                generator.generate, config.generation.seed)
+                                generator.generate, config.generation.seed, config.generation.max_tokens)
 
     def score_items(self, samples: list[MtpbSample], env: Environment, config: EvalConfig, check: dict | None
                     ) -> list[tuple[dict, dict]]:

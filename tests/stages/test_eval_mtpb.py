@@ -148,6 +148,25 @@ def test_generation_and_samples_file_rebuild_the_same_programs():
         [(s.to_json(), s.program(PROBLEMS[s.task_id])) for s in samples]
 
 
+def test_generation_max_tokens_caps_each_turns_budget_where_it_is_lower():
+    """The problem's max_gen_length is a turn's budget (single-turn: the sum of its turns'); a user's
+    generation.max_tokens caps it, and a cap above it changes nothing."""
+    def budgets(cap: int | None) -> set[int]:
+        asked: set[int] = set()
+
+        def fake(prompts, counts, limits, stops, seeds):
+            asked.update(limits)
+            return [["x = 1"] * c for c in counts]
+
+        samples = generate_samples(PROBLEMS, [("MTPB/3", 0)], list(mtpb.MODES), 1, fake, max_tokens=cap)
+        assert {s.mode: len(s.turns) for s in samples} == {MULTI_TURN: 3, SINGLE_TURN: 1}
+        return asked
+
+    p = PROBLEMS["MTPB/3"]
+    assert budgets(None) == budgets(10_000) == {mtpb.max_tokens(p, MULTI_TURN), mtpb.max_tokens(p, SINGLE_TURN)}
+    assert budgets(16) == {16}
+
+
 def test_samples_file_truncates_on_read_and_refuses_bad_lines():
     p = PROBLEMS["MTPB/3"]
     raw = {"task_id": "MTPB/3", "test_index": 1, "turns": scripted_turns(p, 1, MULTI_TURN)}
@@ -393,7 +412,8 @@ def test_generation_through_a_tiny_model(checked, tmp_path):
     write_random_export(str(export), PRESETS["tiny"], seed=1, init_std=0.1)
     out = tmp_path / "out"
     assert main(["--benchmark", "mtpb", "--mtpb-mode", "both", "--model", str(export), "--out", str(out),
-                 "--set", "problems=[3]", "--set", "generation.n=2", "--set", "metrics.k=[1]",
+                 "--set", "problems=[3]", "--set", "generation.n=2", "--set", "generation.max_tokens=16",
+                 "--set", "metrics.k=[1]",
                  "--set", "generation.device=cpu"]) == 0
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 20
