@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codemill.raycluster import LocalRayHead, auth_env, free_port, kill_session
+from codemill.raycluster import LOCAL_HEAD_ENV, LocalRayHead, auth_env, free_port, kill_session
 
 HEAD_IP = "127.0.0.1"
 WORKER_IP = "127.0.0.2"
@@ -61,7 +61,7 @@ class WorkerNode:
                *(f"--{flag}={free_port()}" for flag in AGENT_PORT_FLAGS)]
         # The node's processes need what a real node's launcher gives them: the cluster's token, the S3
         # endpoint and credentials (AWS_*, set by the s3_server fixture), and this environment's Python.
-        env = {**os.environ, **auth_env(self.token_path), "PATH": venv_path()}
+        env = {**LOCAL_HEAD_ENV, **os.environ, **auth_env(self.token_path), "PATH": venv_path()}
         env.pop("RAY_ADDRESS", None)
         log = open(self.root / f"node-{self.starts}.log", "wb")
         self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
