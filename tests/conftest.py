@@ -54,6 +54,11 @@ def pytest_collection_modifyitems(config, items):
             misplaced.append(f"{item.nodeid}: a unit test uses {sorted(servers)}; move it to tests/stages/")
     if misplaced:
         raise pytest.UsageError("tests in the wrong tier:\n  " + "\n  ".join(misplaced))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Workers take a file at a time in this order: the longest tier first, and the unit tier's many short
+        # files last, where they fill the gap while the other worker ends its last long file.
+        order = {"e2e": 0, "stages": 1, "unit": 2}
+        items.sort(key=lambda item: order[Path(str(item.path)).resolve().relative_to(TESTS).parts[0]])
 
 
 @pytest.fixture(scope="session")

@@ -139,7 +139,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_runner_leaves_no_orphan_and_the_rerun_resumes(tmp_path, how):
     """The runner starts its own head (no --address), is killed during the crawl, and is run again."""
-    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 200), crawl_extra="max_in_flight: 1")
+    dag = diamond(tmp_path / "d.yaml", make_corpus(tmp_path / "corpus", 40), crawl_extra="max_in_flight: 1")
     out = str(tmp_path / "run")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "token")

@@ -421,7 +421,7 @@ def test_ruff_whose_output_the_filter_writes_is_pinned_exactly():
 # How each declared distribution shows up in the code when it is not imported under its own name.
 USED_AS = {"pyyaml": r"^\s*(import|from) yaml\b", "moto": r"moto_server", "pytest": r"^\s*import pytest\b",
            "pytest-timeout": r"^timeout = ", "ruff": r"ruff_executable\(\)", "lm-eval": r"lm_eval",
-           "tensorboard": r"torch\.utils\.tensorboard"}
+           "tensorboard": r"torch\.utils\.tensorboard", "pytest-xdist": r"PYTEST_XDIST_WORKER"}
 
 
 def test_every_declared_dependency_is_used_where_it_is_the_natural_tool():
