@@ -42,7 +42,7 @@ from machine import cpu_model
 from codemill import manifest as mf
 from codemill.filter import rules
 from codemill.languages import EXTENSION_TO_LANGUAGE
-from codemill.runner import setup_logging
+from codemill.logs import setup_logging
 
 DAG = Path(__file__).resolve().with_suffix(".yaml")
 MULTI_LANGUAGES = ("C", "C++", "Go", "Java", "JavaScript", "Python")

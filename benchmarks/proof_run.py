@@ -533,7 +533,7 @@ def main() -> None:
     if a.probe_one:
         print(json.dumps(probe(a.probe_one, a)))
         return
-    from codemill.runner import setup_logging
+    from codemill.logs import setup_logging
 
     setup_logging()
     work = Path(a.work)

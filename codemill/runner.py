@@ -26,6 +26,7 @@ from codemill import manifest as mf
 from codemill import stages, storage
 from codemill.config import ConfigError, config_hash, load_config
 from codemill.lease import Lease, LeaseHeld
+from codemill.logs import setup_logging
 from codemill.metrics import publish_stage
 from codemill.secrets import redact_config
 
@@ -236,11 +237,6 @@ def parsed_flags(spec: stages.StageSpec, args: argparse.Namespace) -> tuple[list
         else:
             flags[flag.name] = storage.absolute(value) if flag.identity == "content" else value
     return overrides, flags
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
 
 
 def stage_main(name: str, argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ def status(out: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from codemill.runner import setup_logging
+    from codemill.logs import setup_logging
 
     setup_logging()
     # The job SDK logs every closed log stream at INFO; the runner says when each stage ends.

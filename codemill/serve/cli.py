@@ -142,7 +142,7 @@ def deploy(cfg: ServeConfig, address: str | None = None, started: dict | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from codemill.runner import setup_logging
+    from codemill.logs import setup_logging
 
     setup_logging()
     args = stage_parser(stages.get(STAGE)).parse_args(argv)

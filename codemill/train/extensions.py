@@ -169,7 +169,7 @@ def load_train_ops(wait_s: float = OP_BUILD_WAIT_S) -> list[str]:
 
 
 def main() -> None:
-    from codemill.runner import setup_logging
+    from codemill.logs import setup_logging
 
     setup_logging()
     names = load_train_ops()

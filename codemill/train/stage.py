@@ -39,8 +39,8 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
     import torch
 
+    from codemill.logs import setup_logging
     from codemill.metrics import publish_training
-    from codemill.runner import setup_logging
     from codemill.train.extensions import load_train_ops
     from codemill.train.loop import Rank, RunPaths, Trainer
 
