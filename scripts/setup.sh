@@ -22,42 +22,25 @@ fi
 # Toolchains for evaluation (sandbox, compilers, test libraries): installed only when missing.
 bash scripts/setup-eval.sh
 
-# DeepSpeed's CPU comm op, built ahead where the tests and the demo load it (scripts/test.sh and demo.sh use
-# this TORCH_EXTENSIONS_DIR), so no train stage builds it on first use; a file check once it is built. The
-# build (1-3 minutes of compiling) runs beside the installation of everything but torch and DeepSpeed.
-EXT_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.cache/torch_extensions}"
-OP_LOG="$ROOT/.cache/deepspeed-op-build.log"
-op_build=""
-build_op() {
-  if ! compgen -G "$EXT_DIR/deepspeed_shm_comm/deepspeed_shm_comm*.so" >/dev/null; then
-    echo "setup: building DeepSpeed's CPU comm op under $EXT_DIR (once: 1-3 minutes; log: $OP_LOG)"
-    mkdir -p "$(dirname "$OP_LOG")"
-    TORCH_EXTENSIONS_DIR="$EXT_DIR" "$VENV/bin/python" -m codemill.train.extensions > "$OP_LOG" 2>&1 &
-    op_build=$!
-  fi
-}
-
 started=$SECONDS
 if ! { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; }; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   # torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
+  # --no-compile: pip would byte-compile all ~28,000 modules (about a minute of one core); Python compiles
+  # the few thousand a run imports on first use instead.
   export PIP_DISABLE_PIP_VERSION_CHECK=1
-  "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
-  # Then DeepSpeed (the version pyproject.toml pins) and codemill's package, so its op builds meanwhile.
-  "$VENV/bin/pip" install -q "$(grep -o 'deepspeed==[0-9.]*' pyproject.toml)"
-  "$VENV/bin/pip" install -q --no-deps -e .
-  build_op
-  "$VENV/bin/pip" install -q -e ".[train,serve,dev]"
+  "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q --no-compile "torch==$TORCH_VERSION"
+  "$VENV/bin/pip" install -q --no-compile -e ".[train,serve,dev]"
   echo "$want" > "$STAMP"
   echo "setup: Python packages installed in $((SECONDS - started)) s"
-else
-  build_op
 fi
-if [ -n "$op_build" ]; then
-  if ! wait "$op_build"; then
-    tail -20 "$OP_LOG" >&2
-    echo "setup: building DeepSpeed's CPU comm op failed (the log above, whole in $OP_LOG)" >&2
-    exit 1
-  fi
-  echo "setup: DeepSpeed's CPU comm op built ($((SECONDS - started)) s since the installation began)"
+
+# DeepSpeed's CPU comm op, built ahead where the tests and the demo load it (scripts/test.sh and demo.sh use
+# this TORCH_EXTENSIONS_DIR), so no train stage builds it on first use; a file check once it is built.
+EXT_DIR="${TORCH_EXTENSIONS_DIR:-$ROOT/.cache/torch_extensions}"
+if ! compgen -G "$EXT_DIR/deepspeed_shm_comm/deepspeed_shm_comm*.so" >/dev/null; then
+  echo "setup: building DeepSpeed's CPU comm op under $EXT_DIR (once: 1-3 minutes)"
+  started=$SECONDS
+  TORCH_EXTENSIONS_DIR="$EXT_DIR" "$VENV/bin/python" -m codemill.train.extensions
+  echo "setup: DeepSpeed's CPU comm op built in $((SECONDS - started)) s"
 fi
