@@ -17,6 +17,8 @@ One command, on a machine with one GPU and no network:
    (same prompts, stop rules, seeds): HumanEval-X Python for pass@10/100 (n = 100, t = 0.8) and pass@1 (n = 20,
    t = 0.2), MTPB both modes (n = 5, t = 0.2), then the other four languages (`--other-n` at each temperature).
    They are written gzipped and flat in OUT (a device call brings back a few files near the top of a folder).
+   Before them, the engine's greedy text for four prompts is compared with the exported model's plain forward
+   pass on the same device (`generation.greedy_check`): an engine fault and a weak model look alike in samples.
 5. Where the eval sandbox is (`scripts/setup-eval.sh`), `--phases score` scores them with `codemill eval
    --samples` (the GPU machine has no sandbox: the samples come back and are scored on the CPU machine).
 
@@ -415,6 +417,50 @@ def generate_mtpb(a, gen, out: Path, record: dict, summary: dict) -> None:
     save_summary(out, summary)
 
 
+GREEDY_CHECK_TOKENS = 48
+
+
+def greedy_check(gen, export: str, device: str, problems: dict, count: int = 4) -> dict:
+    """The engine's greedy text for the first `count` HumanEval-X Python prompts against the exported model's own
+    forward pass (no KV cache, the whole sequence recomputed each token) in the same dtype on the same device:
+    an engine fault (attention over pages, CUDA graphs, the fused kernels) shows as different text; a weak model
+    does not. Low-precision near-ties can still split the two late in a sequence, so it is recorded, not
+    asserted. Never fails the run."""
+    import torch
+
+    from codemill.tokenize.tokenizer import EOT_ID
+    from codemill.train.export import load_model
+
+    try:
+        from codemill.eval.samples import build_jobs
+
+        prompts = [j.prompt for j in build_jobs(problems, ["Python"], list(range(count)), "generation", [])]
+        engine = [texts[0] for texts in gen.generate(prompts, 1, 0.0, 1.0, GREEDY_CHECK_TOKENS, [[]] * len(prompts),
+                                                      seeds=[0] * len(prompts))]
+        dtype = gen.engine.decoder.dtype  # the engine's compute dtype (bf16 on a GPU, fp32 on a CPU)
+        model = load_model(export, device=device, dtype=dtype)
+        plain = []
+        with torch.no_grad():
+            for prompt in prompts:
+                ids = gen.tokenizer.encode(prompt, add_special_tokens=False).ids
+                new: list[int] = []
+                for _ in range(GREEDY_CHECK_TOKENS):
+                    logits = model(torch.tensor([ids + new], device=device))[0, -1]
+                    token = int(logits.float().argmax())
+                    if token == EOT_ID:
+                        break
+                    new.append(token)
+                plain.append(gen.tokenizer.decode(new))
+        del model
+        prefix = [len(os.path.commonprefix([e, p])) for e, p in zip(engine, plain)]
+        return {"prompts": len(prompts), "max_tokens": GREEDY_CHECK_TOKENS, "dtype": str(dtype),
+                "identical": sum(e == p for e, p in zip(engine, plain)), "common_prefix_chars": prefix,
+                "engine_chars": [len(e) for e in engine], "plain_chars": [len(p) for p in plain],
+                "engine_first": engine[0][:200], "plain_first": plain[0][:200]}
+    except Exception as exc:  # a check, not a phase: recorded
+        return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     from codemill.eval.generate import EngineGenerator
     from codemill.humaneval import load_problems
@@ -438,6 +484,9 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
         gen = EngineGenerator(export, device=device, max_batch_size=slots, attention="sdpa", cuda_graphs=False)
     record["attention"] = gen.engine.decoder.attention
     problems = load_problems(list(LANGUAGES))
+    record["greedy_check"] = greedy_check(gen, export, device, problems)
+    log(f"greedy check, engine against the plain model: {record['greedy_check']}")
+    save_summary(out, summary)
     numbers = list(range(a.problems))
     started = time.time()
     for spec in HUMANEVAL_SETS[:2]:
