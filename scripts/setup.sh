@@ -26,11 +26,12 @@ started=$SECONDS
 if ! { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import codemill, torch, ray" 2>/dev/null; }; then
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   # torch first: a bare `torch` requirement resolved with the rest would pull a multi-GB CUDA build.
-  # --no-compile: pip would byte-compile all ~28,000 modules (about a minute of one core); Python compiles
-  # the few thousand a run imports on first use instead.
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/pip" install -q --no-compile "torch==$TORCH_VERSION"
   "$VENV/bin/pip" install -q --no-compile -e ".[train,serve,dev]"
+  # Byte-compiled here on every core, not by pip on one (about a minute of ~28,000 modules), and not left to
+  # first use either: the first test processes (Ray's, all at once) would each compile torch and ray again.
+  "$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   echo "$want" > "$STAMP"
   echo "setup: Python packages installed in $((SECONDS - started)) s"
 fi
