@@ -164,10 +164,11 @@ def n_turns(problem: MtpbProblem, mode: str) -> int:
     return 1 if mode == SINGLE_TURN else len(problem.prompts)
 
 
-def max_tokens(problem: MtpbProblem, mode: str) -> int:
+def max_tokens(problem: MtpbProblem, mode: str, cap: int | None = None) -> int:
     """A turn's budget: the problem's max_gen_length; single-turn gets the sum over its turns, the same
-    budget as the multi-turn program."""
-    return problem.max_gen_length * (len(problem.prompts) if mode == SINGLE_TURN else 1)
+    budget as the multi-turn program. `cap` (the user's generation.max_tokens) lowers it, never raises it."""
+    budget = problem.max_gen_length * (len(problem.prompts) if mode == SINGLE_TURN else 1)
+    return min(budget, cap) if cap else budget
 
 
 def program(problem: MtpbProblem, test_index: int, mode: str, turns: list[str]) -> str:

@@ -30,7 +30,7 @@ def prompt_seed(seed: int, prompt: str) -> int:
 def generate_samples(problems: dict[str, MtpbProblem], cases: list[tuple[str, int]], modes: list[str], n: int,
                      generate: TurnGenerator, seed: int = 0, max_tokens: int | None = None) -> list[MtpbSample]:
     """n samples of every (task_id, test_index) in every mode, each a finished list of truncated turns.
-    `max_tokens` caps every turn's budget (the problem's max_gen_length) where it is lower."""
+    `max_tokens` caps every turn's budget (mtpb.max_tokens)."""
     samples = [MtpbSample(tid, t, s, [], mode) for mode in modes for tid, t in cases for s in range(n)]
     round_no = 0
     while True:
@@ -42,8 +42,7 @@ def generate_samples(problems: dict[str, MtpbProblem], cases: list[tuple[str, in
         groups: dict[tuple[str, str, int], list[MtpbSample]] = {}
         for s in todo:
             p = problems[s.task_id]
-            budget = min(mtpb.max_tokens(p, s.mode), max_tokens or mtpb.max_tokens(p, s.mode))
-            key = (mtpb.turn_prompt(p, s.test_index, s.mode, s.turns), s.mode, budget)
+            key = (mtpb.turn_prompt(p, s.test_index, s.mode, s.turns), s.mode, mtpb.max_tokens(p, s.mode, max_tokens))
             groups.setdefault(key, []).append(s)
         keys = list(groups)
         texts = generate([k[0] for k in keys], [len(groups[k]) for k in keys], [k[2] for k in keys],
