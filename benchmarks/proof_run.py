@@ -439,13 +439,15 @@ def greedy_check(gen, export: str, device: str, problems: dict, count: int = 4) 
                                                       seeds=[0] * len(prompts))]
         dtype = gen.engine.decoder.dtype  # the engine's compute dtype (bf16 on a GPU, fp32 on a CPU)
         model = load_model(export, device=device, dtype=dtype)
+        vocab = gen.tokenizer.get_vocab_size()
         plain = []
         with torch.no_grad():
             for prompt in prompts:
                 ids = gen.tokenizer.encode(prompt, add_special_tokens=False).ids
                 new: list[int] = []
                 for _ in range(GREEDY_CHECK_TOKENS):
-                    logits = model(torch.tensor([ids + new], device=device))[0, -1]
+                    # Over the tokenizer's vocabulary only, as the engine samples (the embedding is padded).
+                    logits = model(torch.tensor([ids + new], device=device))[0, -1, :vocab]
                     token = int(logits.float().argmax())
                     if token == EOT_ID:
                         break
