@@ -158,14 +158,16 @@ def predicted_loss(parameters: float, tokens: float) -> float:
     return c["E"] + c["A"] / parameters ** c["alpha"] + c["B"] / max(tokens, 1.0) ** c["beta"]
 
 
-def choose(probes: dict[str, dict], unique_tokens: float, train_seconds: float, tokens_per_step: int) -> dict:
-    """The preset with the lowest predicted loss for the time given, and its step count."""
+def choose(probes: dict[str, dict], unique_tokens: float, train_seconds: float, tokens_per_step: int,
+           gpus: int = 1) -> dict:
+    """The preset with the lowest predicted loss for the time given, and its step count. With several GPUs, data
+    parallelism is taken to scale the one GPU's probed rate linearly (the probe measures one)."""
     options = {}
     for preset, p in probes.items():
         if "error" in p:
             continue
         step_seconds = max(train_seconds - TRAIN_FIXED_S, 0.1 * train_seconds)
-        tokens = p["tokens_per_s"] * TRAIN_RATE_SHARE * step_seconds
+        tokens = p["tokens_per_s"] * max(gpus, 1) * TRAIN_RATE_SHARE * step_seconds
         steps = max(1, int(tokens // tokens_per_step))
         seen = steps * tokens_per_step
         effective = effective_tokens(seen, unique_tokens)
@@ -195,6 +197,8 @@ def dag_overrides(a: argparse.Namespace, preset: str | None = None, steps: int |
         sets["crawl"] = [f"source.paths=[{stdlib}/json]"]
         sets["tokenize"].append("validation_fraction=0.2")
     train = [f"model.seq_length={a.seq_length}", f"global_batch_size={a.batch}"]
+    if a.gpus > 1:  # one Ray Train worker per GPU
+        train.append(f"scaling.num_workers={a.gpus}")
     if a.smoke:
         train += [f"micro_batch_size={a.micro_batch}", "deepspeed.precision=fp32", "model.compile=false",
                   "scaling={num_workers: 1, use_gpu: false, cpus_per_worker: 1}"]
@@ -274,6 +278,14 @@ def probe(preset: str, a: argparse.Namespace) -> dict:
             "warmup_s": round(warmup, 1), "flops_per_token": training_flops_per_token(cfg, a.seq_length)}
 
 
+def gpu_count() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
 def micro_batch(a: argparse.Namespace, preset: str) -> int:
     return a.micro_batch or GPU_MICRO_BATCH.get(preset, 4)
 
@@ -329,7 +341,7 @@ def run_train(a, work: Path, summary: dict, out: Path) -> None:
         left = a.deadline_minutes * 60 - (time.time() - a.started) - a.generate_minutes * 60 - 60
         train_seconds = max(TRAIN_FIXED_S + 60, min(train_seconds, left))
     summary["train_seconds_budget"] = round(train_seconds)
-    choice = choose(summary["probe"], unique, train_seconds, a.batch * a.seq_length)
+    choice = choose(summary["probe"], unique, train_seconds, a.batch * a.seq_length, a.gpus)
     summary["choice"] = choice
     log(f"choice: {choice['why']}")
     save_summary(out, summary)
@@ -632,6 +644,10 @@ def main() -> None:
     for key, value in SIZES["smoke" if a.smoke else "gpu"].items():
         if getattr(a, key) is None:
             setattr(a, key, value)
+    a.gpus = 0 if a.smoke else gpu_count()
+    if a.gpus > 1:  # every GPU gets whole micro-batches each step (GPU_MICRO_BATCH's sizes divide each other)
+        unit = a.gpus * max(micro_batch(a, p) for p in a.presets.split(","))
+        a.batch = -(-a.batch // unit) * unit
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.probe_one:
