@@ -433,83 +433,10 @@ def generate_mtpb(a, gen, out: Path, record: dict, summary: dict) -> None:
     save_summary(out, summary)
 
 
-# The engine check: greedy rows and sampled rows of mixed lengths decoded together (the batch starts above the
-# largest CUDA-graph size and shrinks through them), every token's log-probability compared with the exported
-# model's own forward pass over the same text. bf16 kernels differ by hundredths of a nat; a fault (attention over
-# pages, the graphs, the fused kernels) by whole nats at many positions.
-CHECK_TOLERANCE_NATS = 0.5
-CHECK_MAX_SHARE_OFF = 0.01  # tokens further off than the tolerance, at most (bf16 rounding near a flat tail)
-
-
-def engine_check(gen, export: str, device: str, problems: dict, prompts: int, greedy_tokens: int,
-                 sampled_n: int) -> dict:
-    """The engine's own log-probability of every token it generated against the plain model's, teacher-forced on
-    the same text in the same dtype on the same device (one forward pass per sequence: no near-tie can split
-    the two texts, as comparing greedy text would). Per prompt: one greedy row of `greedy_tokens` and
-    `sampled_n` rows at t = 0.8 of staggered lengths. `ok` says whether the engine computes the model."""
-    import torch
-
-    from codemill.eval.samples import build_jobs
-    from codemill.serve.sequence import GenerationParams
-    from codemill.train.export import load_model
-
-    started = time.time()
-    texts = [j.prompt for j in build_jobs(problems, ["Python"], list(range(prompts)), "generation", [])]
-    rows: dict[tuple[str, int], dict] = {}
-    errors: list[str] = []
-
-    def emit_for(rid: str):
-        def emit(out):
-            if out.error:
-                errors.append(f"{rid}: {out.error}")
-            for d in out.deltas:
-                row = rows.setdefault((rid, d.index), {"tokens": [], "logprobs": []})
-                row["tokens"] += d.token_ids
-                row["logprobs"] += [lp.logprob for lp in d.logprobs]
-        return emit
-
-    encoded = {}
-    for i, prompt in enumerate(texts):
-        ids = gen.tokenizer.encode(prompt, add_special_tokens=False).ids
-        for kind, params in (("greedy", GenerationParams(max_tokens=greedy_tokens, temperature=0.0, logprobs=1,
-                                                         ignore_eos=True)),
-                             ("sampled", GenerationParams(max_tokens=max(4, greedy_tokens * (i + 1) // (prompts + 1)),
-                                                          temperature=0.8, top_p=TOP_P, n=sampled_n, seed=i,
-                                                          logprobs=1, ignore_eos=True))):
-            rid = f"check-{kind}-{i}"
-            encoded[rid] = ids
-            gen.engine.add_request(rid, ids, params, emit_for(rid))
-    gen.engine.run_until_done()
-    if errors:
-        raise RuntimeError(f"the engine failed {len(errors)} check request(s): {errors[0]}")
-    engine_s = time.time() - started
-    model = load_model(export, device=device, dtype=gen.engine.decoder.dtype)
-    diffs, greedy_off = [], 0
-    with torch.no_grad():
-        for (rid, _), row in rows.items():
-            ids = encoded[rid]
-            full = torch.tensor([ids + row["tokens"]], device=device)
-            logprobs = torch.log_softmax(model(full)[0, len(ids) - 1:-1].float(), dim=-1)
-            target = torch.tensor(row["tokens"], device=device)
-            plain = logprobs.gather(1, target[:, None])[:, 0]
-            diffs += (plain - torch.tensor(row["logprobs"], device=device)).abs().tolist()
-            if rid.startswith("check-greedy"):  # the engine's pick is the model's argmax, up to near-ties
-                greedy_off += int(((logprobs.max(dim=-1).values - plain) > CHECK_TOLERANCE_NATS).sum())
-    del model
-    diffs.sort()
-    off = sum(d > CHECK_TOLERANCE_NATS for d in diffs)
-    share = off / max(len(diffs), 1)
-    return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_off == 0, "sequences": len(rows), "tokens": len(diffs),
-            "dtype": str(gen.engine.decoder.dtype), "attention": gen.engine.decoder.attention,
-            "tolerance_nats": CHECK_TOLERANCE_NATS, "tokens_off": off, "share_off": round(share, 5),
-            "greedy_picks_off": greedy_off, "max_abs_diff": round(diffs[-1], 4) if diffs else None,
-            "p99_abs_diff": round(diffs[int(0.99 * (len(diffs) - 1))], 4) if diffs else None,
-            "mean_abs_diff": round(sum(diffs) / max(len(diffs), 1), 5),
-            "engine_s": round(engine_s, 1), "seconds": round(time.time() - started, 1)}
-
-
 def checked(a, gen, export: str, device: str, problems: dict) -> dict:
     """engine_check, logged; its own failure is recorded, not raised (it is a check, not a phase)."""
+    from engine_check import engine_check
+
     try:
         result = engine_check(gen, export, device, problems, a.check_prompts, a.check_tokens, a.check_n)
     except Exception as exc:
