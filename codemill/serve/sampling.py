@@ -22,9 +22,9 @@ MIN_TEMPERATURE = 1e-5
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for x < 2^32 in int64, without overflowing 63 bits: split c into 16-bit halves."""
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & MASK32
+    """(x * c) mod 2^32 for 0 <= x < 2^32 in int64, in one multiply that never overflows 63 bits: a constant of
+    2^31 or more is taken as c - 2^32 (the same residue mod 2^32), so |x * c| < 2^63 either way."""
+    return (x * (c - (1 << 32) if c >= 1 << 31 else c)) & MASK32
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
     """[B] keys -> [B, vocab] floats in (0, 1), a pure function of (key, column)."""
     cols = _mul32(torch.arange(vocab, device=keys.device, dtype=torch.int64), _GOLDEN)
-    bits = _fmix32((cols[None, :] ^ keys[:, None]) & MASK32) >> 8  # 24 bits: what a float32 holds exactly
+    bits = _fmix32(cols[None, :] ^ keys[:, None]) >> 8  # 24 bits: what a float32 holds exactly
     return (bits.to(torch.float32) + 0.5) / float(1 << 24)
 
 
@@ -76,15 +76,17 @@ class Choice:
     top_logprobs: torch.Tensor | None    # [B, k]
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, any_top_k: bool | None = None,
+                  any_top_p: bool | None = None) -> torch.Tensor:
     """Set to -inf what top-k (0 = off) and top-p (nucleus, 1 = off) exclude, row by row; the most likely
-    token always stays."""
+    token always stays. `any_top_k`/`any_top_p`: whether any row uses them, where the caller knows it on the host
+    (asking the device tensors waits for the GPU)."""
     vocab = logits.shape[-1]
-    if bool((top_k > 0).any()):
+    if any_top_k if any_top_k is not None else bool((top_k > 0).any()):
         k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).clamp(1, vocab)
         kth = torch.sort(logits, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if bool((top_p < 1).any()):
+    if any_top_p if any_top_p is not None else bool((top_p < 1).any()):
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens strictly more likely
@@ -147,10 +149,11 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
     temps = torch.tensor([0.0 if p.greedy else p.temperature for p in params], device=device)
     greedy = temps == 0
     chosen = logits.argmax(dim=-1)
-    if not bool(greedy.all()):
+    if not all(p.greedy for p in params):  # asked of the host: the device's answer would wait for the GPU
         scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
         scaled = filter_logits(scaled, torch.tensor([min(p.top_k, logits.shape[-1]) for p in params], device=device),
-                               torch.tensor([p.top_p for p in params], device=device))
+                               torch.tensor([p.top_p for p in params], device=device),
+                               any(p.top_k > 0 for p in params), any(p.top_p < 1 for p in params))
         probs = torch.softmax(scaled, dim=-1)
         keys = row_keys(torch.tensor([p.seed & ((1 << 63) - 1) for p in params], device=device),
                         torch.tensor(steps, device=device))
