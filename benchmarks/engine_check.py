@@ -110,7 +110,7 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
 
 
 def check_random_export(preset: str, device: str, attention: str, cuda_graphs: bool, prompts: int, tokens: int,
-                        n: int) -> dict:
+                        n: int, dtype: str | None = None) -> dict:
     import torch
 
     from codemill.eval.generate import EngineGenerator
@@ -120,9 +120,10 @@ def check_random_export(preset: str, device: str, attention: str, cuda_graphs: b
 
     with tempfile.TemporaryDirectory() as tmp:
         export = str(Path(tmp) / "export")
+        dtype = dtype or ("bf16" if device == "cuda" else "fp32")
         write_random_export(export, PRESETS[preset], init_std=RANDOM_INIT_STD,
-                            dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-        gen = EngineGenerator(export, device=device, max_batch_size=max(16, prompts * (n + 1)),
+                            dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+        gen = EngineGenerator(export, device=device, dtype=dtype, max_batch_size=max(16, prompts * (n + 1)),
                               attention=attention, cuda_graphs=cuda_graphs)
         result = engine_check(gen, export, device, load_problems(["Python"]), prompts, tokens, n)
         del gen
@@ -139,6 +140,9 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=8, help="HumanEval-X Python prompts")
     p.add_argument("--tokens", type=int, default=256, help="tokens of each greedy row (sampled rows: fewer)")
     p.add_argument("--n", type=int, default=12, help="sampled rows per prompt")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], help="the engine's and the plain model's (default: bf16 on a "
+                   "GPU, fp32 on a CPU); fp32 separates a kernel fault from bf16 rounding")
+    p.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda where there is one")
     p.add_argument("--smoke", action="store_true", help="tiny preset on the CPU, one prompt, a few tokens")
     a = p.parse_args()
     import torch
@@ -146,7 +150,7 @@ def main() -> int:
     from codemill.logs import setup_logging
 
     setup_logging()
-    cuda = torch.cuda.is_available() and not a.smoke
+    cuda = torch.cuda.is_available() and not a.smoke and a.device != "cpu"
     device = "cuda" if cuda else "cpu"
     if a.smoke:
         a.presets, a.prompts, a.tokens, a.n = "tiny", 1, 12, 2
@@ -154,7 +158,7 @@ def main() -> int:
                "smoke": a.smoke, "checks": []}
     for preset in a.presets.split(","):
         for graphs in ([True, False] if cuda else [False]):
-            r = check_random_export(preset, device, a.attention, graphs, a.prompts, a.tokens, a.n)
+            r = check_random_export(preset, device, a.attention, graphs, a.prompts, a.tokens, a.n, a.dtype)
             print(json.dumps(r), flush=True)
             results["checks"].append(r)
             Path(a.out).write_text(json.dumps(results, indent=1))
