@@ -454,9 +454,10 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     device = "cuda" if torch.cuda.is_available() and not a.smoke else "cpu"
     context = a.seq_length
     slots = engine_slots(export, context, a.smoke)
-    gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=a.attention)
     record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
-    try:  # one short prompt first: a kernel or CUDA-graph failure shows here, not an hour of samples later
+    gen = None
+    try:  # loading (graph capture) and one short prompt first: a kernel or CUDA-graph failure shows here
+        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=a.attention)
         gen.generate(["def add(a, b):\n"], 2, 0.8, TOP_P, 8, [[]], seeds=[0])
         failure = None
     except Exception as exc:  # recorded, then the portable path

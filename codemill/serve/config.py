@@ -20,7 +20,9 @@ DEFAULT_MAX_NUM_BEAMS = 8
 DEFAULT_MAX_BATCHED_TOKENS = 2_048  # tokens in one step, decodes + prompt chunks (bounds one step's latency)
 DEFAULT_MAX_ONGOING_REQUESTS = 256  # per replica: Serve's router queues or refuses above this
 DEFAULT_STREAM_INTERVAL_MS = 20.0  # like Ray Serve LLM's stream batching: per-chunk work bounds big batches
-DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # CUDA-graph sizes of the decode step
+# CUDA-graph sizes of the decode step (capped at the engine's max_num_seqs, which is captured too): a batch runs
+# in the smallest graph that holds it, so the gaps bound the padding; past the largest the step runs eagerly.
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 Dtype = Literal["fp32", "bf16", "fp16", "int8"]
 

@@ -30,8 +30,9 @@ import torch
 
 from codemill.serve.beam import BeamSearch
 from codemill.serve.block_manager import BlockManager
+from codemill.serve.config import DEFAULT_BATCH_BUCKETS
 from codemill.serve.decoder import Decoder
-from codemill.serve.detok import TextState
+from codemill.serve.detok import TextState, token_bytes
 from codemill.serve.model_runner import Launched, ModelRunner
 from codemill.serve.sampling import RowParams
 from codemill.serve.scheduler import QueueFull, Scheduler
@@ -69,13 +70,14 @@ class Engine:
                  max_queue: int = 256, cuda_graphs: bool = True, graph_sizes: list[int] | None = None,
                  overlap: bool = True, on_step: Callable[[StepStats], None] | None = None):
         self.decoder, self.tokenizer, self.eos_id = decoder, tokenizer, eos_id
+        self.token_table = token_bytes(tokenizer) if tokenizer is not None else None
         self.valid_vocab = min(valid_vocab or decoder.vocab_size, decoder.vocab_size)
         self.context_length = decoder.max_length
         self.block_size, self.max_num_seqs = block_size, max_num_seqs
         decoder.allocate_cache(num_blocks, block_size)
         self.blocks = BlockManager(num_blocks, block_size)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_batched_tokens, max_queue, self.context_length)
-        self.runner = ModelRunner(decoder, block_size, max_num_seqs, graph_sizes or [1, 2, 4, 8, 16, 32, 64],
+        self.runner = ModelRunner(decoder, block_size, max_num_seqs, graph_sizes or list(DEFAULT_BATCH_BUCKETS),
                                   cuda_graphs, self.valid_vocab)
         self.overlap, self.on_step = overlap, on_step
         self._inflight: Launched | None = None
@@ -138,7 +140,7 @@ class Engine:
             seed = (base_seed + i * 0x9E3779B97F4A7C15) % (1 << 63)
             row = RowParams(params.temperature, params.top_k, params.top_p, seed, params.logprobs,
                             params.presence_penalty, params.frequency_penalty, params.logit_bias)
-            group.seqs.append(Sequence(group, i, seed, row, TextState(self.tokenizer, params.stop), list(prompt)))
+            group.seqs.append(Sequence(group, i, seed, row, TextState(self.tokenizer, params.stop, table=self.token_table), list(prompt)))
         if params.num_beams > 1:
             group.beam = BeamSearch(params.num_beams, params.max_tokens, params.length_penalty,
                                     None if params.ignore_eos else self.eos_id, self.valid_vocab)
@@ -401,7 +403,7 @@ class Engine:
     def _beam_results(self, g: SequenceGroup) -> list[SequenceDelta]:
         deltas = []
         for i, hyp in enumerate(g.beam.best(g.params.n)):
-            state = TextState(self.tokenizer, g.params.stop)
+            state = TextState(self.tokenizer, g.params.stop, table=self.token_table)
             for t in hyp.tokens:
                 state.append(t)
             state.flush()

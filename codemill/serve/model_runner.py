@@ -171,11 +171,12 @@ class ModelRunner:
         return self._sample(sched, logits, sample_rows, sampled, prompt_rows)
 
     def _tables(self, sched: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
-        d = len(sched.decodes)
-        tables = torch.zeros(d, self.table_width, dtype=torch.int32)
-        for i, c in enumerate(sched.decodes):
-            t = c.seq.block_table
-            tables[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+        # As wide as the batch's longest table, built as one tensor: a copy per row, or padding every row to
+        # the full context's width, costs more host time than the step's GPU work at hundreds of rows.
+        block_tables = [c.seq.block_table for c in sched.decodes]
+        w = max(map(len, block_tables), default=1)
+        tables = torch.tensor([t + [0] * (w - len(t)) for t in block_tables], dtype=torch.int32) if block_tables \
+            else torch.zeros(0, w, dtype=torch.int32)
         lens = torch.tensor([c.start + 1 for c in sched.decodes], dtype=torch.int32)
         return tables, lens
 
@@ -185,10 +186,14 @@ class ModelRunner:
         pad = b - d
         host = {"input_ids": torch.tensor(ids + [0] * pad), "positions": torch.tensor(positions + [0] * pad),
                 "slots": torch.tensor(slots + [0] * pad),  # padding rows write into the null block
-                "block_tables": torch.cat([tables, torch.zeros(pad, self.table_width, dtype=torch.int32)]),
                 "context_lens": torch.cat([lens, torch.ones(pad, dtype=torch.int32)])}
         for name, value in host.items():
             s[name][:b].copy_(_pinned(value, True), non_blocking=True)
+        # Only the columns this batch uses: a row reads the pages of its own context alone, so what an earlier,
+        # longer batch left in the columns past them is never read (a stale id is still a valid block).
+        w = tables.shape[1]
+        s["block_tables"][:b, :w].copy_(_pinned(torch.cat([tables, torch.zeros(pad, w, dtype=torch.int32)]), True),
+                                        non_blocking=True)
         if from_prev_rows:
             s["input_ids"][_index(from_prev_rows, self.device)] = prev.tokens[_index(from_prev_src, self.device)]
         graph, out = self.graphs[b]
