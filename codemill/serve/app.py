@@ -83,7 +83,8 @@ class ModelServer:
                    "gpu_memory_utilization": m.gpu_memory_utilization, "kv_cache_bytes_explicit": m.kv_cache_bytes,
                    "graph_sizes": cfg.batch_buckets, "cuda_graphs": m.cuda_graphs, "compile": m.compile,
                    "attention": m.attention}
-        self.engine = EngineProcess(EngineSpec(m.input, options), cfg.engine_start_timeout_s,
+        self.engine = EngineProcess(EngineSpec(m.input, options, cfg.stream_interval_ms / 1e3),
+                                    cfg.engine_start_timeout_s,
                                     on_step=self.metrics.on_step)
         tokenizer = load_tokenizer(export_uri(m.input))
         self.eos_token = EOT

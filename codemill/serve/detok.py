@@ -22,7 +22,7 @@ _tables: dict[int, tuple[object, list[bytes] | None]] = {}
 
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's printable stand-in for each byte, inverted (the alphabet of ByteLevel vocabularies)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars, extra = list(keep), 0
     for b in range(256):
         if b not in keep:

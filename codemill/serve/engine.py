@@ -140,7 +140,8 @@ class Engine:
             seed = (base_seed + i * 0x9E3779B97F4A7C15) % (1 << 63)
             row = RowParams(params.temperature, params.top_k, params.top_p, seed, params.logprobs,
                             params.presence_penalty, params.frequency_penalty, params.logit_bias)
-            group.seqs.append(Sequence(group, i, seed, row, TextState(self.tokenizer, params.stop, table=self.token_table), list(prompt)))
+            text = TextState(self.tokenizer, params.stop, table=self.token_table)
+            group.seqs.append(Sequence(group, i, seed, row, text, list(prompt)))
         if params.num_beams > 1:
             group.beam = BeamSearch(params.num_beams, params.max_tokens, params.length_penalty,
                                     None if params.ignore_eos else self.eos_id, self.valid_vocab)

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
+from codemill.serve.coalescer import OutputCoalescer
 from codemill.serve.engine import GenerationParams, QueueFull, RequestOutput, StepStats
 
 log = logging.getLogger("codemill.serve")
@@ -50,6 +51,7 @@ class EngineSpec:
 
     uri: str
     options: dict = field(default_factory=dict)
+    stream_interval_s: float = 0.0  # a running request's outputs leave the child at most this often, merged
 
 
 # ----------------------------------------------------------------------------- the parent's handle
@@ -288,10 +290,11 @@ def run_child(conn: Connection) -> None:
     engine.on_step = steps.append
     conn.send(("ready", {"memory": loaded.memory, "context_length": loaded.context_length, "pid": os.getpid(),
                          "device": str(engine.device)}))
-    outbox: list[RequestOutput] = []
-    emit = outbox.append
+    outbox = OutputCoalescer(spec.stream_interval_s)
+    emit = outbox.add
     while True:
-        timeout = 0.0 if engine.has_work() else IDLE_POLL_S
+        timeout = 0.0 if engine.has_work() else min(IDLE_POLL_S, spec.stream_interval_s) if outbox.holding \
+            else IDLE_POLL_S
         while conn.poll(timeout):
             timeout = 0.0
             msg = conn.recv()
@@ -306,6 +309,7 @@ def run_child(conn: Connection) -> None:
                     conn.send(("refused", rid, "invalid", str(exc)))
             elif kind == "abort":
                 engine.abort(msg[1])
+                outbox.forget(msg[1])
             elif kind == "ping":
                 try:
                     _device_check(engine)
@@ -322,9 +326,9 @@ def run_child(conn: Connection) -> None:
             except Exception as exc:  # the engine isolates a sequence's failure; this is the last resort
                 log.exception("engine step failed")
                 engine.fail_all(f"the engine failed: {type(exc).__name__}")
-        if outbox or steps:
-            conn.send(("out", outbox, steps[-1] if steps else None))  # pickled here: the lists can be reused
-            outbox.clear()
+        ready = outbox.due()
+        if ready or steps:
+            conn.send(("out", ready, steps[-1] if steps else None))  # pickled here: the list can be reused
             steps.clear()
 
 

@@ -21,10 +21,10 @@ from codemill.serve.engine import (
     QueueFull,
     RequestMetrics,
     RequestOutput,
-    SequenceDelta,
     TokenLogprob,
 )
 from codemill.serve.sampling import MAX_LOGPROBS, MIN_TEMPERATURE
+from codemill.serve.sequence import merge_outputs
 
 log = logging.getLogger("codemill.serve")
 
@@ -281,24 +281,6 @@ def parse_request(body: object, limits: Limits) -> CompletionRequest:
         prompt_logprobs=echo and logprobs is not None, num_beams=num_beams, length_penalty=length_penalty,
         ignore_eos=ignore_eos, presence_penalty=presence, frequency_penalty=frequency, logit_bias=bias)
     return CompletionRequest(model, prompts, params, stream, include_usage, echo, logprobs, language, best_of)
-
-
-def merge_outputs(outs: list[RequestOutput]) -> RequestOutput:
-    """Consecutive outputs of one request as one: each sequence's text, tokens and logprobs joined."""
-    if len(outs) == 1:
-        return outs[0]
-    by_index: dict[int, SequenceDelta] = {}
-    for out in outs:
-        for d in out.deltas:
-            if d.index not in by_index:
-                by_index[d.index] = SequenceDelta(d.index, "", [], [])
-            m = by_index[d.index]
-            m.text += d.text
-            m.token_ids = m.token_ids + d.token_ids
-            m.logprobs = m.logprobs + d.logprobs
-            m.finish_reason = d.finish_reason or m.finish_reason
-    first = next((o.prompt_logprobs for o in outs if o.prompt_logprobs is not None), None)
-    return RequestOutput(outs[0].request_id, list(by_index.values()), outs[-1].finished, first, outs[-1].metrics)
 
 
 class CompletionService:

@@ -134,16 +134,18 @@ class Scheduler:
             budget -= 1
         for g in running:
             budget = self._prefill(g, budget, sched)
+        running_seqs = self.num_running_seqs  # counted once: per admission it would cost O(running) each
         while self.waiting and budget > 0 and (only is None or self.waiting[0] is only):
             g = self.waiting[0]
             seqs = g.params.num_seqs if not g.forked else len(g.live())
-            if self.num_running_seqs + seqs > self.max_num_seqs:
+            if running_seqs + seqs > self.max_num_seqs:
                 break
             prompt_blocks = sum(self.blocks.blocks_for(s.length + 1) for s in (g.live() or g.seqs[:1]))
             if not self.blocks.can_allocate(prompt_blocks):
                 break
             self.waiting.popleft()
             self.running.append(g)
+            running_seqs += seqs
             budget = self._prefill(g, budget, sched)
         return sched
 

@@ -72,6 +72,26 @@ class RequestOutput:
 Emit = Callable[[RequestOutput], None]
 
 
+def merge_outputs(outs: list[RequestOutput]) -> RequestOutput:
+    """Consecutive outputs of one request as one: each sequence's text, tokens and logprobs joined."""
+    if len(outs) == 1:
+        return outs[0]
+    by_index: dict[int, SequenceDelta] = {}
+    for out in outs:
+        for d in out.deltas:
+            if d.index not in by_index:
+                by_index[d.index] = SequenceDelta(d.index, "", [], [])
+            m = by_index[d.index]
+            m.text += d.text
+            m.token_ids = m.token_ids + d.token_ids
+            m.logprobs = m.logprobs + d.logprobs
+            m.finish_reason = d.finish_reason or m.finish_reason
+    first = next((o.prompt_logprobs for o in outs if o.prompt_logprobs is not None), None)
+    error = next((o.error for o in outs if o.error), None)
+    return RequestOutput(outs[0].request_id, list(by_index.values()), outs[-1].finished, first, outs[-1].metrics,
+                         error)
+
+
 @dataclass(eq=False)
 class Sequence:
     group: SequenceGroup
