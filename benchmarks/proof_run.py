@@ -13,7 +13,7 @@ One command, on a machine with one GPU and no network:
    (Muennighoff et al. 2023); Chinchilla's fitted loss L(N, D) (Hoffmann et al. 2022) picks the preset with
    the lower predicted loss, the best available proxy for pass@k. `summary.json` records the numbers and why.
 3. The DAG's train stage runs (Ray Train + DeepSpeed, bf16) with that preset and step count.
-4. Samples are generated with codemill's serve engine in this process, exactly as the DAG's eval stages would
+4. Samples are generated with codemill's serve engine, one per GPU in a process each, as the DAG's eval stages would
    (same prompts, stop rules, seeds): HumanEval-X Python for pass@10/100 (n = 100, t = 0.8) and pass@1 (n = 20,
    t = 0.2), MTPB both modes (n = 5, t = 0.2), then the other four languages (`--other-n` at each temperature).
    They are written gzipped and flat in OUT (a device call brings back a few files near the top of a folder).
@@ -101,12 +101,14 @@ SIZES = {
     "gpu": {"presets": "125m,350m", "train_minutes": 12.0, "seq_length": 2048, "batch": 32, "micro_batch": 0,
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 256,
             "python_n": 100, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
-            "mtpb_max_tokens": 0, "generate_minutes": 5.0, "check_prompts": 8, "check_tokens": 256, "check_n": 12},
+            "mtpb_max_tokens": 0, "generate_minutes": 5.0, "check_prompts": 8, "check_tokens": 256, "check_n": 12,
+            "engines": 0},
     # Two CPU cores: one small stdlib package, the tiny preset, one problem of each benchmark.
     "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
               "lr": 2e-3, "probe_steps": 2, "problems": 1, "mtpb_problems": 1, "max_tokens": 24,
               "python_n": 2, "python_n_low": 1, "other_n": 1, "mtpb_n": 1,
-              "mtpb_max_tokens": 24, "generate_minutes": 0.0, "check_prompts": 1, "check_tokens": 16, "check_n": 2},
+              "mtpb_max_tokens": 24, "generate_minutes": 0.0, "check_prompts": 1, "check_tokens": 16, "check_n": 2,
+              "engines": 2},  # two CPU engines: the pool that spreads generation over GPUs runs in the smoke
 }
 
 
@@ -447,6 +449,69 @@ def checked(a, gen, export: str, device: str, problems: dict) -> dict:
     return result
 
 
+_worker_gen = None  # the EngineGenerator of a GeneratorPool worker process
+
+
+def _worker_start(export: str, device: str, visible: str | None, slots: int, attention: str, graphs: bool) -> None:
+    global _worker_gen
+    if visible is not None:  # before torch touches CUDA: this process sees its one GPU as cuda:0
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    sys.path.insert(0, str(REPO))
+    from codemill.eval.generate import EngineGenerator
+
+    _worker_gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=attention,
+                                  cuda_graphs=graphs if device != "cpu" else False)
+
+
+def _worker_generate(args: tuple) -> tuple[list[list[str]], int]:
+    before = _worker_gen.truncated_prompts
+    prompts, ns, temperature, top_p, limits, stops, seeds = args
+    texts = _worker_gen.generate(prompts, ns, temperature, top_p, limits, stops, seeds=seeds)
+    return texts, _worker_gen.truncated_prompts - before
+
+
+class GeneratorPool:
+    """One engine per GPU (or `engines` on the CPU), each in a process of its own: the engine's host work is
+    Python, so threads would share one GIL. Prompts are dealt round-robin and their results put back in order;
+    every prompt carries its own seed, so the samples are the ones a single engine would write."""
+
+    def __init__(self, export: str, device: str, engines: int, slots: int, attention: str, graphs: bool):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from codemill.serve.loader import load_tokenizer
+
+        spawn = multiprocessing.get_context("spawn")  # a forked child would inherit this process's CUDA state
+        self.pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_start,
+                                          initargs=(export, device, str(i) if device == "cuda" else None, slots,
+                                                    attention, graphs)) for i in range(engines)]
+        self.tokenizer = load_tokenizer(export)
+        self.truncated_prompts = 0
+
+    def generate(self, prompts, n, temperature, top_p, max_tokens, stop, seeds) -> list[list[str]]:
+        from codemill.eval.generate import per_prompt
+
+        count = len(prompts)
+        ns, limits = per_prompt(n, count), per_prompt(max_tokens, count)
+        stops = [list(x) for x in stop] if stop and isinstance(stop[0], list) else [list(stop)] * count
+        shards = [list(range(i, count, len(self.pools))) for i in range(len(self.pools))]
+        futures = [(pool.submit(_worker_generate, ([prompts[j] for j in idx], [ns[j] for j in idx], temperature,
+                                                   top_p, [limits[j] for j in idx], [stops[j] for j in idx],
+                                                   [seeds[j] for j in idx])), idx)
+                   for pool, idx in zip(self.pools, shards) if idx]
+        results: list[list[str]] = [[] for _ in prompts]
+        for future, idx in futures:
+            texts, truncated = future.result()
+            self.truncated_prompts += truncated
+            for j, t in zip(idx, texts):
+                results[j] = t
+        return results
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(cancel_futures=True)
+
+
 def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     from codemill.eval.generate import EngineGenerator
     from codemill.humaneval import load_problems
@@ -480,6 +545,15 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
         gen = EngineGenerator(export, device=device, max_batch_size=slots, attention="sdpa", cuda_graphs=False)
         checks.append(checked(a, gen, export, device, problems))
     record["attention"] = gen.engine.decoder.attention
+    engines = a.engines or (torch.cuda.device_count() if device == "cuda" else 1)
+    record["engines"] = engines
+    if engines > 1:  # the checked settings, on every GPU; this process's engine gives its memory back first
+        graphs = gen.engine.runner.use_graphs
+        del gen
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        gen = GeneratorPool(export, device, engines, slots, record["attention"], graphs)
+        log(f"generating on {engines} engines ({device}), one process each")
     save_summary(out, summary)
     numbers = list(range(a.problems))
     started = time.time()
@@ -495,8 +569,10 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
             log(f"{name}: not generated, the generation budget of {a.generate_minutes} min is spent")
             continue
         run()
-    save_summary(out, summary)
     record["truncated_prompts"] = gen.truncated_prompts
+    save_summary(out, summary)
+    if isinstance(gen, GeneratorPool):
+        gen.close()
 
 
 def run_score(a, out: Path, summary: dict) -> None:
@@ -565,6 +641,8 @@ def main() -> None:
                    help="the whole run's wall time: training gets what the data stages leave (0: --train-minutes)")
     p.add_argument("--attention", default="auto", choices=["auto", "triton", "sdpa"],
                    help="the engine's decode attention (auto: Triton on a GPU; SDPA if its first generation fails)")
+    p.add_argument("--engines", type=int,
+                   help="engines generating side by side, one process each (0: one per GPU; the CPU: 1)")
     p.add_argument("--check-prompts", type=int, help="HumanEval-X Python prompts of the engine check")
     p.add_argument("--check-tokens", type=int, help="tokens of the engine check's greedy rows")
     p.add_argument("--check-n", type=int, help="sampled rows per prompt in the engine check")
