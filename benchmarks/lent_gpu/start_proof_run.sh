@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The proof run on a lent GPU machine that allows 10 minutes a command: install the wheels carried as .whl
-# (../shared/device/wheelhouse.sh serve .whl), copy the working tree aside (later calls sync the tree; a running job
+# (benchmarks/lent_gpu/prepare_wheels.sh), copy the working tree aside (later calls sync the tree; a running job
 # must not see it change), launch benchmarks/proof_run.py detached, show its first lines.
 # Use: bash benchmarks/lent_gpu/start_proof_run.sh DEADLINE_MIN GENERATE_MIN "EXTRA FLAGS" [WAIT_S]
 # then poll_proof_run.sh in back-to-back calls while the machine is held.
