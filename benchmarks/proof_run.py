@@ -482,8 +482,11 @@ class GeneratorPool:
         from codemill.serve.loader import load_tokenizer
 
         spawn = multiprocessing.get_context("spawn")  # a forked child would inherit this process's CUDA state
+        # The i-th GPU this process sees (a scheduler may have narrowed CUDA_VISIBLE_DEVICES already).
+        seen = [x for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()]
+        gpus = seen or [str(i) for i in range(engines)]
         self.pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_start,
-                                          initargs=(export, device, str(i) if device == "cuda" else None, slots,
+                                          initargs=(export, device, gpus[i] if device == "cuda" else None, slots,
                                                     attention, graphs)) for i in range(engines)]
         self.tokenizer = load_tokenizer(export)
         self.truncated_prompts = 0
@@ -546,6 +549,9 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
         checks.append(checked(a, gen, export, device, problems))
     record["attention"] = gen.engine.decoder.attention
     engines = a.engines or (torch.cuda.device_count() if device == "cuda" else 1)
+    if device == "cuda" and engines > torch.cuda.device_count():
+        raise SystemExit(f"--engines {engines}: this machine shows {torch.cuda.device_count()} GPUs; give at most "
+                         f"that many (0: one per GPU)")
     record["engines"] = engines
     if engines > 1:  # the checked settings, on every GPU; this process's engine gives its memory back first
         graphs = gen.engine.runner.use_graphs
