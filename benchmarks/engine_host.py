@@ -101,15 +101,15 @@ def main() -> int:
 
     if a.device == "cpu":
         torch.set_num_threads(1)  # the host work runs on one thread; the forward's threads would only add noise
-    export = tempfile.mkdtemp(prefix="cm-engine-host-")
-    write_random_export(export, PRESETS[a.preset])
     results = {"smoke": a.smoke, "preset": a.preset, "device": a.device, "cpus": os.cpu_count(), "levels": []}
-    for rows in a.rows:
-        runs = [measure(export, rows, a.tokens, a.device) for _ in range(a.repeats)]
-        level = {**min(runs, key=lambda r: abs(r["host_s"] - statistics.median(x["host_s"] for x in runs))),
-                 "host_ms_per_step_runs": [r["host_ms_per_step"] for r in runs]}
-        print(json.dumps(level), flush=True)
-        results["levels"].append(level)
+    with tempfile.TemporaryDirectory(prefix="cm-engine-host-") as export:
+        write_random_export(export, PRESETS[a.preset])
+        for rows in a.rows:
+            runs = [measure(export, rows, a.tokens, a.device) for _ in range(a.repeats)]
+            level = {**min(runs, key=lambda r: abs(r["host_s"] - statistics.median(x["host_s"] for x in runs))),
+                     "host_ms_per_step_runs": [r["host_ms_per_step"] for r in runs]}
+            print(json.dumps(level), flush=True)
+            results["levels"].append(level)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -492,11 +492,10 @@ class GeneratorPool:
         self.truncated_prompts = 0
 
     def generate(self, prompts, n, temperature, top_p, max_tokens, stop, seeds) -> list[list[str]]:
-        from codemill.eval.generate import per_prompt
+        from codemill.eval.generate import per_prompt, stops_for
 
         count = len(prompts)
-        ns, limits = per_prompt(n, count), per_prompt(max_tokens, count)
-        stops = [list(x) for x in stop] if stop and isinstance(stop[0], list) else [list(stop)] * count
+        ns, limits, stops = per_prompt(n, count), per_prompt(max_tokens, count), stops_for(stop, count)
         shards = [list(range(i, count, len(self.pools))) for i in range(len(self.pools))]
         futures = [(pool.submit(_worker_generate, ([prompts[j] for j in idx], [ns[j] for j in idx], temperature,
                                                    top_p, [limits[j] for j in idx], [stops[j] for j in idx],

@@ -62,13 +62,19 @@ def main() -> int:
     a = p.parse_args()
     if a.smoke:
         a.streams, a.tokens = 8, 8
+    with tempfile.TemporaryDirectory(prefix="cm-replica-cpu-") as export:
+        results = run_all(a, export)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
 
+
+def run_all(a, export: str) -> dict:
     from codemill.serve.engine_process import EngineProcess, EngineSpec
     from codemill.serve.testing import write_random_export
     from codemill.tokenize.tokenizer import codegeex_tokenizer
     from codemill.train.model_config import PRESETS
 
-    export = tempfile.mkdtemp(prefix="cm-replica-cpu-")
     write_random_export(export, PRESETS[a.preset])
     prompt = codegeex_tokenizer().encode("def fibonacci(n):\n    ", add_special_tokens=False).ids
     options = {"dtype": "fp32" if a.device == "cpu" else "bf16", "device": a.device, "max_batch_size": a.streams,
@@ -84,9 +90,7 @@ def main() -> int:
             engine.stop()
         print(json.dumps(run), flush=True)
         results["runs"].append(run)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    return results
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class Generator(Protocol):
         ...
 
 
-def _stops_for(stop: list[list[str]] | list[str], count: int) -> list[list[str]]:
+def stops_for(stop: list[list[str]] | list[str], count: int) -> list[list[str]]:
     if stop and isinstance(stop[0], list):
         return [list(s) for s in stop]  # type: ignore[arg-type]
     return [list(stop)] * count  # type: ignore[list-item]
@@ -114,7 +114,7 @@ class HTTPGenerator:
 
     def generate(self, prompts, n, temperature, top_p, max_tokens, stop, progress=None) -> list[list[str]]:
         """`progress` (codemill.eval.progress.Progress) advances by the prompts of each request as it finishes."""
-        stops = _stops_for(stop, len(prompts))
+        stops = stops_for(stop, len(prompts))
         ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
         # One request per (batch of prompts sharing their stop strings, n and length limit, chunk of n).
         work = []
@@ -172,7 +172,7 @@ class EngineGenerator:
         are spread over engines does not change what each one samples."""
         from codemill.serve.engine import GenerationParams
 
-        stops = _stops_for(stop, len(prompts))
+        stops = stops_for(stop, len(prompts))
         ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
         texts: dict[tuple[int, int], list[str]] = {}
         errors: list[str] = []

@@ -15,21 +15,11 @@ import codecs
 import json
 from dataclasses import dataclass, field
 
+from codemill.tokenize.tokenizer import byte_level_alphabet
+
 REPLACEMENT = "\ufffd"
 _utf8 = codecs.getincrementaldecoder("utf-8")
 _tables: dict[int, tuple[object, list[bytes] | None]] = {}
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's printable stand-in for each byte, inverted (the alphabet of ByteLevel vocabularies)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = list(keep), 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(keep, chars)}
 
 
 def token_bytes(tokenizer) -> list[bytes] | None:
@@ -59,7 +49,7 @@ def _build_table(tokenizer) -> list[bytes] | None:
             return None
         replace[step["pattern"]["String"]] = step["content"]
     added = {t["id"] for t in spec.get("added_tokens", [])}
-    inverse = _byte_decoder()
+    inverse = byte_level_alphabet()
     size = tokenizer.get_vocab_size()
     table: list[bytes] = []
     for i in range(size):

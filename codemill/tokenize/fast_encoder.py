@@ -17,7 +17,7 @@ import json
 from typing import NamedTuple
 
 from codemill.tokenize.reference import codegeex_whitespace_text
-from codemill.tokenize.tokenizer import EOT, assets_dir
+from codemill.tokenize.tokenizer import EOT, assets_dir, byte_level_alphabet
 
 # GPT-2's pre-tokenization (what `pre_tokenizers.ByteLevel(use_regex=True)` splits on).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -27,19 +27,6 @@ class Encoded(NamedTuple):
     ids: list[int]
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's printable stand-in for each byte (vocab.json spells tokens with them), inverted."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
 @functools.lru_cache(maxsize=1)
 def _encoding():
     import tiktoken
@@ -47,7 +34,7 @@ def _encoding():
     assets = assets_dir()
     vocab = json.loads((assets / "vocab.json").read_text())
     added = json.loads((assets / "added_tokens.json").read_text())
-    to_byte = _byte_decoder()
+    to_byte = byte_level_alphabet()
     ranks = {bytes(to_byte[c] for c in token): i for token, i in vocab.items() if token != EOT}
     specials = {EOT: vocab[EOT], **added}
     return tiktoken.Encoding("codegeex", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)

@@ -99,6 +99,20 @@ def gpt2_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+def byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in for each byte (vocab.json and ByteLevel tokens spell bytes with them), inverted:
+    character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
 def codegeex_tokenizer() -> Tokenizer:
     """CodeGeeX's tokenizer: GPT-2 + 143 extra tokens + the whitespace rule, all inside `tokenizers`."""
     tokenizer = gpt2_tokenizer()
