@@ -517,7 +517,7 @@ class GeneratorPool:
 
 
 def run_generate(a, work: Path, summary: dict, out: Path) -> None:
-    from codemill.eval.generate import EngineGenerator
+    from codemill.eval.generate import EngineGenerator, GenerationError
     from codemill.humaneval import load_problems
 
     export = str(work / "dag" / "train" / "export")
@@ -564,18 +564,23 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     save_summary(out, summary)
     numbers = list(range(a.problems))
     started = time.time()
-    for spec in HUMANEVAL_SETS[:2]:
-        generate_humaneval(a, gen, spec, problems, numbers, out, record, summary)
-    # The sets after Python's start only while the generation budget lasts (a lent machine's time is fixed).
-    optional = [("mtpb", lambda: generate_mtpb(a, gen, out, record, summary))] + [
-        (spec["name"], lambda spec=spec: generate_humaneval(a, gen, spec, problems, numbers, out, record, summary))
-        for spec in HUMANEVAL_SETS[2:]]
-    for name, run in optional:
-        if a.generate_minutes and time.time() - started > a.generate_minutes * 60:
+    humaneval = {spec["name"]: (lambda spec=spec: generate_humaneval(a, gen, spec, problems, numbers, out, record,
+                                                                       summary)) for spec in HUMANEVAL_SETS}
+    runs = {**humaneval, "mtpb": lambda: generate_mtpb(a, gen, out, record, summary)}
+    # Python's two sets first; the others start only while the generation budget lasts (a lent machine's time is
+    # fixed).
+    order = [s["name"] for s in HUMANEVAL_SETS[:2]] + ["mtpb"] + [s["name"] for s in HUMANEVAL_SETS[2:]]
+    for i, name in enumerate(order):
+        if i >= 2 and a.generate_minutes and time.time() - started > a.generate_minutes * 60:
             record.setdefault("skipped_for_time", []).append(name)
             log(f"{name}: not generated, the generation budget of {a.generate_minutes} min is spent")
             continue
-        run()
+        try:
+            runs[name]()
+        except GenerationError as exc:  # recorded; the sets after it still run (a stall names what it held)
+            record.setdefault("failed", {})[name] = str(exc)[:2000]
+            save_summary(out, summary)
+            log(f"{name}: generation failed: {exc}")
     record["truncated_prompts"] = gen.truncated_prompts
     save_summary(out, summary)
     if isinstance(gen, GeneratorPool):

@@ -17,6 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Protocol
 
+from codemill.eval.stall import DEFAULT_STALL_S, Stalled, StallWatch
 from codemill.retry import Backoff, retry, transient_http_error
 
 log = logging.getLogger("codemill.eval")
@@ -148,7 +149,8 @@ class EngineGenerator:
     signature is at the end) and a generation budget of at least a quarter of the context."""
 
     def __init__(self, export_uri: str, device: str = "auto", dtype: str | None = None, max_batch_size: int = 64,
-                 seed: int = 0, attention: str = "auto", cuda_graphs: bool | None = None):
+                 seed: int = 0, attention: str = "auto", cuda_graphs: bool | None = None,
+                 stall_s: float = DEFAULT_STALL_S):
         from codemill.serve.loader import load_engine
 
         if dtype is None:
@@ -161,6 +163,7 @@ class EngineGenerator:
         self.context = self.loaded.context_length
         self.max_slots = max_batch_size
         self.seed = seed
+        self.stall_s = stall_s
         self.truncated_prompts = 0
         # How many requests the engine queues (its scheduler's bound, where the engine keeps it there).
         self._queue_bound = getattr(self.engine, "max_queue", None) or getattr(
@@ -169,40 +172,63 @@ class EngineGenerator:
     def generate(self, prompts, n, temperature, top_p, max_tokens, stop, seeds: list[int] | None = None
                  ) -> list[list[str]]:
         """`seeds`: one base seed per prompt (default: derived from the prompt's position), so that how prompts
-        are spread over engines does not change what each one samples."""
-        from codemill.serve.engine import GenerationParams
-
+        are spread over engines does not change what each one samples. Raises GenerationError when no output
+        comes for `stall_s` while requests remain (codemill.eval.stall), with what the engine held then."""
         stops = stops_for(stop, len(prompts))
         ns, limits = per_prompt(n, len(prompts)), per_prompt(max_tokens, len(prompts))
         texts: dict[tuple[int, int], list[str]] = {}
         errors: list[str] = []
 
+        engine = self.engine
+        steps = [0]
+        watch = StallWatch(f"eval: engine generation of {len(prompts)} prompts", lambda: (
+            f"{steps[0]} steps, {engine.num_running} sequences running, {engine.num_waiting} requests waiting, "
+            f"{engine.blocks.num_free} free KV blocks"), stall_s=self.stall_s)
+
         def emit_for(p: int, offset: int):
             def emit(out):
+                watch.produced()
                 if out.error:
                     errors.append(out.error)
                 for d in out.deltas:
                     texts.setdefault((p, offset + d.index), []).append(d.text)
             return emit
 
-        for p, prompt in enumerate(prompts):
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-            budget = min(limits[p], self.context - 1)
-            if len(ids) + budget > self.context:
-                budget = min(budget, max(self.context // 4, self.context - len(ids)))
-                if len(ids) + budget > self.context:
-                    ids = ids[-(self.context - budget):]
-                    self.truncated_prompts += 1
-            offset = 0
-            for c, size in enumerate(_chunks(ns[p], self.max_slots)):
-                params = GenerationParams(max_tokens=budget, temperature=temperature, top_p=top_p, n=size,
-                                          seed=(seeds[p] if seeds else self.seed + 7919 * p) + c,
-                                          stop=tuple(stops[p]))
-                while self.engine.num_waiting >= max(1, self._queue_bound - 1):
-                    self.engine.step()  # the queue is bounded: decode until there is room
-                self.engine.add_request(f"p{p}c{c}", ids, params, emit_for(p, offset))
-                offset += size
-        self.engine.run_until_done()
+        def step() -> None:
+            engine.step()
+            steps[0] += 1
+            watch.check()
+
+        try:
+            with watch:
+                for p, prompt in enumerate(prompts):
+                    self._add(p, prompt, ns[p], limits[p], stops[p], temperature, top_p, seeds, emit_for, step)
+                while engine.has_work():
+                    step()
+        except Stalled as exc:  # the engine is emptied, so that the next call starts clean
+            engine.fail_all(str(exc))
+            raise GenerationError(str(exc)) from None
         if errors:
             raise GenerationError(f"the engine failed {len(errors)} request(s): {errors[0]}")
         return [["".join(texts.get((p, j), [])) for j in range(ns[p])] for p in range(len(prompts))]
+
+    def _add(self, p: int, prompt: str, n: int, limit: int, stop: list[str], temperature: float, top_p: float,
+             seeds: list[int] | None, emit_for, step) -> None:
+        """Prompt p's requests (n samples in chunks of the engine's slots), each once the bounded queue has room."""
+        from codemill.serve.engine import GenerationParams
+
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        budget = min(limit, self.context - 1)
+        if len(ids) + budget > self.context:
+            budget = min(budget, max(self.context // 4, self.context - len(ids)))
+            if len(ids) + budget > self.context:
+                ids = ids[-(self.context - budget):]
+                self.truncated_prompts += 1
+        offset = 0
+        for c, size in enumerate(_chunks(n, self.max_slots)):
+            params = GenerationParams(max_tokens=budget, temperature=temperature, top_p=top_p, n=size,
+                                      seed=(seeds[p] if seeds else self.seed + 7919 * p) + c, stop=tuple(stop))
+            while self.engine.num_waiting >= max(1, self._queue_bound - 1):
+                step()  # the queue is bounded: decode until there is room
+            self.engine.add_request(f"p{p}c{c}", ids, params, emit_for(p, offset))
+            offset += size

@@ -1,0 +1,53 @@
+"""codemill.eval.stall: a generation that stops producing is reported and ends with an error, never hangs."""
+
+import logging
+import time
+
+import pytest
+
+from codemill.eval.stall import Stalled, StallWatch
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_check_raises_only_after_the_bound_and_output_rearms_it():
+    clock = Clock()
+    watch = StallWatch("gen", lambda: "3 running", stall_s=10, clock=clock)
+    clock.t += 9
+    watch.check()
+    watch.produced(2)
+    clock.t += 9
+    watch.check()  # 9 s since the last output
+    clock.t += 2
+    with pytest.raises(Stalled, match=r"gen: no output for 11 s \(bound 10 s\) while work remains: 3 running"):
+        watch.check()
+    assert watch.outputs == 2
+
+
+def test_bounds_must_be_positive():
+    with pytest.raises(ValueError, match="must be positive"):
+        StallWatch("gen", lambda: "", stall_s=0)
+
+
+def test_the_watching_thread_reports_progress_and_dumps_every_stack_once(caplog, capfd):
+    caplog.set_level(logging.INFO, logger="codemill.eval")
+    with StallWatch("gen", lambda: "7 running", stall_s=0.2, progress_s=0.1) as watch:
+        time.sleep(0.8)
+        assert watch.silent_for() > 0.2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("gen: 0 outputs in") and m.endswith("7 running") for m in messages)
+    stalls = [m for m in messages if "no output for" in m]
+    assert len(stalls) == 1 and "every thread's stack follows" in stalls[0]
+    assert "test_the_watching_thread_reports_progress" in capfd.readouterr().err  # this thread's stack
+
+
+def test_the_thread_ends_with_the_block():
+    with StallWatch("gen", lambda: "", stall_s=5, progress_s=5) as watch:
+        pass
+    assert not watch._thread.is_alive()
