@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The wheels the lent GPU machine lacks (Ray with its dashboard and Serve deps, DeepSpeed), in .whl/, slimmed to
 # fit beside the working tree: a device call carries at most 64 MiB, tree and wheels together. Ray's wheel loses
-# its dashboard's JavaScript source maps (1.5 MB compressed; only a browser's developer tools read them).
+# its dashboard's JavaScript source maps (1.5 MB compressed; only a browser's developer tools read them), RLlib
+# (1.6 MB; Tune imports it only inside a guarded `try`) and ray.llm (0.3 MB; only ray.serve.llm and ray.data.llm
+# import it, and codemill uses neither).
 # Use, from the repository root: bash benchmarks/lent_gpu/prepare_wheels.sh   (then carry [".whl"])
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,18 +11,20 @@ grep -qx '/.whl/' .git/info/exclude 2>/dev/null || grep -qx '.whl/' .gitignore |
 [ -n "$(ls .whl/ray-*.whl 2>/dev/null)" ] || bash ../shared/device/wheelhouse.sh serve .whl
 python3 - .whl <<'PY'
 import pathlib, sys, zipfile
+def dropped(name):
+    return name.endswith(".js.map") or name.startswith(("ray/rllib/", "ray/llm/"))
 for whl in pathlib.Path(sys.argv[1]).glob("ray-*.whl"):
     with zipfile.ZipFile(whl) as src:
-        if not any(i.filename.endswith(".js.map") for i in src.infolist()):
+        if not any(dropped(i.filename) for i in src.infolist()):
             continue
         out = whl.with_suffix(".slim")
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
             for info in src.infolist():
-                if info.filename.endswith(".js.map"):
+                if dropped(info.filename):
                     continue
                 data = src.read(info.filename)
                 if info.filename.endswith(".dist-info/RECORD"):
-                    data = b"\n".join(l for l in data.split(b"\n") if not l.split(b",")[0].endswith(b".js.map"))
+                    data = b"\n".join(l for l in data.split(b"\n") if not dropped(l.split(b",")[0].decode()))
                 dst.writestr(info, data)
     out.replace(whl)
 PY
