@@ -93,14 +93,14 @@ LANGUAGES = ("Python", "C++", "Java", "JavaScript", "Go")
 GPU_MICRO_BATCH = {"tiny": 32, "125m": 16, "350m": 8, "1.3b": 4}
 
 SIZES = {
-    # One H100/H200: 64 MiB of code or more, tens of minutes. 65,536 tokens a step: at a few hundred million
-    # tokens the number of optimizer steps limits the loss, not the batch (the first run's 399 steps of 262,144
-    # tokens ended at 3.55 nats, still falling steeply; the second's 3,002 of 65,536 at 1.37, still falling: train
-    # as long as the machine allows). 256 new tokens hold every canonical HumanEval-X Python solution but one (310
-    # tokens). n = 200 at t = 0.8, as Codex estimated pass@100: a weak model solves a problem in well under 1% of
-    # its samples, so 100 samples leave most such problems unseen. MTPB's turns are capped at 256 tokens: its
-    # own budgets (512-1,024) cost the second run 138 s for one round of a model that rarely stops early.
-    "gpu": {"presets": "125m,350m", "train_minutes": 15.0, "seq_length": 2048, "batch": 32, "micro_batch": 0,
+    # One H100/H200: 64 MiB of code or more, tens of minutes. 32,768 tokens a step (one micro-batch of 125m): at a
+    # few hundred million tokens the number of optimizer steps limits the loss, not the batch (the first run's 399
+    # steps of 262,144 tokens ended at 3.55 nats, still falling steeply; the second's 3,002 of 65,536 at 1.37, the
+    # third's 2,601 at 1.43, both still falling), so the fourth run halves the batch again for twice the steps.
+    # 256 new tokens hold every canonical HumanEval-X Python solution but one (310 tokens). n = 200 at t = 0.8, as
+    # Codex estimated pass@100. MTPB's turns are capped at 256 tokens: its own budgets (512-1,024) cost the second
+    # run 138 s for one round of a model that rarely stops early.
+    "gpu": {"presets": "125m,350m", "train_minutes": 15.0, "seq_length": 2048, "batch": 16, "micro_batch": 0,
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 256,
             "python_n": 200, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
             "mtpb_max_tokens": 256, "generate_minutes": 8.0, "check_prompts": 8, "check_tokens": 256, "check_n": 12,
