@@ -105,11 +105,10 @@ class Scheduler:
         running = [g for g in self.running if only is None or g is only]
         decoding = [s for g in running if not self._waits_for_host(g) for s in g.live()
                     if not s.in_prefill and self._may_decode(s)]
-        # Capacity first, before anything changes: each decode may need a new block and a copy of a shared one.
-        while True:
-            need = sum(self._decode_blocks(s) for s in decoding)
-            if self.blocks.can_allocate(need):
-                break
+        # Capacity first, before anything changes: each decode may need a new block and a copy of a shared one
+        # (most need neither: one row in block_size starts a block).
+        needs = [self._decode_blocks(s) for s in decoding]
+        while not self.blocks.can_allocate(sum(needs)):
             victim = self._victim(running)
             if victim is None:
                 break  # nothing left to preempt: decode what fits
@@ -119,16 +118,20 @@ class Scheduler:
             self.preempt(victim)
             running.remove(victim)
             decoding = [s for s in decoding if s.group is not victim]
+            needs = [self._decode_blocks(s) for s in decoding]
         budget = self.max_batched_tokens
-        for s in decoding:
-            need = self._decode_blocks(s)
-            if not self.blocks.can_allocate(need) or budget == 0:
-                continue
-            self.blocks.grow(s.block_table, s.num_computed + 1)
-            copy = self.blocks.prepare_write(s.block_table, s.num_computed)
-            if copy:
-                sched.copies.append(copy)
-            sched.decodes.append(ScheduledChunk(s, s.num_computed, 1, [s]))
+        decodes = sched.decodes
+        for s, need in zip(decoding, needs):
+            if budget == 0:
+                break
+            if need:
+                if not self.blocks.can_allocate(need):
+                    continue
+                self.blocks.grow(s.block_table, s.num_computed + 1)
+                copy = self.blocks.prepare_write(s.block_table, s.num_computed)
+                if copy:
+                    sched.copies.append(copy)
+            decodes.append(ScheduledChunk(s, s.num_computed, 1, [s]))
             s.num_computed += 1
             s.pending += 1
             budget -= 1
