@@ -99,18 +99,19 @@ SIZES = {
     # third's 2,601 at 1.43, both still falling), so the fourth run halves the batch again for twice the steps.
     # 256 new tokens hold every canonical HumanEval-X Python solution but one (310 tokens). n = 200 at t = 0.8, as
     # Codex estimated pass@100. MTPB's turns are capped at 256 tokens: its own budgets (512-1,024) cost the second
-    # run 138 s for one round of a model that rarely stops early.
+    # run 138 s for one round of a model that rarely stops early. A set silent for 60 s fails and the next starts (a
+    # step of these presets takes milliseconds; the third run's MTPB went silent and held the machine to its end).
     "gpu": {"presets": "125m,350m", "train_minutes": 15.0, "seq_length": 2048, "batch": 16, "micro_batch": 0,
             "lr": 6e-4, "probe_steps": 12, "problems": 164, "mtpb_problems": 115, "max_tokens": 256,
             "python_n": 200, "python_n_low": 20, "other_n": 10, "mtpb_n": 5,
             "mtpb_max_tokens": 256, "generate_minutes": 8.0, "check_prompts": 8, "check_tokens": 256, "check_n": 12,
-            "engines": 0},
+            "engines": 0, "stall_seconds": 60.0},
     # Two CPU cores: one small stdlib package, the tiny preset, one problem of each benchmark.
     "smoke": {"presets": "tiny", "train_minutes": 0.5, "seq_length": 128, "batch": 4, "micro_batch": 4,
               "lr": 2e-3, "probe_steps": 2, "problems": 1, "mtpb_problems": 1, "max_tokens": 24,
               "python_n": 2, "python_n_low": 1, "other_n": 1, "mtpb_n": 1,
               "mtpb_max_tokens": 24, "generate_minutes": 0.0, "check_prompts": 1, "check_tokens": 16, "check_n": 2,
-              "engines": 2},  # two CPU engines: the pool that spreads generation over GPUs runs in the smoke
+              "engines": 2, "stall_seconds": 600.0},  # two CPU engines: the pool that spreads generation over GPUs runs in the smoke
 }
 
 
@@ -454,7 +455,8 @@ def checked(a, gen, export: str, device: str, problems: dict) -> dict:
 _worker_gen = None  # the EngineGenerator of a GeneratorPool worker process
 
 
-def _worker_start(export: str, device: str, visible: str | None, slots: int, attention: str, graphs: bool) -> None:
+def _worker_start(export: str, device: str, visible: str | None, slots: int, attention: str, graphs: bool,
+                  stall_s: float) -> None:
     global _worker_gen
     if visible is not None:  # before torch touches CUDA: this process sees its one GPU as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
@@ -462,7 +464,7 @@ def _worker_start(export: str, device: str, visible: str | None, slots: int, att
     from codemill.eval.generate import EngineGenerator
 
     _worker_gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=attention,
-                                  cuda_graphs=graphs if device != "cpu" else False)
+                                  cuda_graphs=graphs if device != "cpu" else False, stall_s=stall_s)
 
 
 def _worker_generate(args: tuple) -> tuple[list[list[str]], int]:
@@ -477,7 +479,8 @@ class GeneratorPool:
     Python, so threads would share one GIL. Prompts are dealt round-robin and their results put back in order;
     every prompt carries its own seed, so the samples are the ones a single engine would write."""
 
-    def __init__(self, export: str, device: str, engines: int, slots: int, attention: str, graphs: bool):
+    def __init__(self, export: str, device: str, engines: int, slots: int, attention: str, graphs: bool,
+                 stall_s: float):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -489,7 +492,7 @@ class GeneratorPool:
         gpus = seen or [str(i) for i in range(engines)]
         self.pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_start,
                                           initargs=(export, device, gpus[i] if device == "cuda" else None, slots,
-                                                    attention, graphs)) for i in range(engines)]
+                                                    attention, graphs, stall_s)) for i in range(engines)]
         self.tokenizer = load_tokenizer(export)
         self.truncated_prompts = 0
 
@@ -528,7 +531,8 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
     record = summary.setdefault("generation", {"engine_slots": slots, "device": device, "sets": {}})
     gen = None
     try:  # loading (graph capture) and one short prompt first: a kernel or CUDA-graph failure shows here
-        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=a.attention)
+        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention=a.attention,
+                              stall_s=a.stall_seconds)
         gen.generate(["def add(a, b):\n"], 2, 0.8, TOP_P, 8, [[]], seeds=[0])
         failure = None
     except Exception as exc:  # recorded, then the portable path
@@ -546,7 +550,8 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
         record["engine_fallback"] = failure
         del gen
         torch.cuda.empty_cache()
-        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention="sdpa", cuda_graphs=False)
+        gen = EngineGenerator(export, device=device, max_batch_size=slots, attention="sdpa", cuda_graphs=False,
+                              stall_s=a.stall_seconds)
         checks.append(checked(a, gen, export, device, problems))
     record["attention"] = gen.engine.decoder.attention
     engines = a.engines or (torch.cuda.device_count() if device == "cuda" else 1)
@@ -559,7 +564,7 @@ def run_generate(a, work: Path, summary: dict, out: Path) -> None:
         del gen
         if device == "cuda":
             torch.cuda.empty_cache()
-        gen = GeneratorPool(export, device, engines, slots, record["attention"], graphs)
+        gen = GeneratorPool(export, device, engines, slots, record["attention"], graphs, a.stall_seconds)
         log(f"generating on {engines} engines ({device}), one process each")
     save_summary(out, summary)
     numbers = list(range(a.problems))
@@ -655,6 +660,8 @@ def main() -> None:
                    help="the engine's decode attention (auto: Triton on a GPU; SDPA if its first generation fails)")
     p.add_argument("--engines", type=int,
                    help="engines generating side by side, one process each (0: one per GPU; the CPU: 1)")
+    p.add_argument("--stall-seconds", type=float,
+                   help="a generation set that produces nothing this long fails (recorded) and the next one starts")
     p.add_argument("--check-prompts", type=int, help="HumanEval-X Python prompts of the engine check")
     p.add_argument("--check-tokens", type=int, help="tokens of the engine check's greedy rows")
     p.add_argument("--check-n", type=int, help="sampled rows per prompt in the engine check")

@@ -38,7 +38,11 @@ class Generator(Protocol):
 
 
 def stops_for(stop: list[list[str]] | list[str], count: int) -> list[list[str]]:
+    """One list of stop strings per prompt, from one list for all or one list per prompt."""
     if stop and isinstance(stop[0], list):
+        if len(stop) != count:
+            raise ValueError(f"{len(stop)} lists of stop strings for {count} prompts: give one list per prompt, "
+                             f"or one flat list for all")
         return [list(s) for s in stop]  # type: ignore[arg-type]
     return [list(stop)] * count  # type: ignore[list-item]
 

@@ -20,7 +20,7 @@ def test_pool_of_two_engines_matches_one_engine(tmp_path):
     args = (prompts, [2, 1, 3, 1, 2], 0.8, 0.95, [6, 4, 6, 5, 6], [["\n\n"]] * 5)
     seeds = [7919 * i for i in range(5)]
     one = EngineGenerator(export, device="cpu", max_batch_size=16).generate(*args, seeds=seeds)
-    pool = GeneratorPool(export, "cpu", 2, 16, "auto", False)
+    pool = GeneratorPool(export, "cpu", 2, 16, "auto", False, 600.0)
     try:
         assert pool.generate(*args, seeds=seeds) == one
     finally:

@@ -1,4 +1,5 @@
-"""codemill.eval.stall: a generation that stops producing is reported and ends with an error, never hangs."""
+"""codemill.eval.stall: a generation that stops producing is reported and ends with an error, never hangs; and
+the stop strings in-process generation is given are checked against its prompts."""
 
 import logging
 import time
@@ -51,3 +52,12 @@ def test_the_thread_ends_with_the_block():
     with StallWatch("gen", lambda: "", stall_s=5, progress_s=5) as watch:
         pass
     assert not watch._thread.is_alive()
+
+
+def test_stop_lists_are_one_for_all_or_one_per_prompt():
+    from codemill.eval.generate import stops_for
+
+    assert stops_for(["\n\n"], 2) == [["\n\n"], ["\n\n"]]
+    assert stops_for([["a"], ["b"]], 2) == [["a"], ["b"]]
+    with pytest.raises(ValueError, match="1 lists of stop strings for 2 prompts: give one list per prompt"):
+        stops_for([["a"]], 2)
