@@ -2,9 +2,9 @@
 
 The engine loop of `EngineGenerator` runs until every request has finished. Should it stop producing (a
 scheduling livelock, a device that never answers), it would wait forever and say nothing. `StallWatch` turns
-that into a report: progress lines while the work is long, every thread's stack once output stops for
-`stall_s` (a loop blocked inside the device's synchronisation can be seen, though not interrupted, from another
-thread), and an error from `check` for the loop that is still stepping without output.
+that into a report: every thread's stack once output stops for `stall_s` (a loop blocked inside the device's
+synchronisation can be seen, though not interrupted, from another thread), and an error from `check` for the
+loop that is still stepping without output. Progress itself is the caller's to log (codemill.eval.progress).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ log = logging.getLogger("codemill.eval")
 # No output token for this long while requests are running is a stall: far above a step of any preset on a GPU,
 # and above a 2,048-token prefill step of the 1.3b preset on a CPU core.
 DEFAULT_STALL_S = 300.0
-# How often a generation that has run this long reports its progress.
-DEFAULT_PROGRESS_S = 60.0
 
 
 class Stalled(RuntimeError):
@@ -34,11 +32,11 @@ class StallWatch:
     (for the reports). Use as a context manager: the watching thread lives only inside it."""
 
     def __init__(self, what: str, state: Callable[[], str], stall_s: float = DEFAULT_STALL_S,
-                 progress_s: float = DEFAULT_PROGRESS_S, clock: Callable[[], float] = time.monotonic):
-        if stall_s <= 0 or progress_s <= 0:
-            raise ValueError(f"stall_s ({stall_s}) and progress_s ({progress_s}) must be positive")
-        self.what, self.state, self.stall_s, self.progress_s, self.clock = what, state, stall_s, progress_s, clock
-        self.started = self.last_output = clock()
+                 clock: Callable[[], float] = time.monotonic):
+        if stall_s <= 0:
+            raise ValueError(f"stall_s must be positive, got {stall_s}")
+        self.what, self.state, self.stall_s, self.clock = what, state, stall_s, clock
+        self.last_output = clock()
         self.outputs = 0
         self._dumped = False
         self._stop = threading.Event()
@@ -60,12 +58,8 @@ class StallWatch:
                           f"remains: {self.state()}")
 
     def _watch(self) -> None:
-        next_report = self.started + self.progress_s
-        while not self._stop.wait(min(self.progress_s, self.stall_s) / 4):
+        while not self._stop.wait(self.stall_s / 4):
             now = self.clock()
-            if now >= next_report:
-                next_report = now + self.progress_s
-                log.info("%s: %d outputs in %.0f s; %s", self.what, self.outputs, now - self.started, self.state())
             if not self._dumped and now - self.last_output > self.stall_s:
                 self._dumped = True  # once per silence: a new output re-arms it
                 log.error("%s: no output for %.0f s; %s; every thread's stack follows", self.what,
