@@ -41,11 +41,22 @@ def row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return _fmix32(_fmix32(_fmix32(s_lo) ^ s_hi) ^ _mul32(steps & MASK32, _GOLDEN))
 
 
+# Uniform floats from the hash's top UNIT_BITS bits: (m + 0.5) / 2^UNIT_BITS for m < 2^UNIT_BITS needs 24
+# significant bits, exactly what a float32 holds, so every value lies strictly inside (0, 1). With 24 bits the
+# largest, 2^24 - 0.5, rounded up to 2^24: u = 1, noise -log(u) = 0, and a column of probability 0 raced 0/0 =
+# NaN, which argmax takes for the maximum (a uniformly random token, about once in 320 sampled tokens).
+UNIT_BITS = 23
+
+
+def unit_interval(bits: torch.Tensor) -> torch.Tensor:
+    """32-bit hashes -> float32 in (0, 1), both ends excluded, from their top UNIT_BITS bits."""
+    return ((bits >> (32 - UNIT_BITS)).to(torch.float32) + 0.5) / float(1 << UNIT_BITS)
+
+
 def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
     """[B] keys -> [B, vocab] floats in (0, 1), a pure function of (key, column)."""
     cols = _mul32(torch.arange(vocab, device=keys.device, dtype=torch.int64), _GOLDEN)
-    bits = _fmix32(cols[None, :] ^ keys[:, None]) >> 8  # 24 bits: what a float32 holds exactly
-    return (bits.to(torch.float32) + 0.5) / float(1 << 24)
+    return unit_interval(_fmix32(cols[None, :] ^ keys[:, None]))
 
 
 @dataclass(frozen=True)

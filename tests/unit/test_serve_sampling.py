@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from codemill.serve import sampling
-from codemill.serve.sampling import _mul32, row_keys, uniform_noise
+from codemill.serve.sampling import UNIT_BITS, RowParams, _mul32, row_keys, sample, uniform_noise, unit_interval
 
 EDGES = [0, 1, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
 
@@ -21,8 +21,29 @@ def test_the_noise_stream_is_pinned():
     keys = row_keys(torch.tensor([0, 1, 2**63 - 1]), torch.tensor([0, 7, 2**31 - 1]))
     assert keys.tolist() == [0, 4006629162, 2085661452]
     noise = uniform_noise(keys, 52224)[:, [0, 1, 52223]]
-    expected = [[2.9802322387695312e-08, 0.07026687264442444, 0.8724806308746338],
-                [0.7729222774505615, 0.9866578578948975, 0.0037277042865753174],
-                [0.9885177612304688, 0.5472596883773804, 0.7026799917221069]]
+    expected = [[5.960464477539063e-08, 0.07026690244674683, 0.872480571269989],
+                [0.7729222178459167, 0.9866579174995422, 0.003727734088897705],
+                [0.9885178208351135, 0.5472596287727356, 0.7026800513267517]]
     assert noise.tolist() == expected
     assert bool((uniform_noise(keys, 1000) > 0).all() and (uniform_noise(keys, 1000) < 1).all())
+
+
+def test_every_hash_maps_strictly_inside_the_unit_interval_with_positive_noise():
+    # All 2^UNIT_BITS values the top bits can take, with the low bits all zeros and all ones.
+    top = torch.arange(1 << UNIT_BITS, dtype=torch.int64) << (32 - UNIT_BITS)
+    for bits in (top, top | ((1 << (32 - UNIT_BITS)) - 1)):
+        u = unit_interval(bits)
+        assert bool((u > 0).all() and (u < 1).all())
+        noise = -torch.log(u)
+        assert bool((noise > 0).all() and torch.isfinite(noise).all())
+
+
+def test_a_token_outside_the_nucleus_is_never_drawn_where_the_noise_is_most_extreme():
+    # Seed 0 at step 84 hashes column 37,388 to 2^32 - 1's top 24 bits: with a 24-bit unit interval its noise was
+    # -log(1) = 0 and, at probability 0 there, the race's 0/0 = NaN won the argmax (a random token).
+    vocab, top = 52224, 5
+    logits = torch.zeros(1, vocab)
+    logits[0, top] = 20.0  # the nucleus of top-p 0.95 is this token alone at either temperature
+    for temperature, top_p in ((0.2, 0.95), (0.8, 0.95), (0.2, 1.0)):
+        choice = sample(logits, [RowParams(temperature=temperature, top_p=top_p, seed=0)], [84], vocab)
+        assert choice.tokens.tolist() == [top], (temperature, top_p)
