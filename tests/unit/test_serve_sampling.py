@@ -47,3 +47,45 @@ def test_a_token_outside_the_nucleus_is_never_drawn_where_the_noise_is_most_extr
     for temperature, top_p in ((0.2, 0.95), (0.8, 0.95), (0.2, 1.0)):
         choice = sample(logits, [RowParams(temperature=temperature, top_p=top_p, seed=0)], [84], vocab)
         assert choice.tokens.tolist() == [top], (temperature, top_p)
+
+
+def _expected(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """The distribution a sampler must draw from, written out plainly: temperature, then top-k, then the nucleus
+    (the smallest set of most likely tokens whose mass reaches top_p), renormalised."""
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    order = torch.argsort(probs, descending=True).tolist()
+    keep, mass = [], 0.0
+    for rank, j in enumerate(order):
+        if (top_k and rank >= top_k) or mass >= top_p:
+            break
+        keep.append(j)
+        mass += float(probs[j])
+    out = torch.zeros_like(probs)
+    out[keep] = probs[keep]
+    return out / out.sum()
+
+
+def test_draws_follow_the_filtered_distribution_and_nothing_outside_it():
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -4.0])
+    rows = 20_000
+    for temperature, top_k, top_p in ((1.0, 0, 1.0), (0.8, 0, 0.95), (0.5, 3, 1.0), (1.3, 0, 0.6)):
+        params = [RowParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=s) for s in range(rows)]
+        drawn = sample(logits.expand(rows, -1).contiguous(), params, [3] * rows, len(logits)).tokens
+        counts = torch.bincount(drawn, minlength=len(logits)).double()
+        expected = _expected(logits, temperature, top_k, top_p) * rows
+        assert bool((counts[expected == 0] == 0).all()), (temperature, top_k, top_p, counts.tolist())
+        kept = expected > 0
+        chi2 = float(((counts[kept] - expected[kept]) ** 2 / expected[kept]).sum())
+        # 99.99th percentile of chi-square with at most 7 degrees of freedom: about 1 false alarm in 10,000 runs.
+        assert chi2 < 29.9, (temperature, top_k, top_p, chi2, counts.tolist(), expected.tolist())
+
+
+def test_a_rows_draws_at_successive_steps_are_independent():
+    logits = torch.zeros(1, 4)
+    rows, steps = 4_000, 2
+    tokens = [sample(logits.expand(rows, -1).contiguous(), [RowParams(seed=s) for s in range(rows)], [t] * rows,
+                     4).tokens for t in range(steps)]
+    pairs = torch.bincount(tokens[0] * 4 + tokens[1], minlength=16).double()
+    expected = rows / 16
+    chi2 = float(((pairs - expected) ** 2 / expected).sum())
+    assert chi2 < 44.3, (chi2, pairs.tolist())  # 99.99th percentile, 15 degrees of freedom
