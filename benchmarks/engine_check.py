@@ -5,7 +5,9 @@ Greedy rows and sampled rows of staggered lengths decode together, so the batch 
 size and shrinks through the captured ones: paged attention (Triton on a GPU), the graphs, the fused kernels and
 the sampler all run as they do in serving and generation. Teacher forcing makes the comparison exact: no near-tie
 can split the two texts, as comparing greedy text would. bf16 kernels differ by hundredths of a nat; a fault by
-whole nats at many positions.
+whole nats at many positions. The sampled tokens are also checked against the plain model's nucleus at their
+temperature: a sampler that draws what top-p excludes passes the log-probability comparison (it reports the
+log-probability of the token it drew) but not this.
 
     # a GPU: random-weight exports of two presets, their init widened so the next-token distributions are peaked
     # like a trained model's (a fault changes the argmax, not only the noise); results as JSON
@@ -34,6 +36,12 @@ CHECK_TOLERANCE_NATS = 0.5
 # Tokens further off than the tolerance, and greedy picks the plain model puts further than it below its own
 # argmax, at most: bf16 rounding splits near-ties (on an H100, 125m: 0 and 1 of 2,048 greedy picks).
 CHECK_MAX_SHARE_OFF = 0.01
+# A sampled token is outside its row's nucleus when the tokens the plain model finds more likely (at the row's
+# temperature) hold at least this much mass, where the nucleus ends at CHECK_TOP_P: no bf16 rounding moves a token
+# that far, a sampler fault does (one drew a uniformly random token once in 320). Allowed: this share of them.
+CHECK_NUCLEUS_MARGIN = 0.99
+CHECK_MAX_SHARE_OUTSIDE = 0.001
+CHECK_TEMPERATURE = 0.8
 # The random exports' weight scale: CodeGeeX's own init (0.02) gives near-flat next-token distributions, where
 # a wrong attention output moves every log-probability a little and no argmax; a wider one peaks them.
 RANDOM_INIT_STD = 0.06
@@ -44,7 +52,7 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
     """The engine's own log-probability of every token it generated against the plain model's, teacher-forced on
     the same text in the same dtype on the same device. Per prompt (the first HumanEval-X Python prompts): one
     greedy row of `greedy_tokens` and `sampled_n` rows at t = 0.8 of staggered lengths. `ok` says whether the
-    engine computes the model."""
+    engine computes the model, and whether its sampled tokens lie in the model's nucleus."""
     import torch
 
     from codemill.eval.samples import build_jobs
@@ -72,7 +80,7 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
         for kind, params in (("greedy", GenerationParams(max_tokens=greedy_tokens, temperature=0.0, logprobs=1,
                                                          ignore_eos=True)),
                              ("sampled", GenerationParams(max_tokens=max(4, greedy_tokens * (i + 1) // (prompts + 1)),
-                                                          temperature=0.8, top_p=CHECK_TOP_P, n=sampled_n, seed=i,
+                                                          temperature=CHECK_TEMPERATURE, top_p=CHECK_TOP_P, n=sampled_n, seed=i,
                                                           logprobs=1, ignore_eos=True))):
             rid = f"check-{kind}-{i}"
             encoded[rid] = ids
@@ -82,7 +90,8 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
         raise RuntimeError(f"the engine failed {len(errors)} check request(s): {errors[0]}")
     engine_s = time.time() - started
     model = load_model(export, device=device, dtype=gen.engine.decoder.dtype)
-    diffs, greedy_off, greedy_seen = [], 0, 0
+    diffs, greedy_off, greedy_seen, outside, sampled_seen = [], 0, 0, 0, 0
+    valid = gen.engine.valid_vocab
     with torch.no_grad():
         for (rid, _), row in rows.items():
             ids = encoded[rid]
@@ -94,13 +103,22 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
             if rid.startswith("check-greedy"):  # the engine's pick is the model's argmax, up to near-ties
                 greedy_off += int(((logprobs.max(dim=-1).values - plain) > CHECK_TOLERANCE_NATS).sum())
                 greedy_seen += len(row["tokens"])
+            else:  # the engine's pick lies in the nucleus of the model's distribution at the row's temperature
+                probs = torch.softmax(logprobs[:, :valid] / CHECK_TEMPERATURE, dim=-1)
+                picked = probs.gather(1, target.clamp(max=valid - 1)[:, None])
+                before = (probs * (probs > picked)).sum(dim=-1)
+                outside += int(((before >= CHECK_NUCLEUS_MARGIN) | (target >= valid)).sum())  # or no token at all
+                sampled_seen += len(row["tokens"])
     del model
     diffs.sort()
     off = sum(d > CHECK_TOLERANCE_NATS for d in diffs)
     share = off / max(len(diffs), 1)
     greedy_share = greedy_off / max(greedy_seen, 1)
-    return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_share <= CHECK_MAX_SHARE_OFF, "sequences": len(rows),
-            "tokens": len(diffs), "greedy_tokens": greedy_seen,
+    outside_share = outside / max(sampled_seen, 1)
+    return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_share <= CHECK_MAX_SHARE_OFF
+            and outside_share <= CHECK_MAX_SHARE_OUTSIDE, "sequences": len(rows),
+            "tokens": len(diffs), "greedy_tokens": greedy_seen, "sampled_tokens": sampled_seen,
+            "sampled_outside_nucleus": outside,
             "dtype": str(gen.engine.decoder.dtype), "attention": gen.engine.decoder.attention,
             "tolerance_nats": CHECK_TOLERANCE_NATS, "tokens_off": off, "share_off": round(share, 5),
             "greedy_picks_off": greedy_off, "max_abs_diff": round(diffs[-1], 4) if diffs else None,
