@@ -9,6 +9,8 @@ to its `--tokens` (EOS ignored).
 
     # this 2-core CPU machine, the tiny preset (a forward pass of a few ms, so the host work is measurable):
     .venv/bin/python benchmarks/engine_host.py --rows 64 512 --out benchmarks/results/engine_host.json
+    # the proof run's generation: requests of 200 samples at t = 0.8, top-p 0.95
+    .venv/bin/python benchmarks/engine_host.py --rows 600 --n 200 --temperature 0.8 --out F
     # smoke: seconds
     .venv/bin/python benchmarks/engine_host.py --smoke --out /tmp/engine_host.json
 """
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def measure(export: str, rows: int, tokens: int, device: str) -> dict:
+def measure(export: str, rows: int, tokens: int, device: str, n: int = 1, temperature: float = 0.0) -> dict:
     import codemill.serve.model_runner as model_runner
     from codemill.serve.engine import GenerationParams
     from codemill.serve.loader import load_engine
@@ -56,8 +58,11 @@ def measure(export: str, rows: int, tokens: int, device: str) -> dict:
     model_runner.sample = timed(sample)
     tokenizer = loaded.tokenizer
     try:
-        prompts = [tokenizer.encode(f"def f{i}(x):\n    return", add_special_tokens=False).ids for i in range(rows)]
-        params = GenerationParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+        # rows // n requests of n samples each (the proof run's generation: n = 200 at t = 0.8, top-p 0.95)
+        prompts = [tokenizer.encode(f"def f{i}(x):\n    return", add_special_tokens=False).ids
+                   for i in range(rows // n)]
+        params = GenerationParams(max_tokens=tokens, temperature=temperature, top_p=0.95 if temperature else 1.0,
+                                  n=n, seed=0, ignore_eos=True)
 
         def run(batch: list[list[int]]) -> tuple[float, int]:
             for i, ids in enumerate(batch):
@@ -69,13 +74,13 @@ def measure(export: str, rows: int, tokens: int, device: str) -> dict:
                 steps += 1
             return time.perf_counter() - t, steps
 
-        run(prompts[:2])  # warm-up
+        run(prompts[:1])  # warm-up
         inside[0] = 0.0
         wall, steps = run(prompts)
     finally:
         model_runner.sample = sample
     host = wall - inside[0]
-    return {"rows": rows, "tokens": tokens, "steps": steps, "wall_s": round(wall, 3),
+    return {"rows": rows, "n": n, "temperature": temperature, "tokens": tokens, "steps": steps, "wall_s": round(wall, 3),
             "forward_and_sampler_s": round(inside[0], 3), "host_s": round(host, 3),
             "host_ms_per_step": round(1e3 * host / steps, 2),
             "host_us_per_row_step": round(1e6 * host / (steps * rows), 2)}
@@ -88,11 +93,15 @@ def main() -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--rows", type=int, nargs="+", default=[64, 512])
     p.add_argument("--tokens", type=int, default=64, help="tokens each row decodes")
+    p.add_argument("--n", type=int, default=1, help="samples per request (rows / n requests)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; else sampled with top-p 0.95")
     p.add_argument("--repeats", type=int, default=3, help="runs per row count (the median is reported)")
     p.add_argument("--smoke", action="store_true", help="8 rows of 4 tokens once: checks the script")
     a = p.parse_args()
     if a.smoke:
         a.rows, a.tokens, a.repeats = [8], 4, 1
+    if any(rows % a.n for rows in a.rows):
+        p.error(f"--rows {a.rows}: each must be a multiple of --n {a.n} (rows / n requests of n samples)")
 
     import torch
 
@@ -105,7 +114,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cm-engine-host-") as export:
         write_random_export(export, PRESETS[a.preset])
         for rows in a.rows:
-            runs = [measure(export, rows, a.tokens, a.device) for _ in range(a.repeats)]
+            runs = [measure(export, rows, a.tokens, a.device, a.n, a.temperature) for _ in range(a.repeats)]
             level = {**min(runs, key=lambda r: abs(r["host_s"] - statistics.median(x["host_s"] for x in runs))),
                      "host_ms_per_step_runs": [r["host_ms_per_step"] for r in runs]}
             print(json.dumps(level), flush=True)

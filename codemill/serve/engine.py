@@ -253,7 +253,7 @@ class Engine:
             s.pending -= 1
             g = s.group
             touched[id(g)] = g
-            if g.finished or s.finished:
+            if g.aborted or s.finished:  # g.finished, without its walk over the group's sequences per row
                 continue  # ended (or aborted) while this step ran: its token is dropped
             if g.beam is not None:
                 beam_rows.setdefault(id(g), []).append(i)
