@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from codemill.serve.attention import DECODE_ATTENTION, prefill_attention, triton_usable, write_kv
 from codemill.serve.quant import DenseLinear, Int8Linear, make_linear
+from codemill.serve.transfer import to_device
 from codemill.train.model import FAST_GELU_SLOPE, ModelConfig
 
 # Prefill attention without cuDNN's kernel: cuDNN builds an execution plan for every new shape, and every
@@ -249,5 +250,5 @@ class Decoder:
     def copy_blocks(self, src: list[int], dst: list[int]) -> None:
         """Copy whole cache blocks (copy-on-write of a block shared by samples or beams)."""
         if src:
-            s = torch.tensor(src, dtype=torch.long, device=self.device)
-            self.kv_cache[:, torch.tensor(dst, dtype=torch.long, device=self.device)] = self.kv_cache[:, s]
+            s = to_device(src, torch.long, self.device)
+            self.kv_cache[:, to_device(dst, torch.long, self.device)] = self.kv_cache[:, s]

@@ -19,6 +19,7 @@ from codemill.serve.decoder import Decoder, ForwardBatch, PrefillChunk
 from codemill.serve.sampling import sample
 from codemill.serve.scheduler import Schedule
 from codemill.serve.sequence import Sequence
+from codemill.serve.transfer import to_device
 
 log = logging.getLogger("codemill.serve")
 
@@ -49,7 +50,7 @@ class Launched:
 def _index(values: list[int], device: torch.device) -> torch.Tensor:
     """Row indices as a long tensor: `torch.tensor([])` would be float, which no tensor can be indexed with (a
     step of partial prefill chunks alone wants no logits)."""
-    return torch.tensor(values, dtype=torch.long, device=device)
+    return to_device(values, torch.long, device)
 
 
 def _pinned(t: torch.Tensor, use: bool) -> torch.Tensor:
@@ -133,8 +134,8 @@ class ModelRunner:
         chunks: list[PrefillChunk] = []
         for c in sched.prefills:
             s = c.seq
-            chunks.append(PrefillChunk(len(ids), c.length, c.start, torch.tensor(
-                s.block_table[:-(-(c.start + c.length) // bs)], dtype=torch.long, device=dev)))
+            chunks.append(PrefillChunk(len(ids), c.length, c.start, to_device(
+                s.block_table[:-(-(c.start + c.length) // bs)], torch.long, dev)))
             ids.extend(s.tokens[c.start:c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
             slots.extend(self._slot(s.block_table, p) for p in range(c.start, c.start + c.length))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from codemill.serve.transfer import to_device
+
 MASK32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B1
 _FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # MurmurHash3's 32-bit finaliser constants
@@ -120,11 +122,11 @@ def adjust_logits(logits: torch.Tensor, params: list[RowParams], outputs: list[l
         for j, i in enumerate(rows):
             ids[j, :len(outputs[i])] = torch.tensor(outputs[i], dtype=torch.long)
         counts = torch.zeros(len(rows), vocab + 1, device=device)
-        counts.scatter_add_(1, ids.to(device), torch.ones(ids.shape, device=device))
+        counts.scatter_add_(1, ids.to(device, non_blocking=True), torch.ones(ids.shape, device=device))
         counts = counts[:, :vocab]
-        freq = torch.tensor([params[i].frequency_penalty for i in rows], device=device)[:, None]
-        pres = torch.tensor([params[i].presence_penalty for i in rows], device=device)[:, None]
-        index = torch.tensor(rows, device=device)
+        freq = to_device([params[i].frequency_penalty for i in rows], torch.float32, device)[:, None]
+        pres = to_device([params[i].presence_penalty for i in rows], torch.float32, device)[:, None]
+        index = to_device(rows, torch.long, device)
         logits[index] -= freq * counts + pres * (counts > 0).float()
     bias_rows, bias_ids, bias_vals = [], [], []
     for i, p in enumerate(params):
@@ -134,8 +136,8 @@ def adjust_logits(logits: torch.Tensor, params: list[RowParams], outputs: list[l
                 bias_ids.append(token)
                 bias_vals.append(value)
     if bias_rows:
-        logits.index_put_((torch.tensor(bias_rows, device=device), torch.tensor(bias_ids, device=device)),
-                          torch.tensor(bias_vals, device=device), accumulate=True)
+        logits.index_put_((to_device(bias_rows, torch.long, device), to_device(bias_ids, torch.long, device)),
+                          to_device(bias_vals, torch.float32, device), accumulate=True)
     return logits
 
 
@@ -157,17 +159,17 @@ def sample(logits: torch.Tensor, params: list[RowParams], steps: list[int], vali
         logits[:, valid_vocab:] = float("-inf")
     if adjusted:
         adjust_logits(logits, params, outputs)
-    temps = torch.tensor([0.0 if p.greedy else p.temperature for p in params], device=device)
+    temps = to_device([0.0 if p.greedy else p.temperature for p in params], torch.float32, device)
     greedy = temps == 0
     chosen = logits.argmax(dim=-1)
     if not all(p.greedy for p in params):  # asked of the host: the device's answer would wait for the GPU
         scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
-        scaled = filter_logits(scaled, torch.tensor([min(p.top_k, logits.shape[-1]) for p in params], device=device),
-                               torch.tensor([p.top_p for p in params], device=device),
+        scaled = filter_logits(scaled, to_device([min(p.top_k, logits.shape[-1]) for p in params], torch.long, device),
+                               to_device([p.top_p for p in params], torch.float32, device),
                                any(p.top_k > 0 for p in params), any(p.top_p < 1 for p in params))
         probs = torch.softmax(scaled, dim=-1)
-        keys = row_keys(torch.tensor([p.seed & ((1 << 63) - 1) for p in params], device=device),
-                        torch.tensor(steps, device=device))
+        keys = row_keys(to_device([p.seed & ((1 << 63) - 1) for p in params], torch.long, device),
+                        to_device(steps, torch.long, device))
         race = probs / -torch.log(uniform_noise(keys, logits.shape[-1]))
         chosen = torch.where(greedy, chosen, race.argmax(dim=-1))
     if want is None:
