@@ -7,7 +7,8 @@ the sampler all run as they do in serving and generation. Teacher forcing makes 
 can split the two texts, as comparing greedy text would. bf16 kernels differ by hundredths of a nat; a fault by
 whole nats at many positions. The sampled tokens are also checked against the plain model's nucleus at their
 temperature: a sampler that draws what top-p excludes passes the log-probability comparison (it reports the
-log-probability of the token it drew) but not this.
+log-probability of the token it drew) but not this. On a GPU the run also counts the host-device
+synchronisations PyTorch reports (`synchronising_calls`, beside `steps`): by design one a step.
 
     # a GPU: random-weight exports of two presets, their init widened so the next-token distributions are peaked
     # like a trained model's (a fault changes the argmax, not only the noise); results as JSON
@@ -45,6 +46,32 @@ CHECK_TEMPERATURE = 0.8
 # The random exports' weight scale: CodeGeeX's own init (0.02) gives near-flat next-token distributions, where
 # a wrong attention output moves every log-probability a little and no argmax; a wider one peaks them.
 RANDOM_INIT_STD = 0.06
+
+
+def run_counting_syncs(engine, device: str) -> tuple[int, int | None]:
+    """Runs the engine to the end -> (steps, host-device synchronisations PyTorch reported). By design a step waits
+    once, for the step before it (`Launched.read`); more than about one a step means the host waits for the device
+    where it should run ahead of it. None on a CPU (nothing to wait for)."""
+    import warnings
+
+    import torch
+
+    steps = 0
+    if device != "cuda":
+        while engine.has_work():
+            engine.step()
+            steps += 1
+        return steps, None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            while engine.has_work():
+                engine.step()
+                steps += 1
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return steps, sum("synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
 def engine_check(gen, export: str, device: str, problems: dict, prompts: int, greedy_tokens: int,
@@ -85,7 +112,7 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
             rid = f"check-{kind}-{i}"
             encoded[rid] = ids
             gen.engine.add_request(rid, ids, params, emit_for(rid))
-    gen.engine.run_until_done()
+    steps, syncs = run_counting_syncs(gen.engine, device)
     if errors:
         raise RuntimeError(f"the engine failed {len(errors)} check request(s): {errors[0]}")
     engine_s = time.time() - started
@@ -117,7 +144,8 @@ def engine_check(gen, export: str, device: str, problems: dict, prompts: int, gr
     outside_share = outside / max(sampled_seen, 1)
     return {"ok": share <= CHECK_MAX_SHARE_OFF and greedy_share <= CHECK_MAX_SHARE_OFF
             and outside_share <= CHECK_MAX_SHARE_OUTSIDE, "sequences": len(rows),
-            "tokens": len(diffs), "greedy_tokens": greedy_seen, "sampled_tokens": sampled_seen,
+            "tokens": len(diffs), "greedy_tokens": greedy_seen, "sampled_tokens": sampled_seen, "steps": steps,
+            "synchronising_calls": syncs,
             "sampled_outside_nucleus": outside,
             "dtype": str(gen.engine.decoder.dtype), "attention": gen.engine.decoder.attention,
             "tolerance_nats": CHECK_TOLERANCE_NATS, "tokens_off": off, "share_off": round(share, 5),
