@@ -1,6 +1,8 @@
 """A stand-in OpenAI-style completions server on loopback for the eval tests: POST /v1/completions answers
 every prompt of a batch with `answer(prompt, sample_index)`, n times; records each request body. `failures`:
-(status, Retry-After or None) answers given, in order, before any completion (a busy or restarting server)."""
+(status, Retry-After or None[, OpenAI error object]) answers given, in order, before any completion (a busy or
+restarting server, a refusal). It has no other route (no GET /tokenizer_info: a server that does not say its
+context)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from loopback_http import LoopbackHTTPServer
 
 class FakeCompletions(LoopbackHTTPServer):
     def __init__(self, answer: Callable[[str, int], str], key: str | None = None,
-                 failures: list[tuple[int, str | None]] | None = None):
+                 failures: list[tuple] | None = None):
         self.requests: list[dict] = []
         self.prompts: list[str] = []
         self.failures = list(failures or [])
@@ -32,12 +34,14 @@ class FakeCompletions(LoopbackHTTPServer):
                     return
                 outer.attempts += 1
                 if outer.failures:
-                    status, retry_after = outer.failures.pop(0)
+                    status, retry_after, *error = outer.failures.pop(0)
+                    data = json.dumps({"error": error[0]}).encode() if error else b""
                     self.send_response(status)
                     if retry_after is not None:
                         self.send_header("Retry-After", retry_after)
-                    self.send_header("Content-Length", "0")
+                    self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    self.wfile.write(data)
                     return
                 outer.requests.append(body)
                 choices = []

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Protocol
@@ -71,14 +72,28 @@ def _transient(exc: BaseException) -> str | None:
     return transient_http_error(exc)
 
 
+class ServerRefused(GenerationError):
+    """The server answered with an HTTP error; `code` is OpenAI's error code where the body gave one."""
+
+    def __init__(self, message: str, status: int, code: str | None):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 class HTTPGenerator:
-    """POST {endpoint}/v1/completions, a few requests in flight, retried with backoff on errors."""
+    """POST {endpoint}/v1/completions, a few requests in flight, retried with backoff on errors.
+
+    A prompt too long for the model's context with its max_tokens keeps its last tokens, as with the in-process
+    engine: after the server's first `context_length_exceeded`, the generator asks its context (vLLM's
+    `GET /tokenizer_info`) and sends `truncate_prompt_tokens` with every request."""
 
     def __init__(self, endpoint: str, model: str = "codemill", api_key_env: str | None = None,
                  batch_size: int = 8, concurrency: int = 4, timeout_s: float = 600.0, max_retries: int = 3,
                  n_per_request: int = 20, seed: int = 0):
         base = endpoint.rstrip("/")
         self.url = base + ("/completions" if base.endswith("/v1") else "/v1/completions")
+        self.root = base[:-len("/v1")] if base.endswith("/v1") else base
+        self.context: int | None = None  # the model's context, once a refusal made it needed
         self.model, self.batch_size, self.concurrency = model, batch_size, concurrency
         self.timeout_s, self.max_retries, self.n_per_request, self.seed = timeout_s, max_retries, n_per_request, seed
         self.api_key = None
@@ -87,30 +102,59 @@ class HTTPGenerator:
             if not self.api_key:
                 raise GenerationError(f"--api-key-env {api_key_env}: that environment variable is not set")
 
-    def _post(self, body: dict) -> dict:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
+    def _post(self, body: dict | None, url: str | None = None) -> dict:
+        """POST `body` to the completions URL (or GET `url` when body is None), as JSON, retried."""
+        url = url or self.url
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        method = "POST" if body is not None else "GET"
 
         def once() -> dict:
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read())
 
         try:
-            return retry(once, what=f"POST {self.url}", retry_on=_transient, attempts=self.max_retries + 1,
+            return retry(once, what=f"{method} {url}", retry_on=_transient, attempts=self.max_retries + 1,
                          backoff=RETRY_BACKOFF)
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode("utf-8", "replace")
-            raise GenerationError(f"{self.url}: HTTP {exc.code}: {detail}") from None
+            try:
+                code = (json.loads(detail).get("error") or {}).get("code")
+            except (ValueError, AttributeError):
+                code = None
+            raise ServerRefused(f"{url}: HTTP {exc.code}: {detail}", exc.code, code) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-            raise GenerationError(f"{self.url}: failed after {self.max_retries + 1} attempts: {exc}") from None
+            raise GenerationError(f"{url}: failed after {self.max_retries + 1} attempts: {exc}") from None
+
+    def _context_length(self, refusal: ServerRefused) -> int:
+        """The model's context, from the server (vLLM's and codemill's GET /tokenizer_info)."""
+        url = f"{self.root}/tokenizer_info?model={urllib.parse.quote(self.model)}"
+        try:
+            context = int(self._post(None, url)["model_max_length"])
+        except (GenerationError, KeyError, TypeError, ValueError) as exc:
+            why = " ".join(str(exc).split())[:200]
+            raise GenerationError(f"{refusal}; and the server does not say its context ({why}), so the prompt "
+                                  f"cannot be fitted: lower the generation's max_tokens") from None
+        log.warning("eval: prompts longer than the model's context (%d tokens) less max_tokens keep their last "
+                    "tokens (truncate_prompt_tokens), as with the in-process engine", context)
+        return context
 
     def _request(self, prompts: list[str], n: int, stop: list[str], params: dict, seed: int) -> list[list[str]]:
         body = {"model": self.model, "prompt": prompts, "n": n, "stop": stop[:MAX_STOP_STRINGS] or None,
                 "seed": seed, **params}
-        out = self._post(body)
+        if self.context is not None:
+            body["truncate_prompt_tokens"] = max(1, self.context - params["max_tokens"])
+        try:
+            out = self._post(body)
+        except ServerRefused as exc:
+            if exc.code != "context_length_exceeded" or "truncate_prompt_tokens" in body:
+                raise
+            self.context = self._context_length(exc)
+            body["truncate_prompt_tokens"] = max(1, self.context - params["max_tokens"])
+            out = self._post(body)
         texts: list[list[str]] = [[""] * n for _ in prompts]
         for choice in out.get("choices", []):
             i = int(choice.get("index", 0))

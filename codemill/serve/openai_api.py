@@ -123,6 +123,7 @@ class CompletionRequest:
     logprobs: int | None
     language: str | None
     best_of: int
+    truncate_prompt_tokens: int | None = None   # vLLM's: keep only the prompt's last k tokens
 
 
 def _field(body: dict, name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
@@ -243,6 +244,7 @@ def parse_request(body: object, limits: Limits) -> CompletionRequest:
         raise bad_request("'stream_options' needs 'stream': true", "stream_options")
     logprobs = _integer(body, "logprobs", None, 0, MAX_LOGPROBS)
     max_tokens = _integer(body, "max_tokens", limits.default_max_tokens, 0, limits.context_length)
+    truncate = _integer(body, "truncate_prompt_tokens", None, 1, limits.context_length)
     if max_tokens == 0 and not echo:
         raise bad_request("'max_tokens' must be >= 1 (0 only with echo, to score the prompt)", "max_tokens")
     temperature = _number(body, "temperature", 1.0, 0.0, MAX_TEMPERATURE)
@@ -280,7 +282,8 @@ def parse_request(body: object, limits: Limits) -> CompletionRequest:
         top_k=max(top_k, 0), n=n, seed=seed, stop=stop, logprobs=logprobs,
         prompt_logprobs=echo and logprobs is not None, num_beams=num_beams, length_penalty=length_penalty,
         ignore_eos=ignore_eos, presence_penalty=presence, frequency_penalty=frequency, logit_bias=bias)
-    return CompletionRequest(model, prompts, params, stream, include_usage, echo, logprobs, language, best_of)
+    return CompletionRequest(model, prompts, params, stream, include_usage, echo, logprobs, language, best_of,
+                             truncate)
 
 
 class CompletionService:
@@ -309,8 +312,9 @@ class CompletionService:
         longest = max(len(p) for p in prompts)
         if longest + params.max_tokens > self.limits.context_length:
             raise bad_request(f"this model's context is {self.limits.context_length} tokens; the prompt has "
-                              f"{longest} and max_tokens asks for {params.max_tokens} more", "max_tokens",
-                              "context_length_exceeded")
+                              f"{longest} and max_tokens asks for {params.max_tokens} more (shorten it, lower "
+                              f"max_tokens, or send truncate_prompt_tokens to keep the prompt's last tokens)",
+                              "max_tokens", "context_length_exceeded")
 
     def token_text(self, token: int) -> str:
         text = self._token_text.get(token)
@@ -405,6 +409,8 @@ class CompletionService:
     def prepare(self, body: object) -> tuple[CompletionRequest, list[list[int]]]:
         req = parse_request(body, self.limits)
         prompts = self.tokenize(req.prompts, req.language)
+        if req.truncate_prompt_tokens:  # left truncation, as vLLM's: the end of a prompt is what it continues
+            prompts = [p[-req.truncate_prompt_tokens:] for p in prompts]
         self.check_context(prompts, req.params)
         return req, prompts
 

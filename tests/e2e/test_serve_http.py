@@ -238,6 +238,35 @@ def test_other_errors_and_the_server_keeps_serving(server):
     assert c.completions.create(model="a", prompt="x", max_tokens=2).choices[0].text is not None
 
 
+def test_a_prompt_past_the_context_is_refused_or_keeps_its_last_tokens(server, local):
+    """Refused with OpenAI's context_length_exceeded; with vLLM's truncate_prompt_tokens the prompt keeps its last
+    tokens (the completion of those tokens alone); the eval's HTTP generator fits such a prompt itself, as the
+    in-process engine does."""
+    from codemill.eval.generate import HTTPGenerator
+
+    loaded = local["a"]
+    context, tokenizer = loaded.context_length, loaded.tokenizer
+    line = "total = total + 1\n"
+    prompt = line * (context // len(tokenizer.encode(line, add_special_tokens=False).ids) + 8)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server).completions.create(model="a", prompt=prompt, max_tokens=8, temperature=0)
+    assert refused.value.code == "context_length_exceeded" and "truncate_prompt_tokens" in str(refused.value)
+
+    keep = context - 8
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids[-keep:]
+    outs: list = []
+    loaded.engine.add_request("ref-truncated", ids, GenerationParams(max_tokens=8, temperature=0), outs.append)
+    loaded.engine.run_until_done()
+    expected = "".join(d.text for o in outs for d in o.deltas)
+    out = client(server).completions.create(model="a", prompt=prompt, max_tokens=8, temperature=0,
+                                            extra_body={"truncate_prompt_tokens": keep})
+    assert out.choices[0].text == expected and out.usage.prompt_tokens == keep
+
+    gen = HTTPGenerator(server["base"] + PREFIX, model="a", api_key_env=KEY_ENV, concurrency=1)
+    assert gen.generate([prompt], 1, 0.0, 1.0, 8, [[]]) == [[expected]]
+    assert gen.context == context
+
+
 def test_32_concurrent_requests_all_answered_correctly(server, local):
     prompts = [f"def function_{i}(x):\n    return x + {i}" for i in range(32)]
     expected = local_greedy_batch(local["b"], prompts, 12)

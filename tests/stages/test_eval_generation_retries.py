@@ -36,3 +36,12 @@ def test_a_server_that_stays_down_fails_after_the_attempts():
         with pytest.raises(GenerationError, match="HTTP 503"):
             gen.generate(["x"], 1, 0.0, 1.0, 4, [[]])
     assert server.attempts == 3
+
+
+def test_a_prompt_past_the_context_of_a_server_that_does_not_say_its_context_fails_saying_what_to_do():
+    refusal = {"message": "this model's context is 2048 tokens", "code": "context_length_exceeded"}
+    with FakeCompletions(lambda prompt, i: "", failures=[(400, None, refusal)]) as server:
+        gen = HTTPGenerator(server.url, max_retries=0, concurrency=1)
+        with pytest.raises(GenerationError, match="(?s)does not say its context .* lower the generation's max_tokens"):
+            gen.generate(["x"], 1, 0.0, 1.0, 4, [[]])
+    assert server.attempts == 1 and gen.context is None

@@ -82,6 +82,8 @@ def test_request_validation():
     assert pen.presence_penalty == 1.5 and pen.frequency_penalty == -0.5 and pen.logit_bias == ((7, 2.5), (50256, -100.0))
     assert parse_request({"prompt": "x", "n": 2, "best_of": 2, "suffix": ""}, LIMITS).params.n == 2
     assert parse_request({"prompt": "x", "seed": None, "stop": None, "max_tokens": None}, LIMITS).params.seed is None
+    assert parse_request({"prompt": "x", "truncate_prompt_tokens": 7}, LIMITS).truncate_prompt_tokens == 7
+    assert parse_request({"prompt": "x"}, LIMITS).truncate_prompt_tokens is None
 
 
 BAD_BODIES = [
@@ -108,6 +110,8 @@ BAD_BODIES = [
     ({"prompt": "x", "best_of": 1, "n": 2}, "best_of"), ({"prompt": "x", "seed": 2**64}, "seed"),
     ({"prompt": "x", "seed": "1"}, "seed"), ({"prompt": "x", "length_penalty": 1e9}, "length_penalty"),
     ({"prompt": "x", "stream": "yes"}, "stream"), ({"prompt": "x", "echo": 1}, "echo"),
+    ({"prompt": "x", "truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+    ({"prompt": "x", "truncate_prompt_tokens": 10**9}, "truncate_prompt_tokens"),
     ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
     ({"prompt": "x", "model": "m" * 300}, "model"), ({"prompt": 3}, "prompt"), ({}, "prompt"),
     ({"prompt": []}, "prompt"), ({"prompt": [[]]}, "prompt"), ({"prompt": [1, "a"]}, "prompt"),
