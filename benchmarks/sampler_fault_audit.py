@@ -95,7 +95,7 @@ def main() -> int:
         p.error(f"{run}: no samples_*.jsonl.gz; give a proof run's results folder with --run")
     if a.smoke:
         files = files[:1]
-    results = {"run": str(run), "engine_slots": slots,
+    results = {"smoke": a.smoke, "run": str(run), "engine_slots": slots,
                "sets": [audit(f, slots, 40 if a.smoke else None) for f in files]}
     for s in results["sets"]:
         print(json.dumps({k: v for k, v in s.items() if k != "examples"}), flush=True)
