@@ -27,16 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-SEQUENCE_SEED_STRIDE = 0x9E3779B97F4A7C15  # codemill.serve.engine: sample i of a request seeds base + i * this
-OLD_UNIT_BITS = 24                         # the faulty mapping's bits; u = 1 when all of them are ones
+OLD_UNIT_BITS = 24  # the faulty mapping's bits; u = 1 when all of them are ones
 
 
 def fault_mask(seeds, steps, tokens):
     """[T] seeds, steps and sampled tokens -> [T] bool: the token's noise was u = 1 under the faulty mapping."""
-    from codemill.serve.sampling import _GOLDEN, _fmix32, _mul32, row_keys
+    from codemill.serve.sampling import column_bits, row_keys
 
-    keys = row_keys(seeds, steps)
-    bits = _fmix32(_mul32(tokens, _GOLDEN) ^ keys)
+    bits = column_bits(row_keys(seeds, steps), tokens)
     return (bits >> (32 - OLD_UNIT_BITS)) == (1 << OLD_UNIT_BITS) - 1
 
 
@@ -45,6 +43,7 @@ def audit(samples_file: Path, slots: int, limit: int | None = None) -> dict:
     from proof_run import GENERATION_SEED
 
     from codemill.eval.generate import _chunks
+    from codemill.serve.sampling import sequence_seed
     from codemill.tokenize.tokenizer import codegeex_tokenizer
 
     rows = [json.loads(line) for line in gzip.open(samples_file, "rt")]
@@ -58,7 +57,7 @@ def audit(samples_file: Path, slots: int, limit: int | None = None) -> dict:
         problem = int(r["task_id"].split("/")[1])  # the proof run's prompts are problems 0..163 in order
         chunk = max(c for c, start in enumerate(chunk_starts) if start <= r["sample_id"])
         base = GENERATION_SEED + 7919 * problem + chunk
-        seed = (base + (r["sample_id"] - chunk_starts[chunk]) * SEQUENCE_SEED_STRIDE) % (1 << 63)
+        seed = sequence_seed(base, r["sample_id"] - chunk_starts[chunk])
         ids = tokenizer.encode(r["completion"], add_special_tokens=False).ids
         seeds += [seed] * len(ids)
         steps += range(len(ids))

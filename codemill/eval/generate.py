@@ -102,9 +102,8 @@ class HTTPGenerator:
             if not self.api_key:
                 raise GenerationError(f"--api-key-env {api_key_env}: that environment variable is not set")
 
-    def _post(self, body: dict | None, url: str | None = None) -> dict:
-        """POST `body` to the completions URL (or GET `url` when body is None), as JSON, retried."""
-        url = url or self.url
+    def _json(self, url: str, body: dict | None = None) -> dict:
+        """The server's JSON answer to a POST of `body` (a GET without one), retried on transient errors."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.api_key:
@@ -133,7 +132,7 @@ class HTTPGenerator:
         """The model's context, from the server (vLLM's and codemill's GET /tokenizer_info)."""
         url = f"{self.root}/tokenizer_info?model={urllib.parse.quote(self.model)}"
         try:
-            context = int(self._post(None, url)["model_max_length"])
+            context = int(self._json(url)["model_max_length"])
         except (GenerationError, KeyError, TypeError, ValueError) as exc:
             why = " ".join(str(exc).split())[:200]
             raise GenerationError(f"{refusal}; and the server does not say its context ({why}), so the prompt "
@@ -148,13 +147,13 @@ class HTTPGenerator:
         if self.context is not None:
             body["truncate_prompt_tokens"] = max(1, self.context - params["max_tokens"])
         try:
-            out = self._post(body)
+            out = self._json(self.url, body)
         except ServerRefused as exc:
             if exc.code != "context_length_exceeded" or "truncate_prompt_tokens" in body:
                 raise
             self.context = self._context_length(exc)
             body["truncate_prompt_tokens"] = max(1, self.context - params["max_tokens"])
-            out = self._post(body)
+            out = self._json(self.url, body)
         texts: list[list[str]] = [[""] * n for _ in prompts]
         for choice in out.get("choices", []):
             i = int(choice.get("index", 0))

@@ -34,7 +34,7 @@ from codemill.serve.config import DEFAULT_BATCH_BUCKETS
 from codemill.serve.decoder import Decoder
 from codemill.serve.detok import TextState, token_bytes
 from codemill.serve.model_runner import Launched, ModelRunner
-from codemill.serve.sampling import RowParams
+from codemill.serve.sampling import RowParams, sequence_seed
 from codemill.serve.scheduler import QueueFull, Scheduler
 from codemill.serve.sequence import (
     Emit,
@@ -137,7 +137,7 @@ class Engine:
         base_seed = params.seed if params.seed is not None else random.getrandbits(63)
         for i in range(params.num_seqs):
             # Sample i of a seeded request draws from its own stream, a function of (seed, i).
-            seed = (base_seed + i * 0x9E3779B97F4A7C15) % (1 << 63)
+            seed = sequence_seed(base_seed, i)
             row = RowParams(params.temperature, params.top_k, params.top_p, seed, params.logprobs,
                             params.presence_penalty, params.frequency_penalty, params.logit_bias)
             text = TextState(self.tokenizer, params.stop, table=self.token_table)

@@ -55,10 +55,20 @@ def unit_interval(bits: torch.Tensor) -> torch.Tensor:
     return ((bits >> (32 - UNIT_BITS)).to(torch.float32) + 0.5) / float(1 << UNIT_BITS)
 
 
+def sequence_seed(base_seed: int, index: int) -> int:
+    """The seed of sample (or beam) `index` of a request seeded `base_seed`: a stream of its own."""
+    return (base_seed + index * 0x9E3779B97F4A7C15) % (1 << 63)
+
+
+def column_bits(keys: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Keys and vocabulary columns (broadcast together) -> the 32-bit hash each column's noise comes from."""
+    return _fmix32(_mul32(columns, _GOLDEN) ^ keys)
+
+
 def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
     """[B] keys -> [B, vocab] floats in (0, 1), a pure function of (key, column)."""
-    cols = _mul32(torch.arange(vocab, device=keys.device, dtype=torch.int64), _GOLDEN)
-    return unit_interval(_fmix32(cols[None, :] ^ keys[:, None]))
+    cols = torch.arange(vocab, device=keys.device, dtype=torch.int64)
+    return unit_interval(column_bits(keys[:, None], cols[None, :]))
 
 
 @dataclass(frozen=True)
